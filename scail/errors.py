@@ -1,0 +1,49 @@
+"""The user-facing exceptions.
+
+Every expected failure is a `ScailError` whose message is one line naming the file or option and
+the fix. The CLI catches it once, prints `error: <msg>` and exits 1. Subclasses exist only where a
+caller catches them differently.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the `scail` command."""
+
+    OK = 0
+    ERROR = 1
+    SOME_FAILED = 2
+    INTERRUPTED = 130
+
+
+class ScailError(Exception):
+    """An expected failure with a one-line, actionable message."""
+
+
+class InputError(ScailError):
+    """A user's input file or folder is missing, unreadable or malformed."""
+
+
+class CheckpointError(ScailError):
+    """A weight file is missing, truncated or does not match the model."""
+
+
+class StageFailed(ScailError):
+    """A stage failed for one example; the batch records it and goes on."""
+
+
+class Interrupted(ScailError):
+    """The user pressed Ctrl-C (or the run was cancelled); work stopped cleanly."""
+
+
+def require(module: str, extra: str) -> object:
+    """Import an optional dependency or raise a `ScailError` with the install line."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ScailError(f"{module} is not installed; pip install 'scail[{extra}]'") from exc

@@ -1,0 +1,110 @@
+"""The example folder contract (compatible with the official SCAIL layout).
+
+    <example>/driving.mp4           input
+    <example>/ref.jpg               input (ref.png, ref_image.jpg, ref_image.png: official search order)
+    <example>/prompt.txt            optional input; --prompt overrides
+    <example>/rendered.mp4          render output (official name)
+    <example>/rendered_aligned.mp4  render output aligned to the reference (preferred by animate)
+    <example>/samples/<name>.mp4    animate output
+    <example>/.scail/               manifests, logs, lock, pose data
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from scail.errors import InputError
+
+REFERENCE_NAMES = ("ref.jpg", "ref.png", "ref_image.jpg", "ref_image.png")
+DRIVING_NAMES = ("driving.mp4", "driving.mov", "driving.webm", "driving.mkv", "driving.avi")
+STATE_DIR = ".scail"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example folder. Paths are derived, never stored twice."""
+
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.resolve().name
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def rendered(self) -> Path:
+        return self.root / "rendered.mp4"
+
+    @property
+    def rendered_aligned(self) -> Path:
+        return self.root / "rendered_aligned.mp4"
+
+    @property
+    def pose_data(self) -> Path:
+        return self.state_dir / "pose.npz"
+
+    @property
+    def ref_pose_data(self) -> Path:
+        return self.state_dir / "ref_pose.npz"
+
+    @property
+    def prompt_file(self) -> Path:
+        return self.root / "prompt.txt"
+
+    def find_reference(self) -> Path | None:
+        """The reference image, first of the official names that exists."""
+        return next((self.root / n for n in REFERENCE_NAMES if (self.root / n).is_file()), None)
+
+    def find_driving(self) -> Path | None:
+        return next((self.root / n for n in DRIVING_NAMES if (self.root / n).is_file()), None)
+
+    def reference(self) -> Path:
+        ref = self.find_reference()
+        if ref is None:
+            raise InputError(f"{self.root}: no reference image (looked for {', '.join(REFERENCE_NAMES)}); add one")
+        return ref
+
+    def driving(self) -> Path:
+        drv = self.find_driving()
+        if drv is None:
+            raise InputError(f"{self.root}: no driving video (looked for {', '.join(DRIVING_NAMES)}); add one")
+        return drv
+
+    def pose_video(self) -> Path | None:
+        """The skeleton video animate reads: rendered_aligned.mp4, else rendered.mp4 (official order)."""
+        return next((p for p in (self.rendered_aligned, self.rendered) if p.is_file()), None)
+
+    def prompt(self, override: str | None = None) -> str:
+        """--prompt wins, else prompt.txt, else the empty prompt (the official default)."""
+        if override is not None:
+            return override.strip()
+        if self.prompt_file.is_file():
+            return self.prompt_file.read_text(encoding="utf-8").strip()
+        return ""
+
+
+def is_example_dir(path: Path) -> bool:
+    """A folder is an example if it holds any input or output of the contract."""
+    names = (*REFERENCE_NAMES, *DRIVING_NAMES, "rendered.mp4", "rendered_aligned.mp4")
+    return any((path / n).is_file() for n in names)
+
+
+def discover(path: Path) -> list[Example]:
+    """PATH is one example folder or a folder of example folders (sorted by name)."""
+    if not path.is_dir():
+        raise InputError(f"{path}: not a folder; pass an example folder or a folder of them")
+    if is_example_dir(path):
+        return [Example(path)]
+    found = [Example(p) for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")
+             and is_example_dir(p)]
+    if not found:
+        raise InputError(f"{path}: no example folders found (each needs driving.mp4 and ref.jpg); see 'scail run --help'")
+    return found

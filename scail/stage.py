@@ -1,0 +1,123 @@
+"""The typed contract between the stage engine and the three stages.
+
+A stage is a small object built from its config block. The engine (scail/engine.py) asks it which
+files it reads and writes, fingerprints those, and calls `run` only when the stage is stale. A
+stage object lives for a whole batch, so it can keep heavy models loaded between examples (load
+once, stream examples); `close()` frees them.
+
+Stages never print: they report through `ctx.progress(...)` and the `ctx.log` logger, and write
+every output through `ctx.atomic_output(path)` so a killed run never leaves a file that looks done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel
+
+from scail.errors import Interrupted
+from scail.example import Example
+
+ProgressFn = Callable[[int, "int | None"], None]
+"""on_progress(done, total): the callback that model-level code (renderer, sampler) accepts."""
+
+
+@dataclass
+class ProgressEvent:
+    """One progress report of one stage on one example (what progress bars and --json consume)."""
+
+    example: str
+    stage: str
+    done: int
+    total: int | None
+    unit: str = "frames"
+    desc: str = ""
+
+
+@dataclass
+class StageContext:
+    """What a running stage may use: progress, logging, cancellation, atomic writes, manifest notes."""
+
+    example: Example
+    stage: str
+    on_event: Callable[[ProgressEvent], None] = lambda e: None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("scail.stage"))
+    notes: dict[str, Any] = field(default_factory=dict)
+    """Extra facts for the manifest (backend chosen, seed, resolved sizes, ...)."""
+
+    def progress(self, done: int, total: int | None, unit: str = "frames", desc: str = "") -> None:
+        """Report progress; raises `Interrupted` if the run was cancelled (Ctrl-C)."""
+        self.check_cancelled()
+        self.on_event(ProgressEvent(self.example.name, self.stage, done, total, unit, desc))
+
+    def progress_fn(self, unit: str = "frames", desc: str = "") -> ProgressFn:
+        """An `on_progress(done, total)` callback for model-level code."""
+        return lambda done, total: self.progress(done, total, unit, desc)
+
+    def check_cancelled(self) -> None:
+        if self.cancel.is_set():
+            raise Interrupted(f"{self.example.root}: {self.stage} interrupted")
+
+    def note(self, **facts: Any) -> None:
+        """Record JSON-serialisable facts in this stage's manifest."""
+        self.notes.update(facts)
+
+    @contextlib.contextmanager
+    def atomic_output(self, path: Path) -> Iterator[Path]:
+        """Yield a temp path beside `path`; rename it into place only if the block succeeds.
+
+        The temp name keeps the suffix (`rendered.tmp-1234.mp4`) so writers that pick a format
+        from the extension still work.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{threading.get_ident()}{path.suffix}")
+        try:
+            yield tmp
+            if not tmp.exists():
+                raise RuntimeError(f"stage {self.stage} did not write {tmp}")
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+class Stage(Protocol):
+    """One pipeline stage. Implementations: PoseStage, RenderStage, AnimateStage."""
+
+    name: ClassVar[str]
+    """"pose", "render" or "animate"."""
+    version: ClassVar[str]
+    """Bump when the stage's outputs change for the same inputs and params (invalidates caches)."""
+
+    def params(self) -> BaseModel:
+        """The resolved parameters that enter the fingerprint (and the manifest)."""
+        ...
+
+    def inputs(self, example: Example) -> list[Path]:
+        """Files whose content hashes enter the fingerprint (inputs and upstream outputs).
+
+        Raises `InputError` when a required input is missing.
+        """
+        ...
+
+    def outputs(self, example: Example) -> list[Path]:
+        """Files this stage writes for this example (all must exist after `run`)."""
+        ...
+
+    def run(self, example: Example, ctx: StageContext) -> None:
+        """Produce `outputs(example)` via `ctx.atomic_output`; raise `ScailError` on expected failures."""
+        ...
+
+    def close(self) -> None:
+        """Free heavy resources (models, worker processes) at the end of a batch."""
+        ...
