@@ -1,0 +1,130 @@
+"""Sampler parity with the official wan-branch schedulers (fixtures/scail/sampler) and the SAT Euler spec."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scail.animate.sampler import guided, make_schedule, sample
+
+FIXTURE = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "scail" / "sampler"
+
+
+@pytest.fixture(scope="module")
+def fixture_dir() -> Path:
+    if not (FIXTURE / "schedules.json").is_file():
+        pytest.skip(f"sampler fixtures not found at {FIXTURE} (they live in the shared folder beside the repo)")
+    return FIXTURE
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    d = (a.double() - b.double()).abs().max().item()
+    return d / max(b.double().abs().max().item(), 1e-12)
+
+
+@pytest.mark.parametrize("solver", ["unipc", "dpmpp"])
+@pytest.mark.parametrize("steps,shift", [(40, 3), (40, 5), (50, 5), (20, 3), (3, 3), (10, 1)])
+def test_schedule_matches_official(fixture_dir: Path, solver: str, steps: int, shift: float) -> None:
+    from safetensors.torch import load_file
+
+    ref = load_file(str(fixture_dir / "schedules.safetensors"))
+    key = f"{solver}_steps{steps}_shift{shift}"
+    sched = make_schedule("unipc" if solver == "unipc" else "dpm++", steps, float(shift))
+    assert sched.timesteps.dtype == torch.int64
+    assert torch.equal(sched.timesteps, ref[f"{key}/timesteps"])  # integers fed to the DiT: exact
+    assert sched.sigmas.dtype == torch.float32
+    assert torch.equal(sched.sigmas, ref[f"{key}/sigmas"])
+
+
+def test_schedule_json_agrees_with_safetensors(fixture_dir: Path) -> None:
+    meta = json.loads((fixture_dir / "schedules.json").read_text())
+    assert meta["unipc_steps40_shift3"]["timesteps"][:3] == [999.0, 991.0, 982.0]
+    s = make_schedule("unipc", 40, 3.0)
+    assert s.timesteps[:3].tolist() == [999, 991, 982]
+
+
+def _toy(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The fixture's toy model with CFG 5: v_cond = 0.1x + t/1000, v_uncond = -0.2x + 0.5t/1000."""
+    tf = t.to(torch.float32) / 1000
+    return guided(0.1 * x + tf, -0.2 * x + 0.5 * tf, 5.0)
+
+
+@pytest.mark.parametrize("solver", ["unipc", "dpmpp"])
+@pytest.mark.parametrize("steps", [3, 40])
+def test_trajectory_matches_official(fixture_dir: Path, solver: str, steps: int) -> None:
+    from safetensors.torch import load_file
+
+    ref = load_file(str(fixture_dir / "trajectories.safetensors"))
+    pre = f"traj_{solver}_steps{steps}_shift3/"
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    step = [0]
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        v = _toy(x, t)
+        seen[step[0]] = (t.clone(), v.clone(), x.clone())
+        step[0] += 1
+        return v
+
+    progress: list[tuple[int, int | None]] = []
+    sched = make_schedule("unipc" if solver == "unipc" else "dpm++", steps, 3.0)
+    out = sample(denoise, ref[pre + "x_init"], sched, on_progress=lambda d, n: progress.append((d, n)))
+    assert progress == [(i + 1, steps) for i in range(steps)]
+    stored = sorted({int(k[len(pre) + 4 : len(pre) + 6]) for k in ref if k.startswith(pre + "step")})
+    for i in stored:
+        t, v, _ = seen[i]
+        assert torch.equal(t, ref[f"{pre}step{i:02d}_t"])
+        assert _rel(v, ref[f"{pre}step{i:02d}_noise_pred"]) <= 1e-5
+        x_after = seen[i + 1][2] if i + 1 < steps else out
+        assert _rel(x_after, ref[f"{pre}step{i:02d}_x_after"]) <= 1e-5, f"step {i}"
+    assert _rel(out, ref[pre + "x_final"]) <= 1e-5
+
+
+def test_euler_schedule_is_the_sat_one() -> None:
+    s = make_schedule("euler", 50, 5.0)
+    # scail-model.md §6.1: sigma = [1.0, 0.995935, 0.991736, ..., 0.172414, 0.092593, 0.0]
+    np.testing.assert_allclose(s.sigmas[:3].numpy(), [1.0, 0.995935, 0.991736], atol=1e-6)
+    np.testing.assert_allclose(s.sigmas[-3:].numpy(), [0.172414, 0.092593, 0.0], atol=1e-6)
+    # the same as Wan's shift map applied to a linear 1 -> 0 grid (max diff 6e-8)
+    lin = np.linspace(1, 0, 51)
+    np.testing.assert_allclose(s.sigmas.numpy(), 5 * lin / (1 + 4 * lin), atol=1e-7)
+    assert s.timesteps.dtype == torch.float32
+    assert torch.equal(s.timesteps, s.sigmas[:-1] * 1000)
+
+
+def test_euler_update_rule() -> None:
+    """x <- x + (sigma_next - sigma) * v: with v = noise - x0 exact, one run lands on x0."""
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(16, 2, 4, 6, generator=g)
+    noise = torch.randn(16, 2, 4, 6, generator=g)
+    ts: list[float] = []
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        ts.append(float(t[0]))
+        return noise - x0
+
+    sched = make_schedule("euler", 50, 5.0)
+    out = sample(denoise, noise, sched)
+    assert len(ts) == 50 and ts[0] == 1000.0
+    assert torch.allclose(out, x0, atol=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["euler", "unipc", "dpm++"])
+def test_exact_velocity_recovers_data(solver: str) -> None:
+    """On the straight path with the true velocity every solver lands on x0 (checks the signs and sigmas)."""
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(3, 5, generator=g)
+    noise = torch.randn(3, 5, generator=g)
+    sched = make_schedule(solver, 12, 3.0)  # type: ignore[arg-type]
+    s0 = float(sched.sigmas[0])
+    start = (1 - s0) * x0 + s0 * noise
+    out = sample(lambda x, t: noise - x0, start, sched)
+    assert torch.allclose(out, x0, atol=1e-4)
+
+
+def test_unknown_solver_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown solver"):
+        make_schedule("heun", 10, 3.0)  # type: ignore[arg-type]
