@@ -127,3 +127,106 @@ class Settings(_Strict):
         cache = Path(os.environ.get("SCAIL_CACHE_DIR", Path.home() / ".cache" / "scail")).expanduser()
         weights = Path(os.environ.get("SCAIL_WEIGHTS_DIR", cache / "weights")).expanduser()
         return cls(weights_dir=weights, cache_dir=cache)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading presets (owned by the foundation: scail/batch.py, scail/cli.py)
+# ----------------------------------------------------------------------------------------------
+
+DEFAULT_PIPELINE = "scail-preview-512p"
+
+
+def preset_dirs() -> list[Path]:
+    """Where named presets live: the repo's `pipelines/`, then the copy installed as package data."""
+    here = Path(__file__).resolve().parent
+    return [here.parent / "pipelines", here / "pipelines"]
+
+
+def list_presets() -> list[str]:
+    """Names of the presets that `--pipeline NAME` accepts."""
+    names = {p.stem for d in preset_dirs() if d.is_dir() for p in d.glob("*.yaml")}
+    return sorted(names)
+
+
+def _find_preset(name_or_file: str) -> Path:
+    from scail.errors import InputError
+
+    as_path = Path(name_or_file).expanduser()
+    if as_path.suffix in (".yaml", ".yml") or as_path.is_file():
+        if not as_path.is_file():
+            raise InputError(f"{as_path}: pipeline file not found")
+        return as_path
+    for d in preset_dirs():
+        candidate = d / f"{name_or_file}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"unknown pipeline '{name_or_file}'; choose one of {', '.join(list_presets()) or '(none)'}"
+                     " or pass a .yaml file")
+
+
+def _set_dotted(doc: dict, key: str, value: object, source: str) -> None:
+    from scail.errors import InputError
+
+    parts = key.split(".")
+    node = doc
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise InputError(f"{source}: '{key}' does not name an option (use e.g. animate.steps=4)")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """`animate.steps=4` -> ("animate.steps", 4). Values are parsed as YAML scalars (4, 1.5, true, null)."""
+    import yaml
+
+    from scail.errors import InputError
+
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise InputError(f"--set {text}: expected KEY=VALUE, e.g. --set animate.steps=4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, (dict, list)):
+        value = raw  # a bare string that happens to look like YAML structure
+    return key, value
+
+
+def load_pipeline(name_or_file: str | None = None, overrides: dict[str, object] | None = None) -> PipelineConfig:
+    """Resolve a preset (name or YAML file) plus dotted overrides into a validated `PipelineConfig`.
+
+    Precedence: model defaults < preset < overrides. Unknown keys are errors naming the key and file.
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    from scail.errors import InputError
+
+    path = _find_preset(name_or_file or DEFAULT_PIPELINE)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable YAML file ({first})") from exc
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: expected a mapping of stage blocks (pose:, render:, animate:)")
+    doc.setdefault("name", path.stem)
+    overrides = overrides or {}
+    for key, value in overrides.items():
+        _set_dotted(doc, key, value, f"--set {key}")
+    try:
+        return PipelineConfig.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        if loc in overrides:
+            if err["type"] == "extra_forbidden":
+                raise InputError(f"--set {loc}: unknown key '{loc}'") from None
+            raise InputError(f"--set {loc}={overrides[loc]}: {err['msg']}") from None
+        if err["type"] == "extra_forbidden":
+            raise InputError(f"{path}: unknown key '{loc}'") from None
+        raise InputError(f"{path}: {loc}: {err['msg']}") from None

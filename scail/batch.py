@@ -1,0 +1,369 @@
+"""The batch runner: many examples through a list of stages, each example isolated.
+
+    jobs = [ExampleJob(root, config, ("pose", "render", "animate")) for root in ...]
+    summary = run_batch(jobs)            # SerialExecutor(build_stages) by default
+    summary.exit_code                    # 0 all ok, 2 some failed/locked, 130 Ctrl-C
+
+- One example's failure is recorded in its manifest with a one-line reason; the batch goes on.
+- A rerun resumes: fresh stages are skipped, failed and interrupted ones run again.
+- Ctrl-C sets the cancel event: the running stage stops at its next progress report, its manifest
+  says "interrupted", and the batch stops (a second Ctrl-C aborts at once).
+- Stage objects are built once per executor (heavy models load once) and closed at the end.
+- An example locked by another runner is skipped, then retried once after the others.
+
+The per-example job is a plain function of picklable data (`run_example(job, stages, ...)`), so an
+executor that ships jobs to other processes can reuse it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from scail.cache import ExampleLocked, HashCache, atomic_write_text, example_lock, manifest_path, now_iso
+from scail.config import STAGES, PipelineConfig
+from scail.engine import Outcome, StageOutcome, one_line, run_stage
+from scail.errors import ExitCode, InputError, Interrupted
+from scail.example import Example
+from scail.logs import example_log_file
+from scail.stage import ProgressEvent, Stage
+
+log = logging.getLogger(__name__)
+
+SUMMARY_NAME = ".scail-summary.json"
+
+
+# ----------------------------------------------------------------------------------------------
+# Jobs and results
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExampleJob:
+    """Everything needed to process one example (plain, picklable data)."""
+
+    root: Path
+    config: PipelineConfig
+    stages: tuple[str, ...] = STAGES
+    force: frozenset[str] = frozenset()
+    """Stage names to rerun even when fresh or user-provided."""
+    prompt: str | None = None
+    """--prompt: overrides prompt.txt for the animate stage."""
+    lock_wait_s: float = 0.0
+
+
+@dataclass
+class ExampleResult:
+    """What happened to one example: one outcome per stage."""
+
+    name: str
+    root: str
+    stages: list[StageOutcome] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(s.outcome.is_ok for s in self.stages)
+
+    @property
+    def interrupted(self) -> bool:
+        return any(s.outcome is Outcome.INTERRUPTED for s in self.stages)
+
+    @property
+    def reason(self) -> str:
+        """The first failure's one-line reason ('' when ok)."""
+        return next((f"{s.stage}: {s.reason}" for s in self.stages if not s.outcome.is_ok), "")
+
+
+@dataclass
+class BatchSummary:
+    """Every example, stage, status and time of one batch (the table and the JSON file)."""
+
+    pipeline: str
+    config: dict[str, Any]
+    examples: list[ExampleResult]
+    started: str
+    duration_s: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        return ExitCode.OK if all(e.ok for e in self.examples) else ExitCode.SOME_FAILED
+
+    def counts(self) -> dict[str, int]:
+        ok = sum(e.ok for e in self.examples)
+        return {"examples": len(self.examples), "ok": ok, "failed": len(self.examples) - ok}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": 1,
+            "pipeline": self.pipeline,
+            "started": self.started,
+            "duration_s": round(self.duration_s, 3),
+            "exit_code": int(self.exit_code),
+            "interrupted": self.interrupted,
+            **self.counts(),
+            "examples": [
+                {
+                    "name": e.name, "path": e.root, "ok": e.ok, "reason": e.reason,
+                    "duration_s": round(e.duration_s, 3),
+                    "stages": [{**asdict(s), "outcome": s.outcome.value, "duration_s": round(s.duration_s, 3)}
+                               for s in e.stages],
+                }
+                for e in self.examples
+            ],
+            "config": self.config,
+        }
+
+    def write_json(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+
+
+# ----------------------------------------------------------------------------------------------
+# Observers (progress display) and stage construction
+# ----------------------------------------------------------------------------------------------
+
+
+class BatchObserver(Protocol):
+    """What the batch tells the display (scail/progress.py `ProgressDisplay` implements this)."""
+
+    def batch_started(self, total_examples: int) -> None: ...
+    def example_started(self, name: str) -> None: ...
+    def stage_started(self, example: str, stage: str) -> None: ...
+    def stage_finished(self, example: str, stage: str, status: str, duration_s: float) -> None: ...
+    def example_finished(self, name: str, ok: bool) -> None: ...
+    def on_event(self, event: ProgressEvent) -> None: ...
+    def log(self, msg: str) -> None: ...
+
+
+class NullObserver:
+    """Discards everything (library use and tests)."""
+
+    def batch_started(self, total_examples: int) -> None: ...
+    def example_started(self, name: str) -> None: ...
+    def stage_started(self, example: str, stage: str) -> None: ...
+    def stage_finished(self, example: str, stage: str, status: str, duration_s: float) -> None: ...
+    def example_finished(self, name: str, ok: bool) -> None: ...
+    def on_event(self, event: ProgressEvent) -> None: ...
+    def log(self, msg: str) -> None: ...
+
+
+StageFactory = Callable[[PipelineConfig, Sequence[str], "str | None"], list[Stage]]
+
+
+def build_stages(config: PipelineConfig, names: Sequence[str], prompt: str | None = None) -> list[Stage]:
+    """Build the named stages from the config blocks (heavy models load lazily inside them)."""
+    stages: list[Stage] = []
+    for name in names:
+        if name == "pose":
+            from scail.pose.stage import PoseStage
+
+            stages.append(PoseStage(config.pose))
+        elif name == "render":
+            from scail.render.stage import RenderStage
+
+            stages.append(RenderStage(config.render))
+        elif name == "animate":
+            from scail.animate.stage import AnimateStage
+
+            stages.append(AnimateStage(config.animate, prompt_override=prompt))
+        else:
+            raise InputError(f"unknown stage '{name}'; choose from {', '.join(STAGES)}")
+    return stages
+
+
+# ----------------------------------------------------------------------------------------------
+# One example
+# ----------------------------------------------------------------------------------------------
+
+
+def _first_needed(stages: Sequence[Stage], example: Example, force: frozenset[str]) -> int:
+    """Index of the first stage to consider: stages above the last user-provided one are not needed.
+
+    A hand-made rendered.mp4 means pose and render have nothing to do for this example, even when
+    driving.mp4 is absent. A user-provided stage is recognised without reading any manifest: its
+    outputs exist and it has no manifest file.
+    """
+    start = 0
+    for i, stage in enumerate(stages):
+        if stage.name in force or manifest_path(example, stage.name).exists():
+            continue
+        if any(p.exists() for p in stage.outputs(example)):
+            start = i
+    return start
+
+
+def run_example(job: ExampleJob, stages: Sequence[Stage], observer: BatchObserver | None = None,
+                cancel: threading.Event | None = None) -> ExampleResult:
+    """Run the stages on one example under its lock; never raises for the example's own failures."""
+    observer = observer or NullObserver()
+    example = Example(job.root)
+    result = ExampleResult(name=example.name, root=str(job.root))
+    t0 = time.perf_counter()
+    observer.example_started(example.name)
+    try:
+        with example_lock(example, job.lock_wait_s), example_log_file(example):
+            _run_locked(job, stages, example, result, observer, cancel)
+    except ExampleLocked as exc:
+        result.stages = [StageOutcome(s.name, Outcome.LOCKED, reason=one_line(exc)) for s in stages]
+    except OSError as exc:  # e.g. a read-only example folder: .scail/ cannot be created
+        result.stages = [StageOutcome(stages[0].name, Outcome.FAILED, reason=f"{example.root}: {exc.strerror}")]
+    result.duration_s = time.perf_counter() - t0
+    observer.example_finished(example.name, result.ok)
+    return result
+
+
+def _run_locked(job: ExampleJob, stages: Sequence[Stage], example: Example, result: ExampleResult,
+                observer: BatchObserver, cancel: threading.Event | None) -> None:
+    hashes = HashCache(example)
+    start = _first_needed(stages, example, job.force)
+    for stage in stages[:start]:
+        result.stages.append(StageOutcome(stage.name, Outcome.SKIPPED,
+                                          reason=f"not needed: {stages[start].name} outputs are user-provided"))
+    failed: str | None = None
+    try:
+        for stage in stages[start:]:
+            if failed is not None:
+                result.stages.append(StageOutcome(stage.name, Outcome.SKIPPED, reason=f"{failed} failed"))
+                continue
+            observer.stage_started(example.name, stage.name)
+            try:
+                outcome = run_stage(stage, example, on_event=observer.on_event, cancel=cancel,
+                                    force=stage.name in job.force, hashes=hashes)
+            except Interrupted as exc:
+                outcome = StageOutcome(stage.name, Outcome.INTERRUPTED, reason=one_line(exc))
+            observer.stage_finished(example.name, stage.name, outcome.outcome.value, outcome.duration_s)
+            result.stages.append(outcome)
+            if outcome.outcome is Outcome.INTERRUPTED:
+                return
+            if not outcome.outcome.is_ok:
+                failed = stage.name
+                log.warning("%s: %s failed: %s", example.name, stage.name, outcome.reason)
+    finally:
+        hashes.save()
+
+
+# ----------------------------------------------------------------------------------------------
+# Executors
+# ----------------------------------------------------------------------------------------------
+
+
+class Executor(Protocol):
+    """Runs example jobs and yields their results (in any order)."""
+
+    def run(self, jobs: Sequence[ExampleJob], observer: BatchObserver,
+            cancel: threading.Event) -> Iterator[ExampleResult]: ...
+
+    def close(self) -> None: ...
+
+
+class SerialExecutor:
+    """Runs jobs one after the other in this process; stages are built once and reused."""
+
+    def __init__(self, factory: StageFactory = build_stages) -> None:
+        self._factory = factory
+        self._built: dict[str, list[Stage]] = {}
+
+    def stages_for(self, job: ExampleJob) -> list[Stage]:
+        key = json.dumps([job.config.model_dump(mode="json"), job.stages, job.prompt], sort_keys=True)
+        if key not in self._built:
+            self._built[key] = self._factory(job.config, job.stages, job.prompt)
+        return self._built[key]
+
+    def run(self, jobs: Sequence[ExampleJob], observer: BatchObserver,
+            cancel: threading.Event) -> Iterator[ExampleResult]:
+        for job in jobs:
+            if cancel.is_set():
+                return
+            yield run_example(job, self.stages_for(job), observer, cancel)
+
+    def close(self) -> None:
+        for stages in self._built.values():
+            for stage in stages:
+                try:
+                    stage.close()
+                except Exception as exc:  # closing must not hide the batch's result
+                    log.warning("closing the %s stage failed: %s", stage.name, exc)
+        self._built.clear()
+
+
+# ----------------------------------------------------------------------------------------------
+# The batch
+# ----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _ctrl_c_sets(cancel: threading.Event, observer: BatchObserver) -> Iterator[None]:
+    """First Ctrl-C: set `cancel` (the stage stops at its next progress report). Second: abort now."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        observer.log("Ctrl-C: stopping after the current step (press again to abort now)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_batch(jobs: Sequence[ExampleJob], executor: Executor | None = None,
+              observer: BatchObserver | None = None, cancel: threading.Event | None = None,
+              json_out: Path | None = None) -> BatchSummary:
+    """Run every job; locked examples are retried once at the end. Writes the JSON summary if asked."""
+    observer = observer or NullObserver()
+    cancel = cancel or threading.Event()
+    own_executor = executor is None
+    executor = executor or SerialExecutor()
+    config = jobs[0].config if jobs else PipelineConfig()
+    summary = BatchSummary(pipeline=config.name, config=config.model_dump(mode="json"), examples=[],
+                           started=now_iso())
+    t0 = time.perf_counter()
+    observer.batch_started(len(jobs))
+    results: dict[Path, ExampleResult] = {}
+    try:
+        with _ctrl_c_sets(cancel, observer):
+            try:
+                for r in executor.run(jobs, observer, cancel):
+                    results[Path(r.root)] = r
+                    if r.interrupted:
+                        cancel.set()
+                locked = [j for j in jobs if Path(j.root) in results
+                          and any(s.outcome is Outcome.LOCKED for s in results[Path(j.root)].stages)]
+                if locked and not cancel.is_set():
+                    log.info("retrying %d example(s) that another runner held", len(locked))
+                    for r in executor.run(locked, observer, cancel):
+                        results[Path(r.root)] = r
+            except KeyboardInterrupt:
+                cancel.set()
+    finally:
+        if own_executor:
+            executor.close()
+    summary.examples = [results[Path(j.root)] for j in jobs if Path(j.root) in results]
+    summary.interrupted = cancel.is_set()
+    summary.duration_s = time.perf_counter() - t0
+    if json_out is not None:
+        summary.write_json(json_out)
+    return summary
+
+
+def make_jobs(examples: Iterable[Example], config: PipelineConfig, stages: Sequence[str],
+              force: Iterable[str] = (), prompt: str | None = None, lock_wait_s: float = 0.0) -> list[ExampleJob]:
+    """One job per example with the same resolved config."""
+    forced = frozenset(force)
+    return [ExampleJob(e.root, config, tuple(stages), forced, prompt, lock_wait_s) for e in examples]

@@ -1,0 +1,72 @@
+"""Logging setup: a terse terminal handler chosen by -v/-q, and a DEBUG log file per example.
+
+Library code only calls `logging.getLogger(__name__)`; this module (used by the CLI and the batch
+runner) decides where records go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from scail.example import Example
+
+_FILE_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
+
+
+def level_for(verbose: int, quiet: bool = False) -> int:
+    """-q: errors only; default: warnings; -v: info; -vv: debug (the pipx mapping)."""
+    if quiet:
+        return logging.ERROR
+    return {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False, console: Any = None) -> None:
+    """Send `scail.*` records to the terminal (stderr, through Rich when a console is given)."""
+    root = logging.getLogger("scail")
+    root.setLevel(logging.DEBUG)  # handlers filter; the per-example file always gets DEBUG
+    for h in list(root.handlers):
+        if getattr(h, "_scail_terminal", False):
+            root.removeHandler(h)
+    handler: logging.Handler
+    if console is not None:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_time=False, show_path=verbose >= 2, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level_for(verbose, quiet))
+    handler._scail_terminal = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.propagate = False
+
+
+@contextlib.contextmanager
+def example_log_file(example: Example) -> Iterator[None]:
+    """Append every `scail.*` record (DEBUG and up) to `<example>/.scail/logs/scail.log` meanwhile."""
+    logs = example.state_dir / "logs"
+    root = logging.getLogger("scail")
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(logs / "scail.log", encoding="utf-8", delay=True)
+    except OSError:
+        yield
+        return
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter(_FILE_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    previous = root.level
+    if root.level == logging.NOTSET or root.level > logging.DEBUG:
+        root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    root.debug("---- %s: run started %s", example.name, time.strftime("%Y-%m-%d %H:%M:%S"))
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(previous)
