@@ -15,16 +15,8 @@ import pytest
 from scail import video
 from scail.errors import InputError
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 ROUND_TRIP_MAX_MEAN_ABS = 3.0
 """crf 18 on smooth synthetic frames gives a mean abs error of about 1.4 per channel value."""
-
-
-@pytest.fixture
-def shared() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"shared fixtures not found at {SHARED}")
-    return SHARED.resolve()
 
 
 def smooth_frames(n: int, h: int = 64, w: int = 96) -> list[np.ndarray]:
@@ -284,26 +276,26 @@ def test_resize_crop_chunking_matches_one_batch() -> None:
     np.testing.assert_array_equal(out, ref)
 
 
-def test_resize_crop_matches_official_pipeline_fixture(shared: Path) -> None:
+def test_resize_crop_matches_official_pipeline_fixture(shared_dir: Path) -> None:
     """Decode frames 0..8 of examples/001/rendered.mp4 and the ref image as the official code did."""
     import torch
     from PIL import Image
     from safetensors.torch import load_file
 
-    fixture_dir = shared / "fixtures" / "scail" / "pipeline"
+    fixture_dir = shared_dir / "fixtures" / "scail" / "pipeline"
     if not (fixture_dir / "inputs.safetensors").is_file():
         pytest.skip(f"{fixture_dir}/inputs.safetensors not found")
     config = json.loads((fixture_dir / "config.json").read_text())
     inputs = load_file(str(fixture_dir / "inputs.safetensors"))
 
-    frames = video.read_frames(shared / "examples" / "001" / "rendered.mp4", max_frames=9)
+    frames = video.read_frames(shared_dir / "examples" / "001" / "rendered.mp4", max_frames=9)
     sha = hashlib.sha256(frames.tobytes()).hexdigest()
     assert sha == config["inputs"]["pose_video"]["decoded_first9_uint8_thwc_sha256"]  # same bytes as decord
     pose = video.resize_crop(frames, (64, 128))
     expected = inputs["pose_frames_uint8_resized_tchw"].permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(pose, expected)  # bit-exact
 
-    rgb = np.array(Image.open(shared / "examples" / "001" / "ref.jpg").convert("RGB"))
+    rgb = np.array(Image.open(shared_dir / "examples" / "001" / "ref.jpg").convert("RGB"))
     assert (
         hashlib.sha256(rgb.tobytes()).hexdigest()
         == config["inputs"]["reference_image"]["decoded_rgb_uint8_hwc_sha256"]
