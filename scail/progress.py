@@ -1,0 +1,343 @@
+"""Terminal progress for batches: the only module that draws on the terminal.
+
+`ProgressDisplay` receives the batch runner's lifecycle calls (`scail.batch.BatchObserver`) and the
+stages' `ProgressEvent`s, and draws them on one stderr `Console`:
+
+- on a terminal: one `Live` holding three `Progress` groups, nested batch -> example -> stage, with
+  bars, counts and ETA for frames / denoising steps / examples. A stage's bars are hidden when it
+  finishes, and a one-line result ("001 render ran 12.3 s") is printed above the bars instead;
+- without a terminal (CI logs, pipes) or in `--json` mode: plain lines, at most one progress line per
+  stage every `plain_interval_s` seconds, plus start and finish lines;
+- in quiet mode: nothing but failed or interrupted stages.
+
+stdout is left alone: it is for results (tables, JSON).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from scail.stage import ProgressEvent
+
+STATUS_STYLES = {
+    "ran": "green",
+    "fresh": "cyan",
+    "user-provided": "blue",
+    "skipped": "dim",
+    "failed": "bold red",
+    "interrupted": "yellow",
+    "locked": "yellow",
+}
+"""How each stage status (scail.engine.Outcome values) is coloured in lines and tables."""
+
+_BAD_STATUSES = frozenset({"failed", "interrupted", "locked"})
+
+
+def stderr_console() -> Console:
+    """The console every scail command draws on: stderr, so stdout stays clean for results."""
+    return Console(stderr=True)
+
+
+def format_duration(seconds: float | None) -> str:
+    """`0.4 s`, `12.3 s`, `4:05`, `1:02:03`; empty for None."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class AverageEtaColumn(ProgressColumn):
+    """`eta H:MM:SS` from the average rate since the task started.
+
+    Rich's own column estimates speed from the last 30 s only, which shows nothing when one
+    example or one denoising step takes longer than that.
+    """
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed
+        if not task.total or not task.completed or elapsed is None:
+            return Text("eta -:--:--", style="dim")
+        remaining = max(task.total - task.completed, 0) * elapsed / task.completed
+        minutes, seconds = divmod(round(remaining), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"eta {hours}:{minutes:02d}:{seconds:02d}", style="cyan")
+
+
+@dataclass
+class _StageTrack:
+    """Plain-mode bookkeeping for one running stage of one example."""
+
+    started_at: float
+    last_line_at: float | None = None
+
+
+class ProgressDisplay:
+    """Draws batch / example / stage progress on a stderr console (see the module docstring).
+
+    Use as a context manager around the batch; pass it as the batch observer. Events may arrive
+    from other threads (e.g. the pose worker's reader).
+
+    Args:
+        console: where to draw; a stderr console by default. Bars are used only when
+            `console.is_terminal`.
+        quiet: draw nothing but failed or interrupted stages.
+        json_mode: no bars (stdout carries JSON); plain lines on the console instead.
+        get_time: clock in seconds (tests inject a fake one); `time.monotonic` by default.
+        plain_interval_s: at most one plain progress line per stage per this many seconds.
+        auto_refresh: let Rich redraw the bars 10 times a second; when False the display is
+            redrawn on every call (deterministic output for tests).
+    """
+
+    def __init__(
+        self,
+        console: Console | None = None,
+        quiet: bool = False,
+        json_mode: bool = False,
+        get_time: Callable[[], float] | None = None,
+        plain_interval_s: float = 2.0,
+        auto_refresh: bool = True,
+    ) -> None:
+        import time
+
+        self.console = console if console is not None else stderr_console()
+        self.quiet = quiet
+        self.json_mode = json_mode
+        self.get_time = get_time or time.monotonic
+        self.plain_interval_s = plain_interval_s
+        self.auto_refresh = auto_refresh
+        self.use_bars = self.console.is_terminal and not quiet and not json_mode
+        self._lock = threading.RLock()
+        self._live: Live | None = None
+        self._total_examples = 0
+        self._examples_done = 0
+        self._batch_task: TaskID | None = None
+        self._example_tasks: dict[str, TaskID] = {}
+        self._stage_tasks: dict[tuple[str, str, str], TaskID] = {}
+        self._tracks: dict[tuple[str, str], _StageTrack] = {}
+
+        columns_time = (AverageEtaColumn(), TimeElapsedColumn())
+        self._batch = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            *columns_time,
+            console=self.console,
+            get_time=self.get_time,
+        )
+        self._examples = Progress(
+            TextColumn("  "),
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            TextColumn("{task.fields[stage]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            get_time=self.get_time,
+        )
+        self._stages = Progress(
+            TextColumn("    {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            *columns_time,
+            console=self.console,
+            get_time=self.get_time,
+        )
+
+    # --- context manager ------------------------------------------------------------------------
+
+    def __enter__(self) -> ProgressDisplay:
+        if self.use_bars:
+            self._live = Live(
+                Group(self._batch, self._examples, self._stages),
+                console=self.console,
+                auto_refresh=self.auto_refresh,
+                refresh_per_second=10,
+                transient=False,
+            )
+            self._live.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with self._lock:
+            live, self._live = self._live, None
+            if live is not None:
+                live.stop()
+
+    # --- batch lifecycle (scail.batch.BatchObserver) --------------------------------------------
+
+    def batch_started(self, total_examples: int) -> None:
+        with self._lock:
+            self._total_examples = total_examples
+            self._examples_done = 0
+            if self._live is not None:
+                self._batch_task = self._batch.add_task("examples", total=total_examples)
+            else:
+                self._plain(f"scail: {total_examples} example{'s' if total_examples != 1 else ''}")
+            self._refresh()
+
+    def example_started(self, name: str) -> None:
+        with self._lock:
+            if self._live is not None:
+                self._example_tasks[name] = self._examples.add_task(name, total=None, stage="")
+            else:
+                self._plain(f"[{self._examples_done + 1}/{self._total_examples or '?'}] {name}")
+            self._refresh()
+
+    def stage_started(self, example: str, stage: str) -> None:
+        with self._lock:
+            self._tracks[(example, stage)] = _StageTrack(started_at=self.get_time())
+            if self._live is not None:
+                task = self._example_tasks.get(example)
+                if task is not None:
+                    self._examples.update(task, stage=stage)
+            else:
+                self._plain(f"{example} {stage}: started")
+            self._refresh()
+
+    def on_event(self, event: ProgressEvent) -> None:
+        """A stage's progress report: `done` of `total` `unit`s (frames, steps, ...)."""
+        with self._lock:
+            if self._live is not None:
+                self._update_bar(event)
+            else:
+                self._plain_event(event)
+            self._refresh()
+
+    def stage_finished(self, example: str, stage: str, status: str, duration_s: float) -> None:
+        with self._lock:
+            self._tracks.pop((example, stage), None)
+            for key in [k for k in self._stage_tasks if k[:2] == (example, stage)]:
+                self._stages.update(self._stage_tasks.pop(key), visible=False)
+            style = STATUS_STYLES.get(status, "")
+            line = Text.assemble(f"{example} {stage} ", (status, style), f" {format_duration(duration_s)}")
+            if status in _BAD_STATUSES or not self.quiet:
+                self._print(line)
+            self._refresh()
+
+    def example_finished(self, name: str, ok: bool) -> None:
+        with self._lock:
+            self._examples_done += 1
+            task = self._example_tasks.pop(name, None)
+            if task is not None:
+                self._examples.update(task, visible=False)
+            if self._batch_task is not None:
+                self._batch.update(self._batch_task, completed=self._examples_done)
+            if self._live is None and not self.quiet:
+                self._plain(
+                    f"{name}: {'ok' if ok else 'FAILED'} ({self._examples_done}/{self._total_examples})"
+                )
+            self._refresh()
+
+    def log(self, msg: str) -> None:
+        """Print a message above the bars (dropped in quiet mode)."""
+        if not self.quiet:
+            with self._lock:
+                self._print(Text(msg))
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _update_bar(self, event: ProgressEvent) -> None:
+        key = (event.example, event.stage, event.unit)
+        task = self._stage_tasks.get(key)
+        if task is None:
+            label = f"{event.stage} {event.desc}".rstrip()
+            task = self._stages.add_task(label, total=event.total, unit=event.unit)
+            self._stage_tasks[key] = task
+        self._stages.update(task, completed=event.done, total=event.total)
+
+    def _plain_event(self, event: ProgressEvent) -> None:
+        now = self.get_time()
+        track = self._tracks.setdefault((event.example, event.stage), _StageTrack(started_at=now))
+        finished = event.total is not None and event.done >= event.total
+        due = track.last_line_at is None or now - track.last_line_at >= self.plain_interval_s
+        if not (due or finished) or self.quiet:
+            return
+        track.last_line_at = now
+        what = f"{event.desc} " if event.desc else ""
+        if event.total:
+            pct = 100 * event.done / event.total
+            text = (
+                f"{event.example} {event.stage}: {what}{event.done}/{event.total} {event.unit} ({pct:.0f}%)"
+            )
+            elapsed = now - track.started_at
+            if 0 < event.done < event.total and elapsed > 0:
+                text += f", eta {format_duration(elapsed / event.done * (event.total - event.done))}"
+        else:
+            text = f"{event.example} {event.stage}: {what}{event.done} {event.unit}"
+        self._plain(text)
+
+    def _plain(self, text: str) -> None:
+        if not self.quiet:
+            self._print(Text(text))
+
+    def _print(self, text: Text) -> None:
+        self.console.print(text, soft_wrap=True, highlight=False)
+
+    def _refresh(self) -> None:
+        if self._live is not None and not self.auto_refresh:
+            self._live.refresh()
+
+
+def setup_logging(console: Console, verbosity: int) -> None:
+    """Route `scail.*` log records through a RichHandler on `console` (so they print above the bars).
+
+    verbosity: -1 (or lower) errors only (`-q`), 0 warnings, 1 info (`-v`), 2 and up debug (`-vv`).
+    """
+    from scail.logs import setup_logging as _setup
+
+    _setup(verbose=max(verbosity, 0), quiet=verbosity < 0, console=console)
+
+
+_SUMMARY_COLUMNS = ("example", "stage", "status", "time", "reason")
+
+
+def render_summary_table(rows: Iterable[Mapping[str, Any]], title: str | None = "scail summary") -> Table:
+    """A table of example x stage results.
+
+    Args:
+        rows: dicts with keys example, stage, status, duration_s, reason (missing keys are blank).
+            The example name is shown only on the first of its consecutive rows.
+    """
+    table = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
+    for name in _SUMMARY_COLUMNS:
+        table.add_column(name, justify="right" if name == "time" else "left", no_wrap=name != "reason")
+    previous: str | None = None
+    for row in rows:
+        example = str(row.get("example", ""))
+        status = str(row.get("status", ""))
+        duration = row.get("duration_s")
+        table.add_row(
+            example if example != previous else "",
+            str(row.get("stage", "")),
+            Text(status, style=STATUS_STYLES.get(status, "")),
+            format_duration(float(duration)) if duration is not None else "",
+            Text(str(row.get("reason") or "")),
+        )
+        previous = example
+    return table

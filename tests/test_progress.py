@@ -1,0 +1,175 @@
+"""The terminal display: bars with ETA on a TTY, throttled plain lines without, silence when quiet."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+from rich.console import Console
+
+from scail.progress import ProgressDisplay, format_duration, render_summary_table, setup_logging
+from scail.stage import ProgressEvent
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_console(is_tty: bool) -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, width=100, force_terminal=is_tty, color_system=None, legacy_windows=False), buf
+
+
+def drive(display: ProgressDisplay, clock: FakeClock, frames: int = 10, fail_second: bool = False) -> None:
+    """A two-example batch: render with a frames bar, animate with a steps bar."""
+    with display:
+        display.batch_started(2)
+        for name in ("001", "002"):
+            display.example_started(name)
+            display.stage_started(name, "render")
+            for done in range(frames + 1):
+                display.on_event(ProgressEvent(name, "render", done, frames, "frames"))
+                clock.now += 0.5
+            display.stage_finished(name, "render", "ran", 5.0)
+            display.stage_started(name, "animate")
+            bad = fail_second and name == "002"
+            for step in range(3 if bad else 5):
+                display.on_event(ProgressEvent(name, "animate", step, 4, "steps", "denoising"))
+                clock.now += 2.0
+            display.stage_finished(name, "animate", "failed" if bad else "ran", 8.0)
+            display.example_finished(name, not bad)
+        display.log("summary written to .scail-summary.json")
+
+
+def test_tty_draws_nested_bars_with_eta() -> None:
+    console, buf = make_console(is_tty=True)
+    clock = FakeClock()
+    display = ProgressDisplay(console, get_time=clock, auto_refresh=False)
+    assert display.use_bars
+    drive(display, clock)
+    out = buf.getvalue()
+
+    assert "━" in out  # bars were drawn
+    assert "examples" in out and "1/2" in out  # batch bar counts examples
+    assert "render" in out and "5/10" in out and "frames" in out  # stage bar with count and unit
+    assert "animate denoising" in out and "steps" in out
+    assert "4/10 frames eta 0:00:03" in out  # average rate: 4 frames in 2 s, 6 to go
+    assert "1/2 eta 0:00:" in out  # the batch ETA once one example is done
+    assert "001 render ran 5.0 s" in out  # finished stages are reported above the bars
+    assert "summary written to .scail-summary.json" in out
+
+
+def test_tty_hides_finished_stage_bars() -> None:
+    console, _ = make_console(is_tty=True)
+    clock = FakeClock()
+    display = ProgressDisplay(console, get_time=clock, auto_refresh=False)
+    with display:
+        display.batch_started(1)
+        display.example_started("001")
+        display.stage_started("001", "render")
+        display.on_event(ProgressEvent("001", "render", 3, 10))
+        visible = [t.description for t in display._stages.tasks if t.visible]
+        assert visible == ["render"]
+        display.stage_finished("001", "render", "ran", 1.0)
+        assert [t.description for t in display._stages.tasks if t.visible] == []
+        display.example_finished("001", True)
+        assert [t for t in display._examples.tasks if t.visible] == []
+        assert display._batch.tasks[0].completed == 1
+
+
+def test_plain_lines_without_tty_are_throttled() -> None:
+    console, buf = make_console(is_tty=False)
+    clock = FakeClock()
+    display = ProgressDisplay(console, get_time=clock)
+    assert not display.use_bars
+    drive(display, clock, frames=20)
+    lines = buf.getvalue().splitlines()
+
+    assert "\x1b[" not in buf.getvalue() and "━" not in buf.getvalue()
+    assert lines[0] == "scail: 2 examples"
+    assert "[1/2] 001" in lines and "[2/2] 002" in lines
+    assert "001 render: started" in lines
+    render_lines = [ln for ln in lines if ln.startswith("001 render: ") and "frames" in ln]
+    # 21 events 0.5 s apart over 10 s: one line per 2 s (6) plus the final 20/20
+    assert len(render_lines) == 6
+    assert render_lines[-1] == "001 render: 20/20 frames (100%)"
+    assert "001 render: 4/20 frames (20%), eta 8.0 s" in lines
+    assert "001 animate: denoising 1/4 steps (25%), eta 6.0 s" in lines
+    assert "001 render ran 5.0 s" in lines
+    assert "001: ok (1/2)" in lines
+    assert lines[-1] == "summary written to .scail-summary.json"
+
+
+def test_json_mode_draws_no_bars_even_on_a_tty() -> None:
+    console, buf = make_console(is_tty=True)
+    clock = FakeClock()
+    display = ProgressDisplay(console, json_mode=True, get_time=clock)
+    assert not display.use_bars
+    drive(display, clock)
+    assert "━" not in buf.getvalue()
+    assert "001 render ran 5.0 s" in buf.getvalue()
+
+
+@pytest.mark.parametrize("is_tty", [True, False])
+def test_quiet_draws_nothing_but_failures(is_tty: bool) -> None:
+    console, buf = make_console(is_tty)
+    clock = FakeClock()
+    drive(ProgressDisplay(console, quiet=True, get_time=clock), clock)
+    assert buf.getvalue() == ""
+
+    console, buf = make_console(is_tty)
+    drive(ProgressDisplay(console, quiet=True, get_time=clock), clock, fail_second=True)
+    assert buf.getvalue().splitlines() == ["002 animate failed 8.0 s"]
+
+
+def test_setup_logging_prints_through_the_console() -> None:
+    console, buf = make_console(is_tty=False)
+    setup_logging(console, verbosity=1)
+    logging.getLogger("scail.test").info("loaded 3 examples")
+    logging.getLogger("scail.test").debug("hidden at -v")
+    assert "loaded 3 examples" in buf.getvalue()
+    assert "hidden at -v" not in buf.getvalue()
+
+    console, buf = make_console(is_tty=False)
+    setup_logging(console, verbosity=-1)
+    logging.getLogger("scail.test").warning("not shown when quiet")
+    logging.getLogger("scail.test").error("disk full")
+    assert "not shown" not in buf.getvalue() and "disk full" in buf.getvalue()
+
+
+def test_summary_table() -> None:
+    rows = [
+        {"example": "001", "stage": "pose", "status": "fresh", "duration_s": 0.01, "reason": None},
+        {"example": "001", "stage": "render", "status": "ran", "duration_s": 75.0, "reason": ""},
+        {
+            "example": "002",
+            "stage": "pose",
+            "status": "failed",
+            "duration_s": 1.5,
+            "reason": "driving.mp4: not a readable video",
+        },
+    ]
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    console.print(render_summary_table(rows))
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    for text in (
+        "example",
+        "status",
+        "fresh",
+        "1:15",
+        "failed",
+        "1.5 s",
+        "driving.mp4: not a readable video",
+    ):
+        assert text in out
+    assert out.count("001") == 1  # the example name is not repeated on its following rows
+
+
+def test_format_duration() -> None:
+    assert [format_duration(s) for s in (0.04, 12.34, 75, 3723)] == ["0.0 s", "12.3 s", "1:15", "1:02:03"]
+    assert format_duration(None) == ""
