@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from scail.cache import ExampleLocked, HashCache, atomic_write_text, example_lock, manifest_path, now_iso
 from scail.config import STAGES, PipelineConfig
 from scail.engine import Outcome, StageOutcome, one_line, run_stage
-from scail.errors import ExitCode, InputError, Interrupted
+from scail.errors import ExitCode, InputError, Interrupted, ScailError
 from scail.example import Example
 from scail.logs import example_log_file
 from scail.stage import ProgressEvent, Stage
@@ -165,26 +165,32 @@ def build_stages(config: PipelineConfig, names: Sequence[str], prompt: str | Non
     """Build the named stages from the config blocks (heavy models load lazily inside them)."""
     stages: list[Stage] = []
     for name in names:
-        if name == "pose":
-            from scail.pose.stage import PoseStage
-
-            stages.append(PoseStage(config.pose))
-        elif name == "render":
-            from scail.render.stage import RenderStage
-
-            stages.append(RenderStage(config.render))
-        elif name == "animate":
-            from scail.animate.stage import AnimateStage
-
-            stages.append(AnimateStage(config.animate, prompt_override=prompt))
-        else:
+        if name not in STAGES:
             raise InputError(f"unknown stage '{name}'; choose from {', '.join(STAGES)}")
+        try:
+            stages.append(_build_one(config, name, prompt))
+        except ImportError as exc:
+            raise ScailError(f"the {name} stage is not available in this install ({exc})") from exc
     return stages
 
 
 # ----------------------------------------------------------------------------------------------
 # One example
 # ----------------------------------------------------------------------------------------------
+
+
+def _build_one(config: PipelineConfig, name: str, prompt: str | None) -> Stage:
+    if name == "pose":
+        from scail.pose.stage import PoseStage
+
+        return PoseStage(config.pose)
+    if name == "render":
+        from scail.render.stage import RenderStage
+
+        return RenderStage(config.render)
+    from scail.animate.stage import AnimateStage
+
+    return AnimateStage(config.animate, prompt_override=prompt)
 
 
 def _first_needed(stages: Sequence[Stage], example: Example, force: frozenset[str]) -> int:
@@ -325,10 +331,13 @@ def _ctrl_c_sets(cancel: threading.Event, observer: BatchObserver) -> Iterator[N
 def run_batch(jobs: Sequence[ExampleJob], executor: Executor | None = None,
               observer: BatchObserver | None = None, cancel: threading.Event | None = None,
               json_out: Path | None = None) -> BatchSummary:
-    """Run every job; locked examples are retried once at the end. Writes the JSON summary if asked."""
+    """Run every job; locked examples are retried once at the end. Writes the JSON summary if asked.
+
+    The executor (default: `SerialExecutor()` with the real stages) belongs to this batch and is
+    closed at the end.
+    """
     observer = observer or NullObserver()
     cancel = cancel or threading.Event()
-    own_executor = executor is None
     executor = executor or SerialExecutor()
     config = jobs[0].config if jobs else PipelineConfig()
     summary = BatchSummary(pipeline=config.name, config=config.model_dump(mode="json"), examples=[],
@@ -352,8 +361,7 @@ def run_batch(jobs: Sequence[ExampleJob], executor: Executor | None = None,
             except KeyboardInterrupt:
                 cancel.set()
     finally:
-        if own_executor:
-            executor.close()
+        executor.close()  # stages close here: models are freed once the batch is over
     summary.examples = [results[Path(j.root)] for j in jobs if Path(j.root) in results]
     summary.interrupted = cancel.is_set()
     summary.duration_s = time.perf_counter() - t0

@@ -285,3 +285,26 @@ def _record(example: Example, manifest: Manifest) -> None:
         write_manifest(example, manifest)
     except OSError as exc:  # a full disk must not hide the stage's own error
         log.error("%s: could not write the %s manifest: %s", example.root, manifest.stage, exc)
+
+
+def clean_example(example: Example, stage_names: Sequence[str]) -> list[Path]:
+    """Delete the outputs scail recorded for these stages, their manifests and leftover temp files.
+
+    Files without a manifest (user-provided) are never touched. Returns what was removed.
+    """
+    removed: list[Path] = []
+    for name in stage_names:
+        manifest = read_manifest(example, name)
+        targets = [_resolve(example, key) for key in (manifest.outputs if manifest else {})]
+        targets.append(example.state_dir / f"{name}.json")
+        for path in targets:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    for folder in (example.root, example.state_dir, example.samples_dir):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp-*"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                    removed.append(tmp)
+    return removed

@@ -1,0 +1,113 @@
+"""`scail doctor`: what this machine can run (python, torch, GPUs, codecs, pose env, weights).
+
+Each check is independent and never raises: a broken part is reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from scail.config import Settings
+
+Level = Literal["ok", "warn", "fail"]
+
+
+@dataclass
+class Check:
+    """One line of the doctor's report."""
+
+    name: str
+    level: Level
+    detail: str
+
+
+def check_python() -> Check:
+    ok = sys.version_info >= (3, 10)
+    return Check("python", "ok" if ok else "fail",
+                 f"{platform.python_version()} ({sys.executable})" + ("" if ok else "; scail needs >= 3.10"))
+
+
+def check_torch() -> list[Check]:
+    try:
+        import torch
+    except ImportError as exc:
+        return [Check("torch", "fail", f"not importable ({exc}); pip install torch")]
+    checks = [Check("torch", "ok", f"{torch.__version__} (CUDA build: {torch.version.cuda or 'none'})")]
+    if not torch.cuda.is_available():
+        checks.append(Check("gpu", "warn", "no CUDA GPU: pose/render run on CPU, the 14B model needs a GPU"))
+        return checks
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        checks.append(Check(f"gpu {i}", "ok", f"{p.name}, {p.total_memory / 2**30:.0f} GiB, "
+                                              f"compute {p.major}.{p.minor}"))
+    return checks
+
+
+def check_encoder() -> Check:
+    try:
+        import av
+
+        av.codec.Codec("libx264", "w")
+    except ImportError as exc:
+        return Check("h.264 encode", "fail", f"PyAV not importable ({exc}); pip install av")
+    except Exception as exc:  # PyAV raises its own error types for a missing codec
+        return Check("h.264 encode", "fail", f"PyAV {av.__version__} has no libx264 encoder ({exc})")
+    return Check("h.264 encode", "ok", f"PyAV {av.__version__} with libx264")
+
+
+def check_decord() -> Check:
+    try:
+        import decord
+    except ImportError as exc:
+        return Check("decord", "warn", f"not importable ({exc}); video reading falls back to PyAV")
+    return Check("decord", "ok", str(getattr(decord, "__version__", "installed")))
+
+
+def check_pose_env(settings: Settings) -> Check:
+    try:
+        from scail.pose.venv import describe
+    except ImportError:
+        return Check("pose env", "warn", "scail.pose.venv is not available in this build")
+    try:
+        info = describe(settings.cache_dir)
+    except Exception as exc:  # a broken env must not break the report
+        return Check("pose env", "fail", f"could not inspect it: {exc}")
+    ready = bool(info.get("exists"))
+    parts = [str(info.get("path", ""))]
+    parts += [f"{k}={v}" for k, v in info.items() if k not in ("path", "exists", "hint") and v]
+    if info.get("hint"):
+        parts.append(str(info["hint"]))
+    return Check("pose env", "ok" if ready else "warn", "; ".join(parts))
+
+
+def check_weights(settings: Settings) -> Check:
+    d: Path = settings.weights_dir
+    if not d.is_dir():
+        return Check("weights", "warn", f"{d} does not exist; 'scail weights --help' explains the download "
+                                        "(set SCAIL_WEIGHTS_DIR to use another folder)")
+    files = [p for p in d.rglob("*") if p.is_file()]
+    size_gb = sum(p.stat().st_size for p in files) / 1e9
+    level: Level = "ok" if files else "warn"
+    return Check("weights", level, f"{d}: {len(files)} files, {size_gb:.1f} GB")
+
+
+def collect(settings: Settings | None = None) -> list[Check]:
+    """Run every check (torch is imported here, never at CLI start-up)."""
+    settings = settings or Settings.from_env()
+    checks = [check_python()]
+    steps: list[Callable[[], Check | list[Check]]] = [
+        check_torch, check_encoder, check_decord,
+        lambda: check_pose_env(settings), lambda: check_weights(settings),
+    ]
+    for step in steps:
+        try:
+            got = step()
+        except Exception as exc:  # one broken check must not hide the others
+            got = Check(getattr(step, "__name__", "check"), "fail", f"{type(exc).__name__}: {exc}")
+        checks.extend(got if isinstance(got, list) else [got])
+    return checks

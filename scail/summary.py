@@ -1,0 +1,106 @@
+"""Rich tables for the CLI: the batch summary, `scail status` and `scail doctor`.
+
+Pure rendering: these functions take results and return Rich renderables; they never run anything.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from scail.batch import BatchSummary
+    from scail.doctor import Check
+    from scail.engine import Status
+
+_STYLE = {
+    "ran": "green", "fresh": "dim green", "user-provided": "cyan", "skipped": "dim",
+    "failed": "bold red", "interrupted": "yellow", "locked": "yellow",
+    "stale": "yellow", "missing": "dim", "running": "blue",
+}
+
+MAX_ROWS = 200
+"""Beyond this many examples, tables list only the examples that need attention."""
+
+
+def _cell(status: str, extra: str = "") -> str:
+    style = _STYLE.get(status, "")
+    text = f"{status}{extra}"
+    return f"[{style}]{text}[/]" if style else text
+
+
+def batch_table(summary: BatchSummary) -> RenderableType:
+    """One row per example: each stage's outcome and time, then the first failure's reason."""
+    from rich.table import Table
+
+    stage_names = list(dict.fromkeys(s.stage for e in summary.examples for s in e.stages))
+    counts = summary.counts()
+    title = (f"{summary.pipeline}: {counts['ok']}/{counts['examples']} examples ok"
+             f" in {summary.duration_s:.1f}s" + (" (interrupted)" if summary.interrupted else ""))
+    table = Table(title=title, title_justify="left")
+    table.add_column("example", no_wrap=True)
+    for name in stage_names:
+        table.add_column(name)
+    table.add_column("reason", overflow="fold")
+    rows = summary.examples
+    if len(rows) > MAX_ROWS:
+        rows = [e for e in rows if not e.ok][:MAX_ROWS]
+        table.caption = f"{len(summary.examples) - len(rows)} examples not shown (all ok)"
+    for e in rows:
+        by_stage = {s.stage: s for s in e.stages}
+        cells = []
+        for name in stage_names:
+            s = by_stage.get(name)
+            if s is None:
+                cells.append("")
+                continue
+            timed = s.outcome.value == "ran" or s.duration_s >= 0.05
+            cells.append(_cell(s.outcome.value, f" {s.duration_s:.1f}s" if timed else ""))
+        table.add_row(e.name, *cells, e.reason)
+    return table
+
+
+def status_table(stage_names: Sequence[str], rows: Sequence[tuple[str, Sequence[tuple[Status, str]]]]
+                 ) -> RenderableType:
+    """Examples x stages: fresh / stale / failed / missing / user-provided / interrupted / running."""
+    from rich.table import Table
+
+    totals: Counter[str] = Counter(s.value for _, st in rows for s, _ in st)
+    table = Table(title=", ".join(f"{n} {k}" for k, n in sorted(totals.items())) or "no examples",
+                  title_justify="left")
+    table.add_column("example", no_wrap=True)
+    for name in stage_names:
+        table.add_column(name)
+    table.add_column("note", overflow="fold")
+    shown = rows
+    if len(rows) > MAX_ROWS:
+        shown = [r for r in rows if any(s.value != "fresh" for s, _ in r[1])][:MAX_ROWS]
+        table.caption = f"{len(rows) - len(shown)} examples not shown (all fresh)"
+    for name, statuses in shown:
+        note = next((f"{stage}: {reason}" for stage, (s, reason) in zip(stage_names, statuses, strict=True)
+                     if reason and s.value != "fresh"), "")
+        table.add_row(name, *(_cell(s.value) for s, _ in statuses), note)
+    return table
+
+
+def status_json(stage_names: Sequence[str], rows: Sequence[tuple[str, Sequence[tuple[Status, str]]]]
+                ) -> dict[str, Any]:
+    return {"examples": [{"name": name, "stages": {stage: {"status": s.value, "reason": r}
+                                                   for stage, (s, r) in zip(stage_names, statuses, strict=True)}}
+                         for name, statuses in rows]}
+
+
+def doctor_table(checks: Sequence[Check]) -> RenderableType:
+    from rich.table import Table
+
+    table = Table(title="scail doctor", title_justify="left", show_header=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    mark = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
+    for c in checks:
+        table.add_row(mark[c.level], c.name, c.detail)
+    return table
