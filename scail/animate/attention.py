@@ -1,0 +1,151 @@
+"""Scaled dot-product attention for the DiT, with the kernel chosen once.
+
+`attention(q, k, v)` is the single seam every attention in the DiT goes through (self-attention,
+text and CLIP cross-attention). No masks are needed: SCAIL attends to every token (the official
+code passes full key lengths and no context lengths).
+
+Backends, probed once per process:
+  * ``flash_attn_3`` (package ``flash_attn_interface``) and ``flash_attn_2`` (package ``flash_attn``):
+    used on CUDA for float16/bfloat16 inputs when importable;
+  * ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention``; PyTorch picks the kernel;
+  * ``sdpa_cudnn`` / ``sdpa_flash`` / ``sdpa_efficient``: SDPA with that CUDA kernel tried first and
+    the others (then the math kernel) as fallbacks;
+  * ``sdpa_math``: SDPA's reference math kernel (slow; for checks).
+``auto`` (the default) takes flash-attn 3, then 2, when they apply, else ``sdpa``. A backend that does
+not apply to the inputs (CPU tensors, float32 for flash-attn) falls back to ``sdpa`` and logs once.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+from typing import TYPE_CHECKING, Literal, get_args
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+AttentionBackend = Literal[
+    "auto", "flash_attn_3", "flash_attn_2", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math"
+]
+BACKENDS: tuple[str, ...] = get_args(AttentionBackend)
+
+_selected: str = "auto"
+
+
+@functools.cache
+def _has_module(name: str) -> bool:
+    """Whether a module can be imported, probed once (without importing it)."""
+    return importlib.util.find_spec(name) is not None
+
+
+def available_backends() -> list[str]:
+    """The backends importable in this process (the SDPA ones always are)."""
+    names = ["auto", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math"]
+    if _has_module("flash_attn"):
+        names.insert(1, "flash_attn_2")
+    if _has_module("flash_attn_interface"):
+        names.insert(1, "flash_attn_3")
+    return names
+
+
+def set_backend(name: AttentionBackend) -> None:
+    """Choose the attention kernel for this process (``auto`` restores the default choice)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name.startswith("flash_attn") and not _has_module(
+        "flash_attn_interface" if name == "flash_attn_3" else "flash_attn"
+    ):
+        raise ValueError(f"attention backend {name!r} needs the flash-attn package, which is not installed")
+    global _selected
+    _selected = name
+
+
+def get_backend() -> str:
+    """The backend selected with `set_backend` (``auto`` unless changed)."""
+    return _selected
+
+
+def resolve_backend(q: torch.Tensor) -> str:
+    """The backend `attention` will actually use for tensors like `q`."""
+    import torch
+
+    is_half_cuda = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+    name = _selected
+    if name == "auto":
+        if is_half_cuda and _has_module("flash_attn_interface"):
+            return "flash_attn_3"
+        if is_half_cuda and _has_module("flash_attn"):
+            return "flash_attn_2"
+        return "sdpa"
+    if name.startswith("flash_attn") and not is_half_cuda:
+        _log_fallback_once(name, f"{q.device.type} {q.dtype}")
+        return "sdpa"
+    if name in ("sdpa_cudnn", "sdpa_flash", "sdpa_efficient") and not q.is_cuda:
+        _log_fallback_once(name, q.device.type)
+        return "sdpa"
+    return name
+
+
+@functools.cache
+def _log_fallback_once(name: str, what: str) -> None:
+    log.info("attention backend %s does not apply to %s tensors; using sdpa", name, what)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Full (unmasked, non-causal) multi-head attention with softmax scale 1/sqrt(Dh).
+
+    Args:
+        q: (B, Lq, N, Dh) queries.
+        k: (B, Lk, N, Dh) keys.
+        v: (B, Lk, N, Dh) values, same dtype as q and k.
+
+    Returns:
+        (B, Lq, N, Dh) in the dtype of q. Runs in the inputs' dtype (flash-attn needs float16 or
+        bfloat16; float32 inputs therefore use SDPA).
+    """
+    backend = resolve_backend(q)
+    if backend == "flash_attn_3":
+        import flash_attn_interface
+
+        out = flash_attn_interface.flash_attn_func(q, k, v)
+        return out[0] if isinstance(out, tuple) else out
+    if backend == "flash_attn_2":
+        import flash_attn
+
+        return flash_attn.flash_attn_func(q, k, v)
+    return _sdpa(q, k, v, backend)
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, N, L, Dh)
+    if backend == "sdpa":
+        out = F.scaled_dot_product_attention(q, k, v)
+    else:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        first = {
+            "sdpa_cudnn": SDPBackend.CUDNN_ATTENTION,
+            "sdpa_flash": SDPBackend.FLASH_ATTENTION,
+            "sdpa_efficient": SDPBackend.EFFICIENT_ATTENTION,
+            "sdpa_math": SDPBackend.MATH,
+        }[backend]
+        order = [first] + [
+            b
+            for b in (
+                SDPBackend.CUDNN_ATTENTION,
+                SDPBackend.FLASH_ATTENTION,
+                SDPBackend.EFFICIENT_ATTENTION,
+                SDPBackend.MATH,
+            )
+            if b != first
+        ]
+        if backend == "sdpa_math":
+            order = [SDPBackend.MATH]
+        with sdpa_kernel(order, set_priority=True):
+            out = F.scaled_dot_product_attention(q, k, v)
+    return out.transpose(1, 2)  # (B, Lq, N, Dh)
