@@ -138,12 +138,8 @@ def probe(path: Path) -> VideoInfo:
         width, height = first.width, first.height
         if rotation in (90, 270):
             width, height = height, width
-        if stream.duration and stream.time_base:
-            duration_s = float(stream.duration * stream.time_base)
-        elif container.duration:
-            duration_s = container.duration / 1_000_000
-        else:
-            duration_s = 0.0
+        duration = _duration(container)
+        duration_s = float(duration) if duration is not None else 0.0
         num_frames = stream.frames or _count_packets(path)
         if not duration_s and fps:
             duration_s = num_frames / float(fps)
@@ -190,16 +186,21 @@ def iter_frames(path: Path, fps: float | None = None, max_frames: int | None = N
     path = Path(path)
     if fps is not None and not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    if max_frames is not None and max_frames <= 0:
-        return
-    container = _open(path)
+    container = _open(path)  # eager: a missing or unreadable file fails here, not at the first next()
+    return _stream_frames(container, path, fps, max_frames)
+
+
+def _stream_frames(
+    container: Any, path: Path, fps: float | None, max_frames: int | None
+) -> Iterator[np.ndarray]:
     try:
+        if max_frames is not None and max_frames <= 0:
+            return
         frames = _decoded(container, path)
         if fps is None:
             out = _all_frames(frames)
         else:
-            duration = _duration(container)
-            out = _resampled(frames, Fraction(fps).limit_denominator(1_000_000), duration)
+            out = _resampled(frames, Fraction(fps).limit_denominator(1_000_000), _duration(container))
         n = 0
         for n, frame in enumerate(out, start=1):
             yield frame

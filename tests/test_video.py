@@ -217,6 +217,8 @@ def test_bad_files_raise_one_line_input_error(tmp_path: Path) -> None:
         video.probe(tmp_path / "empty.mp4")
     with pytest.raises(InputError, match="not found"):
         video.read_frames(tmp_path / "missing.mp4")
+    with pytest.raises(InputError, match="empty file"):
+        video.iter_frames(tmp_path / "empty.mp4")  # raised at the call, before iterating
 
 
 def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
