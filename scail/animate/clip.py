@@ -60,10 +60,11 @@ class CLIPConfig:
 
 
 class LayerNorm32(nn.LayerNorm):
-    """LayerNorm computed in float32 and cast back (official: the ViT runs under fp16 autocast)."""
+    """LayerNorm computed in float32 and cast back (official: fp16 autocast runs it in float32)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type_as(x)
+        weight, bias = self.weight.float(), self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).type_as(x)
 
 
 class ViTAttention(nn.Module):
@@ -165,28 +166,80 @@ class CLIPImageEncoder:
 # ----------------------------------------------------------------------------------------------
 
 
-def _visual_state(path: Path, state: dict[str, torch.Tensor], cfg: CLIPConfig) -> dict[str, torch.Tensor]:
-    """Keep the tower's keys: drop `textual.*`, `log_scale`, the last block, post-norm and head."""
-    if any(k.startswith("visual.") for k in state):
+_HF_BLOCK_NAMES = {
+    "self_attn.out_proj": "attn.proj",
+    "layer_norm1": "norm1",
+    "layer_norm2": "norm2",
+    "mlp.fc1": "mlp.0",
+    "mlp.fc2": "mlp.2",
+}
+
+
+def _from_hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a Hugging Face `CLIPVisionModel` state dict (`vision_model.*`, e.g. ComfyUI's
+    `clip_vision_h.safetensors`) to the official tower names; q/k/v are fused into `to_qkv`."""
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        name = key.removeprefix("vision_model.")
+        if name == "embeddings.class_embedding":
+            out["cls_embedding"] = value.reshape(1, 1, -1)
+        elif name == "embeddings.patch_embedding.weight":
+            out["patch_embedding.weight"] = value
+        elif name == "embeddings.position_embedding.weight":
+            out["pos_embedding"] = value[None]
+        elif name == "embeddings.position_ids":
+            continue  # a buffer of aranges, not a weight
+        elif name.startswith("pre_layrnorm."):
+            out["pre_norm." + name.rsplit(".", 1)[1]] = value
+        elif name.startswith("post_layernorm."):
+            out["post_norm." + name.rsplit(".", 1)[1]] = value
+        elif name == "visual_projection.weight":
+            out["head"] = value.t()  # official: x @ head, head (D, out_dim)
+        elif name.startswith("encoder.layers."):
+            index, _, rest = name[len("encoder.layers.") :].partition(".")
+            module, _, param = rest.rpartition(".")
+            if module in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+                qkv.setdefault(f"transformer.{index}.attn.to_qkv.{param}", {})[module[len("self_attn.")]] = (
+                    value  # "q", "k" or "v"
+                )
+            else:
+                out[f"transformer.{index}.{_HF_BLOCK_NAMES.get(module, module)}.{param}"] = value
+        else:
+            out[key] = value
+    for key, parts in qkv.items():
+        if set(parts) == {"q", "k", "v"}:
+            out[key] = torch.cat([parts["q"], parts["k"], parts["v"]])  # official order q, k, v
+    return out
+
+
+def _split_visual_state(
+    path: Path, state: dict[str, torch.Tensor], cfg: CLIPConfig
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(tower tensors, unused tower tensors: last block, post-norm, head); `textual.*`, `log_scale` dropped."""
+    if any(k.startswith("vision_model.") for k in state):
+        state = _from_hf_names(state)
+    elif any(k.startswith("visual.") for k in state):
         state = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
     elif not any(k.startswith("transformer.") for k in state):
         raise CheckpointError(f"{path}: no 'visual.*' keys; is this the Wan CLIP file (models_clip_*.pth)?")
     last = f"transformer.{cfg.num_layers - 1}."
-    unused = [k for k in state if k.startswith((last, "post_norm.")) or k == "head"]
-    # the unused tensors must still have the right shapes: a checkpoint of another size is an error
-    expected = {
-        "post_norm.weight": (cfg.dim,),
-        "post_norm.bias": (cfg.dim,),
-        "head": (cfg.dim, cfg.out_dim),
-    }
-    for key in unused:
+    is_unused = [k.startswith((last, "post_norm.")) or k == "head" for k in state]
+    used = {k: v for (k, v), skip in zip(state.items(), is_unused, strict=True) if not skip}
+    unused = {k: v for (k, v), skip in zip(state.items(), is_unused, strict=True) if skip}
+    return used, unused
+
+
+def _check_unused(path: Path, unused: dict[str, torch.Tensor], cfg: CLIPConfig) -> None:
+    """The unused tensors must still fit the config: a checkpoint of another size is an error."""
+    expected = {"post_norm.weight": (cfg.dim,), "post_norm.bias": (cfg.dim,), "head": (cfg.dim, cfg.out_dim)}
+    for key, value in unused.items():
         want = expected.get(key)
-        if want is not None and tuple(state[key].shape) != want:
+        if want is not None and tuple(value.shape) != want:
             raise CheckpointError(
-                f"{path}: {key!r} has shape {list(state[key].shape)}, expected {list(want)}; "
+                f"{path}: {key!r} has shape {list(value.shape)}, expected {list(want)}; "
                 "is this the ViT-H/14 CLIP checkpoint?"
             )
-    return {k: v for k, v in state.items() if k not in unused}
 
 
 def load_clip(
@@ -199,8 +252,9 @@ def load_clip(
 
     Args:
         path: the full Wan CLIP `.pth` (`visual.*`, `textual.*`, `log_scale`), its visual-only version
-            (`visual.*` + `log_scale`, as SCAIL-Preview ships), or a safetensors file with the same
-            names (with or without the `visual.` prefix).
+            (`visual.*` + `log_scale`, as SCAIL-Preview ships), a safetensors file with the same
+            names (with or without the `visual.` prefix), or a Hugging Face `CLIPVisionModel`
+            safetensors (`vision_model.*`, ComfyUI's `clip_vision_h.safetensors`).
         dtype: parameter dtype (official: float16 on GPU; use float32 on CPU).
         config: architecture; default `CLIPConfig.vit_h_14()`.
     Returns:
@@ -210,8 +264,9 @@ def load_clip(
     cfg = config or CLIPConfig.vit_h_14()
     with torch.device("meta"):
         model = CLIPVisionTower(cfg)
-    state = _visual_state(path, read_state_dict(path), cfg)
+    state, unused = _split_visual_state(path, read_state_dict(path), cfg)
     check_state_dict(path, state, model, "the CLIP ViT-H/14 visual tower")
+    _check_unused(path, unused, cfg)
     state = {k: v.to(dtype=dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     log.debug("loaded %s (%d tensors) as %s", path, len(state), dtype)

@@ -289,8 +289,8 @@ def _from_hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if key.startswith(("decoder.", "lm_head.")):
-            continue
+        if key.startswith(("decoder.", "lm_head.")) or key == "spiece_model":
+            continue  # decoder, LM head, or a tokenizer some converters embed
         if key in ("shared.weight", "encoder.embed_tokens.weight"):
             out["token_embedding.weight"] = value
         elif key == "encoder.final_layer_norm.weight":
