@@ -360,6 +360,22 @@ class TextEncoder:
         self.model = model
         self.tokenizer = tokenizer
 
+    @classmethod
+    def load(
+        cls,
+        checkpoint: Path,
+        tokenizer_dir: Path,
+        dtype: torch.dtype = torch.bfloat16,
+        device: torch.device | str = "cpu",
+        config: T5Config | None = None,
+    ) -> TextEncoder:
+        """`load_t5(checkpoint)` + `UMT5Tokenizer.from_dir(tokenizer_dir)` (SCAIL-Preview: both in `umt5-xxl/`)."""
+        from scail.animate.tokenizer import UMT5Tokenizer
+
+        cfg = config or T5Config.umt5_xxl()
+        tokenizer = UMT5Tokenizer.from_dir(tokenizer_dir, text_len=cfg.text_len)
+        return cls(load_t5(checkpoint, dtype, device, cfg), tokenizer)
+
     @torch.no_grad()
     def encode_trimmed(self, prompts: Sequence[str]) -> list[torch.Tensor]:
         """One (L_i, D) tensor per prompt, L_i = its token count incl. `</s>` ("" -> 1 row).

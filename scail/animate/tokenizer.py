@@ -64,6 +64,22 @@ class UMT5Tokenizer:
         )
 
     @classmethod
+    def tiny(cls, text_len: int = TEXT_LEN) -> UMT5Tokenizer:
+        """A character-level tokenizer built in code (46 ids, no files) for the tiny-random preset.
+
+        Same special ids as umT5 (pad 0, `</s>` 1, unk 2); fits `T5Config.tiny()`'s vocabulary of 64.
+        """
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+        pieces = ["<pad>", "</s>", "<unk>", *"\u2581abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"]
+        vocab = [(piece, 0.0 if i < 3 else -1.0) for i, piece in enumerate(pieces)]
+        backend = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+        backend.normalizer = normalizers.Lowercase()
+        backend.pre_tokenizer = pre_tokenizers.Metaspace()
+        backend.add_special_tokens(["<pad>", "</s>", "<unk>"])
+        return cls(backend, pad_id=0, eos_id=1, text_len=text_len)
+
+    @classmethod
     def _from_json(cls, path: Path, text_len: int) -> UMT5Tokenizer:
         from tokenizers import Tokenizer
 

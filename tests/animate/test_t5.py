@@ -84,6 +84,32 @@ def test_text_encoder_matches_official_pipeline(tiny_t5: T5Encoder, tmp_path: Pa
     assert padded[0, 6:].abs().sum() == 0 and padded[1, 1:].abs().sum() == 0
 
 
+def test_text_encoder_load_from_files(tmp_path: Path) -> None:
+    """The pipeline's entry point: checkpoint + tokenizer folder -> (B, 512, D) features."""
+    _word_tokenizer(tmp_path / "umt5-xxl")
+    ref = load_file(_fixture("pipeline") / "intermediates.safetensors")
+    encoder = TextEncoder.load(
+        _fixture("t5") / "weights.safetensors", tmp_path / "umt5-xxl", torch.float32, config=T5Config.tiny()
+    )
+    context = encoder.encode(["a person is happily dancing"])
+    assert context.shape == (1, 512, 32) and context.dtype == torch.float32
+    _assert_close(context[0, :6], ref["context"])
+
+
+def test_tiny_random_text_encoder_runs_offline() -> None:
+    """The tiny-random preset: random tiny encoder + the in-code tokenizer, no files at all."""
+    from scail.animate.tokenizer import UMT5Tokenizer
+
+    torch.manual_seed(0)
+    encoder = TextEncoder(T5Encoder(T5Config.tiny()).eval(), UMT5Tokenizer.tiny())
+    context = encoder.encode(["a person dancing", ""])
+    assert context.shape == (2, 512, 32)
+    assert (
+        context[0, :18].abs().sum() > 0 and context[0, 18:].abs().sum() == 0
+    )  # ▁ + 16 characters (spaces as ▁) + </s>
+    assert context[1, :1].abs().sum() > 0 and context[1, 1:].abs().sum() == 0
+
+
 def test_loads_pth_and_hugging_face_names(tiny_t5: T5Encoder, tmp_path: Path) -> None:
     state = load_file(_fixture("t5") / "weights.safetensors")
     ids = torch.tensor([[5, 17, 33, 2, 40, 1, 0, 0]])

@@ -142,3 +142,14 @@ def test_tokenizer_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="cannot read the tokenizer") as info:
         UMT5Tokenizer.from_dir(bad)
     assert "\n" not in str(info.value)
+
+
+def test_tiny_tokenizer_fits_the_tiny_encoder() -> None:
+    tok = UMT5Tokenizer.tiny()
+    ids, mask = tok(["A person, dancing! \u4f60\u597d", ""])
+    n = int(mask[0].sum())
+    # "▁a▁person,▁dancing!▁<unk>" -> one id per character, then </s>
+    assert n == len("_a_person,_dancing!_") + 2
+    assert ids[0, n - 1] == 1 and ids[0, n - 2] == 2  # unknown characters -> <unk>, then </s>
+    assert int(ids.max()) < 64  # T5Config.tiny().vocab_size
+    assert ids[1, 0] == 1 and mask[1].sum() == 1
