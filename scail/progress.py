@@ -4,11 +4,16 @@
 stages' `ProgressEvent`s, and draws them on one stderr `Console`:
 
 - on a terminal: one `Live` holding three `Progress` groups, nested batch -> example -> stage, with
-  bars, counts and ETA for frames / denoising steps / examples. A stage's bars are hidden when it
-  finishes, and a one-line result ("001 render ran 12.3 s") is printed above the bars instead;
-- without a terminal (CI logs, pipes) or in `--json` mode: plain lines, at most one progress line per
-  stage every `plain_interval_s` seconds, plus start and finish lines;
-- in quiet mode: nothing but failed or interrupted stages.
+  bars, counts and ETA (from the average rate) for examples, frames and denoising steps. A stage's
+  bars are removed when it finishes and a result line ("001 render ran 12.3 s") is printed above;
+- without a terminal (CI logs, pipes) or in `--json` mode: plain lines: a stage's first progress
+  event, then at most one line per stage every `plain_interval_s` seconds, its result, and one line
+  per finished example;
+- in quiet mode: nothing but failed, interrupted or locked stages.
+
+Stages that did no work (fresh, user-provided, skipped) get no line of their own, and examples
+where nothing ran share a throttled "[i/N] name up to date" line, so a no-op rerun over 1,000
+examples stays short and fast (the summary table lists everything).
 
 stdout is left alone: it is for results (tables, JSON).
 """
@@ -52,6 +57,8 @@ STATUS_STYLES = {
 """How each stage status (scail.engine.Outcome values) is coloured in lines and tables."""
 
 _BAD_STATUSES = frozenset({"failed", "interrupted", "locked"})
+_SILENT_STATUSES = frozenset({"fresh", "user-provided", "skipped"})
+"""Stage results that did no work: not printed line by line (the summary table lists them)."""
 
 
 def stderr_console() -> Console:
@@ -138,6 +145,8 @@ class ProgressDisplay:
         self._example_tasks: dict[str, TaskID] = {}
         self._stage_tasks: dict[tuple[str, str, str], TaskID] = {}
         self._tracks: dict[tuple[str, str], _StageTrack] = {}
+        self._examples_with_news: set[str] = set()
+        self._last_batch_line_at: float | None = None
 
         columns_time = (AverageEtaColumn(), TimeElapsedColumn())
         self._batch = Progress(
@@ -205,54 +214,67 @@ class ProgressDisplay:
         with self._lock:
             if self._live is not None:
                 self._example_tasks[name] = self._examples.add_task(name, total=None, stage="")
-            else:
-                self._plain(f"[{self._examples_done + 1}/{self._total_examples or '?'}] {name}")
-            self._refresh()
+                self._refresh()
 
     def stage_started(self, example: str, stage: str) -> None:
         with self._lock:
             self._tracks[(example, stage)] = _StageTrack(started_at=self.get_time())
-            if self._live is not None:
-                task = self._example_tasks.get(example)
-                if task is not None:
-                    self._examples.update(task, stage=stage)
-            else:
-                self._plain(f"{example} {stage}: started")
-            self._refresh()
+            task = self._example_tasks.get(example)
+            if task is not None:
+                self._examples.update(task, stage=stage)
+                self._refresh()
 
     def on_event(self, event: ProgressEvent) -> None:
         """A stage's progress report: `done` of `total` `unit`s (frames, steps, ...)."""
         with self._lock:
             if self._live is not None:
                 self._update_bar(event)
+                self._refresh()
             else:
                 self._plain_event(event)
-            self._refresh()
 
     def stage_finished(self, example: str, stage: str, status: str, duration_s: float) -> None:
+        """Remove the stage's bars; print a result line unless nothing happened (fresh, skipped, ...)."""
         with self._lock:
             self._tracks.pop((example, stage), None)
             for key in [k for k in self._stage_tasks if k[:2] == (example, stage)]:
-                self._stages.update(self._stage_tasks.pop(key), visible=False)
-            style = STATUS_STYLES.get(status, "")
-            line = Text.assemble(f"{example} {stage} ", (status, style), f" {format_duration(duration_s)}")
-            if status in _BAD_STATUSES or not self.quiet:
-                self._print(line)
+                self._stages.remove_task(self._stage_tasks.pop(key))
+            if status not in _SILENT_STATUSES:
+                self._examples_with_news.add(example)
+            if status in _BAD_STATUSES or (status not in _SILENT_STATUSES and not self.quiet):
+                style = STATUS_STYLES.get(status, "")
+                self._print(
+                    Text.assemble(f"{example} {stage} ", (status, style), f" {format_duration(duration_s)}")
+                )
             self._refresh()
 
     def example_finished(self, name: str, ok: bool) -> None:
+        """Advance the batch bar; without bars, one line per example that did something (else throttled)."""
         with self._lock:
             self._examples_done += 1
             task = self._example_tasks.pop(name, None)
             if task is not None:
-                self._examples.update(task, visible=False)
+                self._examples.remove_task(task)
             if self._batch_task is not None:
                 self._batch.update(self._batch_task, completed=self._examples_done)
-            if self._live is None and not self.quiet:
-                self._plain(
-                    f"{name}: {'ok' if ok else 'FAILED'} ({self._examples_done}/{self._total_examples})"
-                )
-            self._refresh()
+                self._refresh()
+            elif not self.quiet:
+                self._plain_example_line(name, ok)
+
+    def _plain_example_line(self, name: str, ok: bool) -> None:
+        count = f"[{self._examples_done}/{self._total_examples or '?'}]"
+        had_news = name in self._examples_with_news
+        self._examples_with_news.discard(name)
+        now = self.get_time()
+        if had_news or not ok:
+            self._plain(f"{count} {name} {'ok' if ok else 'FAILED'}")
+        elif self._examples_done == self._total_examples or (
+            self._last_batch_line_at is None or now - self._last_batch_line_at >= self.plain_interval_s
+        ):
+            self._plain(f"{count} {name} up to date")
+        else:
+            return
+        self._last_batch_line_at = now
 
     def log(self, msg: str) -> None:
         """Print a message above the bars (dropped in quiet mode)."""

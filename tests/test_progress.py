@@ -73,12 +73,11 @@ def test_tty_hides_finished_stage_bars() -> None:
         display.example_started("001")
         display.stage_started("001", "render")
         display.on_event(ProgressEvent("001", "render", 3, 10))
-        visible = [t.description for t in display._stages.tasks if t.visible]
-        assert visible == ["render"]
+        assert [t.description for t in display._stages.tasks] == ["render"]
         display.stage_finished("001", "render", "ran", 1.0)
-        assert [t.description for t in display._stages.tasks if t.visible] == []
+        assert display._stages.tasks == []
         display.example_finished("001", True)
-        assert [t for t in display._examples.tasks if t.visible] == []
+        assert display._examples.tasks == []
         assert display._batch.tasks[0].completed == 1
 
 
@@ -92,8 +91,7 @@ def test_plain_lines_without_tty_are_throttled() -> None:
 
     assert "\x1b[" not in buf.getvalue() and "━" not in buf.getvalue()
     assert lines[0] == "scail: 2 examples"
-    assert "[1/2] 001" in lines and "[2/2] 002" in lines
-    assert "001 render: started" in lines
+    assert "001 render: 0/20 frames (0%)" in lines  # the first event doubles as the start line
     render_lines = [ln for ln in lines if ln.startswith("001 render: ") and "frames" in ln]
     # 21 events 0.5 s apart over 10 s: one line per 2 s (6) plus the final 20/20
     assert len(render_lines) == 6
@@ -101,8 +99,34 @@ def test_plain_lines_without_tty_are_throttled() -> None:
     assert "001 render: 4/20 frames (20%), eta 8.0 s" in lines
     assert "001 animate: denoising 1/4 steps (25%), eta 6.0 s" in lines
     assert "001 render ran 5.0 s" in lines
-    assert "001: ok (1/2)" in lines
+    assert "[1/2] 001 ok" in lines and "[2/2] 002 ok" in lines
     assert lines[-1] == "summary written to .scail-summary.json"
+
+
+@pytest.mark.parametrize("is_tty", [True, False])
+def test_up_to_date_batch_is_terse(is_tty: bool) -> None:
+    """A no-op rerun over many fresh examples prints a handful of lines, not one per stage."""
+    console, buf = make_console(is_tty)
+    clock = FakeClock()
+    with ProgressDisplay(console, get_time=clock) as display:  # real refresh mode: Rich's 10 Hz thread
+        display.batch_started(300)
+        for i in range(300):
+            name = f"{i:03d}"
+            display.example_started(name)
+            for stage in ("pose", "render", "animate"):
+                display.stage_started(name, stage)
+                display.stage_finished(name, stage, "fresh", 0.001)
+            display.example_finished(name, True)
+            clock.now += 0.05  # 15 s in all
+    out = buf.getvalue()
+    assert "fresh" not in out
+    if is_tty:
+        assert "300/300" in out
+    else:
+        lines = out.splitlines()
+        assert lines[0] == "scail: 300 examples" and lines[1] == "[1/300] 000 up to date"
+        assert lines[-1] == "[300/300] 299 up to date"
+        assert len(lines) <= 2 + 15 / 2 + 1
 
 
 def test_json_mode_draws_no_bars_even_on_a_tty() -> None:
