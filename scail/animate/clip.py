@@ -242,6 +242,30 @@ def _check_unused(path: Path, unused: dict[str, torch.Tensor], cfg: CLIPConfig) 
             )
 
 
+def read_clip_state(path: Path, config: CLIPConfig | None = None) -> dict[str, torch.Tensor]:
+    """The tower's tensors of a CLIP checkpoint under the official names (memory-mapped), checked strictly.
+
+    Accepts the layouts `load_clip` accepts; drops what the tower does not use (text tower,
+    `log_scale`, last block, post-norm, head) after checking the shapes it can. Raises a one-line
+    `CheckpointError`. `scail weights verify` uses it without loading the weights.
+    """
+    path = Path(path)
+    cfg = config or CLIPConfig.vit_h_14()
+    state, unused = _split_visual_state(path, read_state_dict(path), cfg)
+    with torch.device("meta"):
+        model = CLIPVisionTower(cfg)
+    check_state_dict(path, state, model, "the CLIP ViT-H/14 visual tower")
+    _check_unused(path, unused, cfg)
+    return state
+
+
+def _visual_state(path: Path, state: dict[str, torch.Tensor], cfg: CLIPConfig) -> dict[str, torch.Tensor]:
+    """Deprecated alias kept for scail/animate/weights.py until it calls `read_clip_state`."""
+    used, unused = _split_visual_state(path, state, cfg)
+    _check_unused(path, unused, cfg)
+    return used
+
+
 def load_clip(
     path: Path,
     dtype: torch.dtype = torch.float16,
@@ -262,11 +286,9 @@ def load_clip(
     """
     path = Path(path)
     cfg = config or CLIPConfig.vit_h_14()
+    state = read_clip_state(path, cfg)
     with torch.device("meta"):
         model = CLIPVisionTower(cfg)
-    state, unused = _split_visual_state(path, read_state_dict(path), cfg)
-    check_state_dict(path, state, model, "the CLIP ViT-H/14 visual tower")
-    _check_unused(path, unused, cfg)
     state = {k: v.to(dtype=dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     log.debug("loaded %s (%d tensors) as %s", path, len(state), dtype)

@@ -303,6 +303,22 @@ def _from_hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def read_t5_state(path: Path, config: T5Config | None = None) -> dict[str, torch.Tensor]:
+    """A umT5 checkpoint's tensors under the official names (memory-mapped), checked strictly.
+
+    Accepts the layouts `load_t5` accepts; raises a one-line `CheckpointError` on any missing,
+    unexpected or misshapen key. `scail weights verify` uses it without loading the weights.
+    """
+    path = Path(path)
+    state = read_state_dict(path)
+    if any(k.startswith("encoder.block.") for k in state):
+        state = _from_hf_names(state)
+    with torch.device("meta"):
+        model = T5Encoder(config or T5Config.umt5_xxl())
+    check_state_dict(path, state, model, "the umT5-XXL encoder (models_t5_umt5-xxl-enc-bf16.pth)")
+    return state
+
+
 def load_t5(
     path: Path,
     dtype: torch.dtype = torch.bfloat16,
@@ -321,12 +337,9 @@ def load_t5(
     """
     path = Path(path)
     cfg = config or T5Config.umt5_xxl()
+    state = read_t5_state(path, cfg)
     with torch.device("meta"):
         model = T5Encoder(cfg)
-    state = read_state_dict(path)
-    if any(k.startswith("encoder.block.") for k in state):
-        state = _from_hf_names(state)
-    check_state_dict(path, state, model, "the umT5-XXL encoder (models_t5_umt5-xxl-enc-bf16.pth)")
     state = {k: v.to(dtype=dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     log.debug("loaded %s (%d tensors) as %s", path, len(state), dtype)
