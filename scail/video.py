@@ -47,7 +47,9 @@ class VideoInfo:
 
     path: Path
     num_frames: int
+    """From the container header when it has one (MP4, MOV), else by counting packets."""
     fps: float
+    """Average frame rate (frames / duration for variable-rate phone clips)."""
     width: int
     height: int
     duration_s: float
@@ -186,6 +188,8 @@ def iter_frames(path: Path, fps: float | None = None, max_frames: int | None = N
     path = Path(path)
     if fps is not None and not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     container = _open(path)  # eager: a missing or unreadable file fails here, not at the first next()
     return _stream_frames(container, path, fps, max_frames)
 
@@ -194,8 +198,6 @@ def _stream_frames(
     container: Any, path: Path, fps: float | None, max_frames: int | None
 ) -> Iterator[np.ndarray]:
     try:
-        if max_frames is not None and max_frames <= 0:
-            return
         frames = _decoded(container, path)
         if fps is None:
             out = _all_frames(frames)
