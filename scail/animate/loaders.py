@@ -207,12 +207,9 @@ def read_tensors(file: Path) -> dict[str, torch.Tensor]:
     import torch
 
     try:
-        try:
-            obj = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            obj = torch.load(file, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+        obj = _torch_load(file)
+    except CheckpointError:
+        raise
     except Exception as exc:
         raise CheckpointError(
             f"{file}: cannot be read as a PyTorch checkpoint ({_first_line(exc)}); "
@@ -232,6 +229,57 @@ def read_tensors(file: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _torch_load(file: Path) -> object:
+    """`torch.load` with `weights_only=True`, memory-mapped when the file is in the zip format.
+
+    DeepSpeed/SAT checkpoints may carry a numpy RNG state beside the weights (SAT saves
+    `np.random.get_state()`); numpy arrays, scalars and dtypes are plain data, so exactly those
+    globals are allowed on a second try. Anything else the file needs is refused with its name.
+    """
+    import pickle
+
+    import torch
+
+    def load() -> object:
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(file, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+
+    try:
+        return load()
+    except pickle.UnpicklingError:
+        needed = torch.serialization.get_unsafe_globals_in_checkpoint(file)
+        allowed = _numpy_data_globals()
+        blocked = [name for name in needed if name not in allowed]
+        if not needed or blocked:
+            raise CheckpointError(
+                f"{file}: holds objects other than tensors that are not loaded for safety "
+                f"({', '.join(blocked[:3]) or 'unknown'}); re-save its 'module' dict with torch.save, or use a .safetensors conversion"
+            ) from None
+        with torch.serialization.safe_globals([(obj, name) for name, obj in allowed.items()]):
+            return load()
+
+
+def _numpy_data_globals() -> dict[str, object]:
+    """Pickle globals that rebuild numpy arrays, scalars and dtypes (numpy 1.x and 2.x names)."""
+    import numpy as np
+
+    reconstruct = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's array rebuild function
+    scalar = np.float64(0).__reduce__()[0]  # numpy's scalar rebuild function
+    names: dict[str, object] = {"numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        names[f"{module}._reconstruct"] = reconstruct
+        names[f"{module}.scalar"] = scalar
+    for name in dir(np.dtypes):
+        cls = getattr(np.dtypes, name)
+        if isinstance(cls, type) and issubclass(cls, np.dtype):
+            names[f"numpy.dtypes.{name}"] = cls
+    return names
+
+
 def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
@@ -246,8 +294,12 @@ def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
 
 
 def _first_line(exc: BaseException) -> str:
+    """`Type: first sentence` of an exception, kept short for a one-line message."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    sentence = text[0].split(". ")[0].rstrip(".")
+    return f"{type(exc).__name__}: {sentence[:160]}"
 
 
 def _few(names: list[str], n: int = 3) -> str:
