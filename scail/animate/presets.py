@@ -1,0 +1,170 @@
+"""Model sets for the animate pipeline: the released SCAIL-Preview weights, or tiny random networks.
+
+`build_pipeline(config)` is what the animate stage calls. `AnimateConfig.model` picks the set:
+
+* `scail-preview-14b`: the files of `zai-org/SCAIL-Preview` under the weights folder
+  (`weights.resolve`); a missing file is a one-line error naming `scail weights download --dir ...`.
+* `tiny-random`: a DiT, VAE, umT5 and CLIP a few hundred kilobytes in size, built in code from a
+  fixed seed, with a byte-level tokenizer, so the whole chain runs offline on a CPU in seconds.
+  **Its output is noise**: it proves the plumbing (shapes, files, caching), not the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from scail.animate.pipeline import AnimatePipeline
+    from scail.config import AnimateConfig
+
+log = logging.getLogger(__name__)
+
+TINY_RANDOM_SEED = 20240601
+TINY_RANDOM_LABEL = "tiny-random (random weights: output is noise)"
+
+
+class ByteTokens:
+    """A tokenizer backend with no files: UTF-8 bytes folded onto ids 2..vocab-1 (0 pad, 1 `</s>`)."""
+
+    def __init__(self, vocab_size: int) -> None:
+        if vocab_size < 3:
+            raise ValueError(f"vocab_size must be >= 3, got {vocab_size}")
+        self.vocab_size = vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        return [2 + b % (self.vocab_size - 2) for b in text.encode("utf-8")]
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; anything else as given."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The DiT compute dtype: as configured on a GPU; float32 on the CPU (bf16 matmuls are slow there)."""
+    import torch
+
+    if device.type == "cpu" and name != "float32":
+        log.info("running on the CPU: using float32 instead of %s", name)
+        return torch.float32
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def weights_dir(config: AnimateConfig) -> Path:
+    """AnimateConfig.weights_dir, else $SCAIL_WEIGHTS_DIR, else ~/.cache/scail/weights."""
+    from scail.config import Settings
+
+    return Path(config.weights_dir or Settings.from_env().weights_dir).expanduser()
+
+
+# ----------------------------------------------------------------------------------------------
+# tiny-random
+# ----------------------------------------------------------------------------------------------
+
+
+def build_tiny_random(device: torch.device | str = "cpu", seed: int = TINY_RANDOM_SEED) -> AnimatePipeline:
+    """Tiny random DiT / VAE / umT5 / CLIP in float32 (same structure as the real ones).
+
+    The weights depend only on `seed` (the global RNG is left untouched), so two builds are equal.
+    """
+    import torch
+
+    from scail.animate.clip import CLIPConfig, CLIPImageEncoder, CLIPVisionTower
+    from scail.animate.dit import DiT, DiTConfig
+    from scail.animate.pipeline import AnimatePipeline
+    from scail.animate.t5 import T5Config, T5Encoder, TextEncoder
+    from scail.animate.tokenizer import UMT5Tokenizer
+    from scail.animate.vae import VAEConfig, VideoVAE, WanVAE
+
+    log.warning("model tiny-random: random weights, the output video is noise (for tests and demos only)")
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        dit = DiT(DiTConfig.tiny()).init_weights(gen)
+        vae = VideoVAE(VAEConfig.tiny())
+        t5_cfg = T5Config.tiny()
+        t5 = T5Encoder(t5_cfg)
+        clip = CLIPVisionTower(CLIPConfig.tiny())
+        with torch.no_grad():  # zeros by default; random so the CLIP tokens differ from each other
+            clip.cls_embedding.normal_(0, 0.02)
+            clip.pos_embedding.normal_(0, 0.02)
+    tokenizer = UMT5Tokenizer(ByteTokens(t5_cfg.vocab_size), pad_id=0, eos_id=1, text_len=t5_cfg.text_len)
+    return AnimatePipeline(
+        dit=dit.to(device).eval().requires_grad_(False),
+        vae=WanVAE(vae.to(device)),
+        text_encoder=TextEncoder(t5.eval().requires_grad_(False), tokenizer),
+        image_encoder=CLIPImageEncoder(clip.eval().requires_grad_(False)),
+        device=device,
+        offload="none",
+        label=TINY_RANDOM_LABEL,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# SCAIL-Preview 14B
+# ----------------------------------------------------------------------------------------------
+
+
+def build_scail_preview(
+    root: Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    offload: str = "encoders",
+) -> AnimatePipeline:
+    """The released model from a SCAIL-Preview folder (see `weights.py` for the layout).
+
+    DiT in `dtype` (norms/modulation/head stay float32), VAE float32, umT5 bfloat16 and CLIP float16
+    on a GPU (official), everything float32 on the CPU. With offload="encoders" umT5 and CLIP wait
+    on the CPU and visit the GPU only to encode.
+    """
+    import torch
+
+    from scail.animate import weights
+    from scail.animate.clip import CLIPImageEncoder, load_clip
+    from scail.animate.loaders import load_dit
+    from scail.animate.pipeline import AnimatePipeline
+    from scail.animate.t5 import TextEncoder, load_t5
+    from scail.animate.tokenizer import UMT5Tokenizer
+    from scail.animate.vae import load_vae
+
+    device = torch.device(device)
+    paths = weights.resolve(root)  # raises with the download command when anything is missing
+    on_gpu = device.type != "cpu"
+    dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
+    encoders_at = "cpu" if offload != "none" else device
+    log.info("loading SCAIL-Preview from %s (DiT %s on %s)", root, dtype, device)
+    dit = load_dit(paths.dit, dtype=dtype, device=device)
+    vae = load_vae(paths.vae, dtype=torch.float32, device=device)
+    t5 = load_t5(paths.t5, dtype=torch.bfloat16 if on_gpu else torch.float32, device=encoders_at)
+    clip = load_clip(paths.clip, dtype=torch.float16 if on_gpu else torch.float32, device=encoders_at)
+    tokenizer = UMT5Tokenizer.from_dir(paths.tokenizer)
+    return AnimatePipeline(
+        dit=dit,
+        vae=vae,
+        text_encoder=TextEncoder(t5, tokenizer),
+        image_encoder=CLIPImageEncoder(clip),
+        device=device,
+        offload="encoders" if offload != "none" else "none",
+        label=f"scail-preview-14b ({root})",
+    )
+
+
+def build_pipeline(config: AnimateConfig) -> AnimatePipeline:
+    """The pipeline `config.model` names, on `config.device`."""
+    device = resolve_device(config.device)
+    if config.model == "tiny-random":
+        return build_tiny_random(device)
+    if config.model == "scail-preview-14b":
+        return build_scail_preview(
+            weights_dir(config), device, resolve_dtype(config.dtype, device), config.offload
+        )
+    raise ValueError(f"unknown model {config.model!r}")
