@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -117,8 +117,8 @@ class BatchSummary:
                 {
                     "name": e.name, "path": e.root, "ok": e.ok, "reason": e.reason,
                     "duration_s": round(e.duration_s, 3),
-                    "stages": [{**asdict(s), "outcome": s.outcome.value, "duration_s": round(s.duration_s, 3)}
-                               for s in e.stages],
+                    "stages": [{"stage": s.stage, "outcome": s.outcome.value, "duration_s": round(s.duration_s, 3),
+                                "reason": s.reason} for s in e.stages],
                 }
                 for e in self.examples
             ],
@@ -214,22 +214,23 @@ def run_example(job: ExampleJob, stages: Sequence[Stage], observer: BatchObserve
     """Run the stages on one example under its lock; never raises for the example's own failures."""
     observer = observer or NullObserver()
     example = Example(job.root)
-    result = ExampleResult(name=example.name, root=str(job.root))
+    name = example.name  # resolves the path: compute once
+    result = ExampleResult(name=name, root=str(job.root))
     t0 = time.perf_counter()
-    observer.example_started(example.name)
+    observer.example_started(name)
     try:
         with example_lock(example, job.lock_wait_s), example_log_file(example):
-            _run_locked(job, stages, example, result, observer, cancel)
+            _run_locked(job, stages, example, name, result, observer, cancel)
     except ExampleLocked as exc:
         result.stages = [StageOutcome(s.name, Outcome.LOCKED, reason=one_line(exc)) for s in stages]
     except OSError as exc:  # e.g. a read-only example folder: .scail/ cannot be created
         result.stages = [StageOutcome(stages[0].name, Outcome.FAILED, reason=f"{example.root}: {exc.strerror}")]
     result.duration_s = time.perf_counter() - t0
-    observer.example_finished(example.name, result.ok)
+    observer.example_finished(name, result.ok)
     return result
 
 
-def _run_locked(job: ExampleJob, stages: Sequence[Stage], example: Example, result: ExampleResult,
+def _run_locked(job: ExampleJob, stages: Sequence[Stage], example: Example, name: str, result: ExampleResult,
                 observer: BatchObserver, cancel: threading.Event | None) -> None:
     hashes = HashCache(example)
     start = _first_needed(stages, example, job.force)
@@ -242,19 +243,19 @@ def _run_locked(job: ExampleJob, stages: Sequence[Stage], example: Example, resu
             if failed is not None:
                 result.stages.append(StageOutcome(stage.name, Outcome.SKIPPED, reason=f"{failed} failed"))
                 continue
-            observer.stage_started(example.name, stage.name)
+            observer.stage_started(name, stage.name)
             try:
                 outcome = run_stage(stage, example, on_event=observer.on_event, cancel=cancel,
                                     force=stage.name in job.force, hashes=hashes)
             except Interrupted as exc:
                 outcome = StageOutcome(stage.name, Outcome.INTERRUPTED, reason=one_line(exc))
-            observer.stage_finished(example.name, stage.name, outcome.outcome.value, outcome.duration_s)
+            observer.stage_finished(name, stage.name, outcome.outcome.value, outcome.duration_s)
             result.stages.append(outcome)
             if outcome.outcome is Outcome.INTERRUPTED:
                 return
             if not outcome.outcome.is_ok:
                 failed = stage.name
-                log.warning("%s: %s failed: %s", example.name, stage.name, outcome.reason)
+                log.warning("%s: %s failed: %s", name, stage.name, outcome.reason)
     finally:
         hashes.save()
 
@@ -276,14 +277,15 @@ class Executor(Protocol):
 class SerialExecutor:
     """Runs jobs one after the other in this process; stages are built once and reused."""
 
-    def __init__(self, factory: StageFactory = build_stages) -> None:
+    def __init__(self, factory: StageFactory | None = None) -> None:
         self._factory = factory
         self._built: dict[str, list[Stage]] = {}
 
     def stages_for(self, job: ExampleJob) -> list[Stage]:
         key = json.dumps([job.config.model_dump(mode="json"), job.stages, job.prompt], sort_keys=True)
         if key not in self._built:
-            self._built[key] = self._factory(job.config, job.stages, job.prompt)
+            factory = self._factory or build_stages
+            self._built[key] = factory(job.config, job.stages, job.prompt)
         return self._built[key]
 
     def run(self, jobs: Sequence[ExampleJob], observer: BatchObserver,

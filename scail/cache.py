@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 MANIFEST_SCHEMA_VERSION = 1
 HASH_CACHE_NAME = "hashes.json"
 LOCK_NAME = "lock"
-LOCK_OWNER_NAME = "lock.owner"
 _CHUNK = 1 << 20
 
 ManifestStatus = Literal["done", "failed", "interrupted", "running"]
@@ -94,17 +94,22 @@ class HashCache:
     def __init__(self, example: Example) -> None:
         self.example = example
         self.path = example.state_dir / HASH_CACHE_NAME
-        self._root = example.root.absolute()
+        self._root = os.path.abspath(example.root) + os.sep  # plain strings: pathlib is slow in hot loops
         self._entries: dict[str, list[Any]] | None = None
         self._dirty = False
 
-    def key(self, path: Path) -> str:
-        """The manifest key of a path: relative to the example when inside it."""
-        p = path if path.is_absolute() else Path.cwd() / path
-        try:
-            return p.relative_to(self._root).as_posix()
-        except ValueError:
-            return str(p)
+    def key(self, path: Path | str) -> str:
+        """The manifest key of a path: relative to the example (posix separators) when inside it."""
+        p = os.fspath(path)
+        if not os.path.isabs(p):
+            p = os.path.abspath(p)
+        if p.startswith(self._root):
+            return p[len(self._root):].replace(os.sep, "/")
+        return p
+
+    def resolve(self, key: str) -> str:
+        """The path of a manifest key (inverse of `key`)."""
+        return key if os.path.isabs(key) else self._root + key.replace("/", os.sep)
 
     def _load(self) -> dict[str, list[Any]]:
         if self._entries is None:
@@ -119,7 +124,7 @@ class HashCache:
                 log.warning("%s: unreadable hash cache (%s); rehashing", self.path, exc)
         return self._entries
 
-    def hash(self, path: Path) -> str | None:
+    def hash(self, path: Path | str) -> str | None:
         """sha256 of `path`, or None when it does not exist."""
         try:
             st = os.stat(path)
@@ -131,7 +136,7 @@ class HashCache:
         hit = entries.get(key)
         if hit is not None and hit[:3] == stamp:
             return str(hit[3])
-        digest = sha256_file(path)
+        digest = sha256_file(Path(path))
         entries[key] = [*stamp, digest]
         self._dirty = True
         return digest
@@ -271,32 +276,81 @@ class ExampleLocked(ScailError):
     """Another runner holds this example's lock."""
 
 
-def _acquire(example: Example, wait_s: float) -> Any:
-    from filelock import FileLock, Timeout
+class _FileLock:
+    """An exclusive OS lock on `.scail/lock` (flock on POSIX, `filelock` elsewhere).
 
-    example.state_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(example.state_dir / LOCK_NAME), timeout=wait_s, thread_local=False)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise ExampleLocked(
-            f"{example.root}: locked by another runner{lock_owner(example)}; rerun to pick it up"
-        ) from None
+    The holder's pid is written into the lock file itself. The OS drops the lock when the holder
+    dies, so a `kill -9` never leaves an example locked.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._fallback: Any = None
+
+    def acquire(self, wait_s: float) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            from filelock import FileLock, Timeout
+
+            self._fallback = FileLock(str(self.path), timeout=wait_s, thread_local=False)
+            try:
+                self._fallback.acquire()
+            except Timeout:
+                return False
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        self._fd = fd
+        return True
+
+    def write_owner(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+        if self._fallback is not None:
+            self._fallback.release()
+            self._fallback = None
+
+
+def _acquire(example: Example, wait_s: float) -> _FileLock:
+    state = example.state_dir
+    if not state.is_dir():
+        state.mkdir(parents=True, exist_ok=True)
+    lock = _FileLock(state / LOCK_NAME)
+    if not lock.acquire(wait_s):
+        raise ExampleLocked(f"{example.root}: locked by another runner{lock_owner(example)}; rerun to pick it up")
     return lock
 
 
 @contextlib.contextmanager
 def example_lock(example: Example, wait_s: float = 0.0) -> Iterator[None]:
-    """Hold the example's lock; raise `ExampleLocked` if another runner holds it for `wait_s`.
+    """Hold the example's lock; raise `ExampleLocked` if another runner holds it for `wait_s` seconds.
 
-    The lock is an OS file lock (`filelock`), so a killed runner releases it automatically.
     Choice: a second runner does not wait forever; the batch skips a locked example, goes on with
     the others and retries it once at the end (see scail/batch.py).
     """
     lock = _acquire(example, wait_s)
     try:
-        with contextlib.suppress(OSError):
-            (example.state_dir / LOCK_OWNER_NAME).write_text(f"{os.getpid()}\n", encoding="utf-8")
+        lock.write_owner()
         yield
     finally:
         lock.release()
@@ -305,7 +359,7 @@ def example_lock(example: Example, wait_s: float = 0.0) -> Iterator[None]:
 def lock_owner(example: Example) -> str:
     """' (pid N)' of the runner that last took the lock, or ''."""
     try:
-        pid = (example.state_dir / LOCK_OWNER_NAME).read_text(encoding="utf-8").strip()
+        pid = (example.state_dir / LOCK_NAME).read_text(encoding="utf-8").strip()
     except OSError:
         return ""
     return f" (pid {pid})" if pid.isdigit() else ""

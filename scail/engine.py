@@ -97,11 +97,6 @@ def _json_safe(notes: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _resolve(example: Example, key: str) -> Path:
-    p = Path(key)
-    return p if p.is_absolute() else example.root / p
-
-
 # ----------------------------------------------------------------------------------------------
 # Freshness (shared by run_stage and stage_status)
 # ----------------------------------------------------------------------------------------------
@@ -114,7 +109,7 @@ def _outputs_match(example: Example, manifest: Manifest, expected: list[Path], h
         if hashes.key(path) not in recorded:
             return f"{path.name} is not recorded in the manifest"
     for key, digest in recorded.items():
-        current = hashes.hash(_resolve(example, key))
+        current = hashes.hash(hashes.resolve(key))
         if current is None:
             return f"{key} is missing"
         if current != digest:
@@ -122,11 +117,23 @@ def _outputs_match(example: Example, manifest: Manifest, expected: list[Path], h
     return ""
 
 
+_PARAMS: dict[int, tuple[object, dict[str, Any]]] = {}
+
+
+def _params_json(stage: Stage) -> dict[str, Any]:
+    """`stage.params()` as JSON data, computed once per params object (a batch reuses it 1,000s of times)."""
+    params = stage.params()
+    hit = _PARAMS.get(id(stage))
+    if hit is None or hit[0] is not params:
+        hit = (params, params.model_dump(mode="json"))
+        _PARAMS[id(stage)] = hit
+    return hit[1]
+
+
 def _current_fingerprint(stage: Stage, example: Example, hashes: HashCache) -> tuple[str, dict[str, str]]:
     """(fingerprint, input hashes). Raises `ScailError` when a required input is missing."""
     inputs = hash_files(stage.inputs(example), hashes)
-    params = stage.params().model_dump(mode="json")
-    return fingerprint(stage.name, stage.version, params, inputs), inputs
+    return fingerprint(stage.name, stage.version, _params_json(stage), inputs), inputs
 
 
 def _any_output_exists(stage: Stage, example: Example) -> bool:
@@ -216,7 +223,7 @@ def run_stage(
     if not force and manifest is None and _any_output_exists(stage, example):
         return StageOutcome(stage.name, Outcome.USER_PROVIDED, reason="outputs exist without a manifest")
 
-    params = stage.params().model_dump(mode="json")
+    params = _params_json(stage)
     try:
         fp, inputs = _current_fingerprint(stage, example, hashes)
     except ScailError as exc:
@@ -295,7 +302,8 @@ def clean_example(example: Example, stage_names: Sequence[str]) -> list[Path]:
     removed: list[Path] = []
     for name in stage_names:
         manifest = read_manifest(example, name)
-        targets = [_resolve(example, key) for key in (manifest.outputs if manifest else {})]
+        hashes = HashCache(example)
+        targets = [Path(hashes.resolve(key)) for key in (manifest.outputs if manifest else {})]
         targets.append(example.state_dir / f"{name}.json")
         for path in targets:
             with contextlib.suppress(FileNotFoundError):

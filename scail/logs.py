@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from scail.example import Example
@@ -46,24 +46,35 @@ def setup_logging(verbose: int = 0, quiet: bool = False, console: Any = None) ->
     root.propagate = False
 
 
+class _LazyFileHandler(logging.FileHandler):
+    """A FileHandler that creates its folder on the first record (and drops records it cannot write)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8", delay=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream is None:  # type: ignore[has-type]
+            try:
+                Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                return
+        super().emit(record)
+
+
 @contextlib.contextmanager
 def example_log_file(example: Example) -> Iterator[None]:
-    """Append every `scail.*` record (DEBUG and up) to `<example>/.scail/logs/scail.log` meanwhile."""
-    logs = example.state_dir / "logs"
+    """Append every `scail.*` record (DEBUG and up) to `<example>/.scail/logs/scail.log` meanwhile.
+
+    The file is opened on the first record only, so a run with nothing to do touches nothing.
+    """
     root = logging.getLogger("scail")
-    try:
-        logs.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(logs / "scail.log", encoding="utf-8", delay=True)
-    except OSError:
-        yield
-        return
+    handler: logging.Handler = _LazyFileHandler(example.state_dir / "logs" / "scail.log")
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter(_FILE_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
     previous = root.level
     if root.level == logging.NOTSET or root.level > logging.DEBUG:
         root.setLevel(logging.DEBUG)
     root.addHandler(handler)
-    root.debug("---- %s: run started %s", example.name, time.strftime("%Y-%m-%d %H:%M:%S"))
     try:
         yield
     finally:

@@ -1,0 +1,163 @@
+"""The `scail` command in-process (CliRunner) with toy stages, plus start-up checks in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from toy_pipeline import toy_factory
+from typer.testing import CliRunner
+
+import scail.batch
+from scail.cli import app, normalize_argv
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def toy_stages(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The CLI builds toy stages instead of the real ones (they are remembered in the list)."""
+    built: list = []
+    monkeypatch.setattr(scail.batch, "build_stages", toy_factory(built=built))
+    return built
+
+
+def test_help_imports_nothing_heavy() -> None:
+    code = ("import sys\nfrom scail.cli import main\nsys.argv = ['scail', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'cv2', 'decord', 'av') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out
+    assert "run" in out and "status" in out and "doctor" in out
+
+
+def test_python_dash_m_scail_runs_the_cli() -> None:
+    proc = subprocess.run([sys.executable, "-m", "scail", "run", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert "--pipeline" in proc.stdout and "--force" in proc.stdout and "--set" in proc.stdout
+
+
+def test_run_then_rerun_skips_everything_and_json_is_machine_readable(toy_stages, make_toy_example,
+                                                                     tmp_path) -> None:
+    make_toy_example("001")
+    make_toy_example("002")
+    path = tmp_path / "examples"
+    result = runner.invoke(app, ["run", str(path), "--pipeline", "tiny-random", "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["run", str(path), "--pipeline", "tiny-random", "--json"])
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert [s["outcome"] for e in doc["examples"] for s in e["stages"]] == ["fresh"] * 6
+    assert json.loads((path / ".scail-summary.json").read_text())["examples"][0]["name"] == "001"
+    # The table names every example and stage.
+    result = runner.invoke(app, ["run", str(path), "-p", "tiny-random", "--set", "animate.steps=3"])
+    assert result.exit_code == 0
+    assert "001" in result.stdout and "animate" in result.stdout and "ran" in result.stdout
+
+
+def test_a_failed_example_gives_exit_2_and_its_reason(toy_stages, make_toy_example, tmp_path) -> None:
+    make_toy_example("001")
+    bad = make_toy_example("002", driving=b"garbage")
+    result = runner.invoke(app, ["run", str(tmp_path / "examples"), "-p", "tiny-random", "--json"])
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert doc["failed"] == 1
+    assert doc["examples"][1]["reason"] == f"pose: {bad / 'driving.mp4'}: not a readable video; re-export it as H.264 mp4"
+
+
+def test_until_and_force(toy_stages, make_toy_example, tmp_path) -> None:
+    path = make_toy_example("001")
+    result = runner.invoke(app, ["run", str(path), "-p", "tiny-random", "--until", "render", "--json"])
+    assert [s["stage"] for s in json.loads(result.stdout)["examples"][0]["stages"]] == ["pose", "render"]
+    result = runner.invoke(app, ["run", str(path), "-p", "tiny-random", "--force", "render", "--json"])
+    assert [s["outcome"] for s in json.loads(result.stdout)["examples"][0]["stages"]] == ["fresh", "ran", "ran"]
+    result = runner.invoke(app, ["run", str(path), "-p", "tiny-random", *normalize_argv(["--force"]), "--json"])
+    assert [s["outcome"] for s in json.loads(result.stdout)["examples"][0]["stages"]] == ["ran"] * 3
+
+
+def test_normalize_argv_lets_force_stand_alone() -> None:
+    assert normalize_argv(["run", "x", "--force"]) == ["run", "x", "--force", "all"]
+    assert normalize_argv(["run", "--force", "x"]) == ["run", "--force", "all", "x"]
+    assert normalize_argv(["run", "x", "--force", "render"]) == ["run", "x", "--force", "render"]
+
+
+def test_stage_commands_run_one_stage(toy_stages, make_toy_example, tmp_path) -> None:
+    path = make_toy_example("001")
+    result = runner.invoke(app, ["render", str(path), "-p", "tiny-random", "--json"])
+    assert result.exit_code == 2
+    stages = json.loads(result.stdout)["examples"][0]["stages"]
+    assert stages == [{"stage": "render", "outcome": "failed", "duration_s": stages[0]["duration_s"],
+                       "reason": f"{path}: no pose data; run 'scail pose' first"}]
+    assert runner.invoke(app, ["pose", str(path), "-p", "tiny-random", "-q"]).exit_code == 0
+    assert runner.invoke(app, ["render", str(path), "-p", "tiny-random", "-q"]).exit_code == 0
+    assert runner.invoke(app, ["animate", str(path), "-p", "tiny-random", "-q", "--prompt", "hi"]).exit_code == 0
+    assert (path / "samples" / "toy.mp4").is_file()
+
+
+def test_status_and_clean(toy_stages, make_toy_example, tmp_path) -> None:
+    path = tmp_path / "examples"
+    make_toy_example("001")
+    user = make_toy_example("002")
+    (user / "rendered.mp4").write_text("hand-made")
+    result = runner.invoke(app, ["status", str(path), "-p", "tiny-random", "--json"])
+    assert result.exit_code == 0
+    doc = {e["name"]: {k: v["status"] for k, v in e["stages"].items()} for e in json.loads(result.stdout)["examples"]}
+    assert doc == {"001": {"pose": "missing", "render": "missing", "animate": "missing"},
+                   "002": {"pose": "missing", "render": "user-provided", "animate": "missing"}}
+    runner.invoke(app, ["run", str(path), "-p", "tiny-random", "-q"])
+    table = runner.invoke(app, ["status", str(path), "-p", "tiny-random"]).stdout
+    assert "fresh" in table and "user-provided" in table
+    # A different preset value makes render and animate stale, without running anything.
+    result = runner.invoke(app, ["status", str(path / "001"), "-p", "tiny-random", "--set", "render.radius_mm=30",
+                                 "--json"])
+    assert {k: v["status"] for k, v in json.loads(result.stdout)["examples"][0]["stages"].items()} == {
+        "pose": "fresh", "render": "stale", "animate": "stale"}
+    result = runner.invoke(app, ["clean", str(path), "--stage", "render"])
+    assert result.exit_code == 0 and result.stdout.strip() == "removed 2 file(s)"  # 001's video + manifest
+    assert not (path / "001/rendered.mp4").exists() and (path / "001/.scail/pose.npz").exists()
+    assert (user / "rendered.mp4").read_text() == "hand-made"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--pipeline", "nope"], "error: unknown pipeline 'nope'; choose one of scail-preview-512p, scail-wan-unipc, "
+                             "tiny-random or pass a .yaml file"),
+    (["--set", "animate.stepz=4"], "error: --set animate.stepz: unknown key 'animate.stepz'"),
+    (["--set", "animate.steps=0"], "error: --set animate.steps=0: Input should be greater than or equal to 1"),
+    (["--set", "steps"], "error: --set steps: expected KEY=VALUE, e.g. --set animate.steps=4"),
+])
+def test_option_errors_are_one_line(args, message, make_toy_example) -> None:
+    path = make_toy_example("001")
+    result = runner.invoke(app, ["run", str(path), *args])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == message
+
+
+def test_preset_file_with_unknown_key_names_file_and_key(make_toy_example, tmp_path) -> None:
+    path = make_toy_example("001")
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("animate:\n  steps: 4\n  stepz: 5\n")
+    result = runner.invoke(app, ["run", str(path), "--pipeline", str(preset)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: {preset}: unknown key 'animate.stepz'"
+
+
+def test_folder_without_examples_is_an_error(tmp_path) -> None:
+    result = runner.invoke(app, ["run", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"error: {tmp_path}: no example folders found (each needs driving.mp4 and "
+                                     "ref.jpg); see 'scail run --help'")
+
+
+def test_traceback_flag_reraises(tmp_path) -> None:
+    result = runner.invoke(app, ["run", str(tmp_path), "--traceback"])
+    assert result.exit_code == 1
+    assert type(result.exception).__name__ == "InputError"
+
+
+def test_doctor_reports_every_part() -> None:
+    result = runner.invoke(app, ["doctor"])
+    for name in ("python", "torch", "h.264 encode", "decord", "pose env", "weights"):
+        assert name in result.stdout
+    assert (result.exit_code == 1) == ("FAIL" in result.stdout)
