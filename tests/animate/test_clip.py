@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,15 +11,6 @@ from safetensors.torch import load_file, save_file
 
 from scail.animate.clip import CLIPConfig, CLIPImageEncoder, CLIPVisionTower, load_clip, preprocess
 from scail.errors import CheckpointError
-
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "scail"
-
-
-def _fixture(name: str) -> Path:
-    folder = FIXTURES / name
-    if not folder.is_dir():
-        pytest.skip(f"parity fixture {folder} is absent (it lives in the shared folder beside the repo)")
-    return folder
 
 
 def _errors(mine: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
@@ -33,14 +25,18 @@ def _assert_close(mine: torch.Tensor, ref: torch.Tensor) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_clip() -> CLIPVisionTower:
-    return load_clip(_fixture("clip") / "weights.safetensors", dtype=torch.float32, config=CLIPConfig.tiny())
+def tiny_clip(fixture_path: Callable[..., Path]) -> CLIPVisionTower:
+    return load_clip(
+        fixture_path("scail", "clip") / "weights.safetensors", dtype=torch.float32, config=CLIPConfig.tiny()
+    )
 
 
-def test_encoder_matches_official_fixture(tiny_clip: CLIPVisionTower) -> None:
+def test_encoder_matches_official_fixture(
+    fixture_path: Callable[..., Path], tiny_clip: CLIPVisionTower
+) -> None:
     """Squash to 56x56 + normalise + all blocks but the last, against `CLIPModel.visual`."""
-    image = load_file(_fixture("clip") / "inputs.safetensors")["image"]  # (3, 40, 72) in [-1, 1]
-    ref = load_file(_fixture("clip") / "outputs.safetensors")
+    image = load_file(fixture_path("scail", "clip") / "inputs.safetensors")["image"]  # (3, 40, 72) in [-1, 1]
+    ref = load_file(fixture_path("scail", "clip") / "outputs.safetensors")
     out = CLIPImageEncoder(tiny_clip).encode(image[None])
     assert len(tiny_clip.transformer) == 2  # 3 blocks in the file, the last one unused
     _assert_close(out, ref["visual_use_31_block"])
@@ -48,9 +44,11 @@ def test_encoder_matches_official_fixture(tiny_clip: CLIPVisionTower) -> None:
     assert _errors(out, ref["visual_all_blocks"])[1] > 1e-2
 
 
-def test_pipeline_preprocessing_and_features(tiny_clip: CLIPVisionTower) -> None:
+def test_pipeline_preprocessing_and_features(
+    fixture_path: Callable[..., Path], tiny_clip: CLIPVisionTower
+) -> None:
     """The official generate() run: cropped reference -> CLIP input -> clip_fea."""
-    ref = load_file(_fixture("pipeline") / "intermediates.safetensors")
+    ref = load_file(fixture_path("scail", "pipeline") / "intermediates.safetensors")
     image = ref["clip_input_image_c1hw"].transpose(0, 1)  # (1, 3, 64, 128)
     x = preprocess(image, image_size=56)
     assert x.shape == (1, 3, 56, 56)
@@ -58,10 +56,10 @@ def test_pipeline_preprocessing_and_features(tiny_clip: CLIPVisionTower) -> None
     _assert_close(CLIPImageEncoder(tiny_clip).encode(image), ref["clip_fea"])
 
 
-def test_float16_load_stays_close(tiny_clip: CLIPVisionTower) -> None:
+def test_float16_load_stays_close(fixture_path: Callable[..., Path], tiny_clip: CLIPVisionTower) -> None:
     """The official dtype (fp16 weights); LayerNorm still computed in float32."""
-    image = load_file(_fixture("clip") / "inputs.safetensors")["image"][None]
-    model = load_clip(_fixture("clip") / "weights.safetensors", config=CLIPConfig.tiny())
+    image = load_file(fixture_path("scail", "clip") / "inputs.safetensors")["image"][None]
+    model = load_clip(fixture_path("scail", "clip") / "weights.safetensors", config=CLIPConfig.tiny())
     assert model.pos_embedding.dtype == torch.float16
     assert not any(p.requires_grad for p in model.parameters())
     out = CLIPImageEncoder(model).encode(image)
@@ -98,8 +96,10 @@ def _hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return hf
 
 
-def test_loads_every_file_layout(tiny_clip: CLIPVisionTower, tmp_path: Path) -> None:
-    state = load_file(_fixture("clip") / "weights.safetensors")  # visual.* + log_scale
+def test_loads_every_file_layout(
+    fixture_path: Callable[..., Path], tiny_clip: CLIPVisionTower, tmp_path: Path
+) -> None:
+    state = load_file(fixture_path("scail", "clip") / "weights.safetensors")  # visual.* + log_scale
     image = torch.rand(2, 3, 30, 50) * 2 - 1
     expected = CLIPImageEncoder(tiny_clip).encode(image)
     tiny = CLIPConfig.tiny()
@@ -125,8 +125,8 @@ def test_loads_every_file_layout(tiny_clip: CLIPVisionTower, tmp_path: Path) -> 
         assert torch.equal(out, expected), name
 
 
-def test_loader_errors(tmp_path: Path) -> None:
-    state = load_file(_fixture("clip") / "weights.safetensors")
+def test_loader_errors(fixture_path: Callable[..., Path], tmp_path: Path) -> None:
+    state = load_file(fixture_path("scail", "clip") / "weights.safetensors")
     tiny = CLIPConfig.tiny()
 
     with pytest.raises(CheckpointError, match="no such file"):
@@ -161,7 +161,7 @@ def test_loader_errors(tmp_path: Path) -> None:
     with pytest.raises(
         CheckpointError, match=r"shape mismatches \(e\.g\. 'cls_embedding': file \[1, 1, 32\]"
     ):
-        load_clip(_fixture("clip") / "weights.safetensors", config=wider)
+        load_clip(fixture_path("scail", "clip") / "weights.safetensors", config=wider)
 
 
 def test_real_config_builds_on_meta() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,15 +12,6 @@ from safetensors.torch import load_file, save_file
 from scail.animate.t5 import T5Config, T5Encoder, TextEncoder, load_t5, pad_context
 from scail.animate.tokenizer import UMT5Tokenizer
 from scail.errors import CheckpointError
-
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "scail"
-
-
-def _fixture(name: str) -> Path:
-    folder = FIXTURES / name
-    if not folder.is_dir():
-        pytest.skip(f"parity fixture {folder} is absent (it lives in the shared folder beside the repo)")
-    return folder
 
 
 def _errors(mine: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
@@ -34,8 +26,10 @@ def _assert_close(mine: torch.Tensor, ref: torch.Tensor) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_t5() -> T5Encoder:
-    return load_t5(_fixture("t5") / "weights.safetensors", dtype=torch.float32, config=T5Config.tiny())
+def tiny_t5(fixture_path: Callable[..., Path]) -> T5Encoder:
+    return load_t5(
+        fixture_path("scail", "t5") / "weights.safetensors", dtype=torch.float32, config=T5Config.tiny()
+    )
 
 
 def _word_tokenizer(folder: Path) -> UMT5Tokenizer:
@@ -50,9 +44,9 @@ def _word_tokenizer(folder: Path) -> UMT5Tokenizer:
     return UMT5Tokenizer.from_dir(folder)
 
 
-def test_encoder_matches_official_fixture(tiny_t5: T5Encoder) -> None:
-    inputs = load_file(_fixture("t5") / "inputs.safetensors")
-    ref = load_file(_fixture("t5") / "outputs.safetensors")
+def test_encoder_matches_official_fixture(fixture_path: Callable[..., Path], tiny_t5: T5Encoder) -> None:
+    inputs = load_file(fixture_path("scail", "t5") / "inputs.safetensors")
+    ref = load_file(fixture_path("scail", "t5") / "outputs.safetensors")
     out = tiny_t5(inputs["ids"], inputs["mask"])
     _assert_close(out, ref["encoder_out_padded"])
     lengths = inputs["mask"].sum(dim=1).tolist()
@@ -61,9 +55,11 @@ def test_encoder_matches_official_fixture(tiny_t5: T5Encoder) -> None:
     _assert_close(out[1, :1], ref["context1_trimmed"])
 
 
-def test_text_encoder_matches_official_pipeline(tiny_t5: T5Encoder, tmp_path: Path) -> None:
+def test_text_encoder_matches_official_pipeline(
+    fixture_path: Callable[..., Path], tiny_t5: T5Encoder, tmp_path: Path
+) -> None:
     """Cleaning + tokenizing to 512 + encoding + trimming, against the official generate() run."""
-    ref = load_file(_fixture("pipeline") / "intermediates.safetensors")
+    ref = load_file(fixture_path("scail", "pipeline") / "intermediates.safetensors")
     tokenizer = _word_tokenizer(tmp_path / "umt5-xxl")
     prompt = "  a person is  happily dancing\n"  # 'happily' -> <unk>: ids 5, 17, 33, 2, 40, </s>
     ids, mask = tokenizer([prompt, ""])
@@ -84,12 +80,15 @@ def test_text_encoder_matches_official_pipeline(tiny_t5: T5Encoder, tmp_path: Pa
     assert padded[0, 6:].abs().sum() == 0 and padded[1, 1:].abs().sum() == 0
 
 
-def test_text_encoder_load_from_files(tmp_path: Path) -> None:
+def test_text_encoder_load_from_files(fixture_path: Callable[..., Path], tmp_path: Path) -> None:
     """The pipeline's entry point: checkpoint + tokenizer folder -> (B, 512, D) features."""
     _word_tokenizer(tmp_path / "umt5-xxl")
-    ref = load_file(_fixture("pipeline") / "intermediates.safetensors")
+    ref = load_file(fixture_path("scail", "pipeline") / "intermediates.safetensors")
     encoder = TextEncoder.load(
-        _fixture("t5") / "weights.safetensors", tmp_path / "umt5-xxl", torch.float32, config=T5Config.tiny()
+        fixture_path("scail", "t5") / "weights.safetensors",
+        tmp_path / "umt5-xxl",
+        torch.float32,
+        config=T5Config.tiny(),
     )
     context = encoder.encode(["a person is happily dancing"])
     assert context.shape == (1, 512, 32) and context.dtype == torch.float32
@@ -110,8 +109,10 @@ def test_tiny_random_text_encoder_runs_offline() -> None:
     assert context[1, :1].abs().sum() > 0 and context[1, 1:].abs().sum() == 0
 
 
-def test_loads_pth_and_hugging_face_names(tiny_t5: T5Encoder, tmp_path: Path) -> None:
-    state = load_file(_fixture("t5") / "weights.safetensors")
+def test_loads_pth_and_hugging_face_names(
+    fixture_path: Callable[..., Path], tiny_t5: T5Encoder, tmp_path: Path
+) -> None:
+    state = load_file(fixture_path("scail", "t5") / "weights.safetensors")
     ids = torch.tensor([[5, 17, 33, 2, 40, 1, 0, 0]])
     mask = (torch.arange(8) < 6).long()[None]
     expected = tiny_t5(ids, mask)
@@ -148,20 +149,22 @@ def test_loads_pth_and_hugging_face_names(tiny_t5: T5Encoder, tmp_path: Path) ->
     assert torch.equal(load_t5(path, torch.float32, config=T5Config.tiny())(ids, mask), expected)
 
 
-def test_bfloat16_load_stays_close(tiny_t5: T5Encoder) -> None:
+def test_bfloat16_load_stays_close(fixture_path: Callable[..., Path], tiny_t5: T5Encoder) -> None:
     """The official dtype: bf16 weights and activations, softmax and norm statistics in float32."""
-    model = load_t5(_fixture("t5") / "weights.safetensors", torch.bfloat16, config=T5Config.tiny())
+    model = load_t5(
+        fixture_path("scail", "t5") / "weights.safetensors", torch.bfloat16, config=T5Config.tiny()
+    )
     assert model.token_embedding.weight.dtype == torch.bfloat16
     assert not any(p.requires_grad for p in model.parameters())
-    inputs = load_file(_fixture("t5") / "inputs.safetensors")
+    inputs = load_file(fixture_path("scail", "t5") / "inputs.safetensors")
     out = model(inputs["ids"], inputs["mask"])
     assert out.dtype == torch.bfloat16
     _, rel_l2 = _errors(out, tiny_t5(inputs["ids"], inputs["mask"]))
     assert rel_l2 < 3e-2
 
 
-def test_loader_errors(tmp_path: Path) -> None:
-    state = load_file(_fixture("t5") / "weights.safetensors")
+def test_loader_errors(fixture_path: Callable[..., Path], tmp_path: Path) -> None:
+    state = load_file(fixture_path("scail", "t5") / "weights.safetensors")
     tiny = T5Config.tiny()
 
     with pytest.raises(CheckpointError, match="no such file"):
@@ -193,7 +196,7 @@ def test_loader_errors(tmp_path: Path) -> None:
     # The real file against the wrong (tiny) config: every shape differs, so it is refused.
     with pytest.raises(CheckpointError, match="shape mismatches"):
         load_t5(
-            _fixture("t5") / "weights.safetensors",
+            fixture_path("scail", "t5") / "weights.safetensors",
             config=T5Config(vocab_size=64, dim=32, dim_attn=32, dim_ffn=128, num_heads=4, num_layers=2),
         )
 
