@@ -17,8 +17,9 @@ stream, all LayerNorm/RMSNorm statistics and the output head run in float32; RoP
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
@@ -83,6 +84,40 @@ class DiTConfig:
     def scail_1_3b(cls) -> DiTConfig:
         """The 1.3B configuration of the official repo (no weights were released)."""
         return cls(dim=1536, num_heads=12, num_layers=30, ffn_dim=8960)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DiTConfig:
+        """From an official config: wan `configs/config-14b.json`, `SCAILModel` constructor kwargs
+        (`{"constructor_kwargs": {...}}` as in fixtures/scail/dit) or the plain names of fixtures/scail-dit.
+
+        Settings the SCAIL model never uses (t2v, no qk-norm, windowed attention) raise ValueError.
+        """
+        d = dict(data.get("constructor_kwargs", data))
+        if d.get("model_type", "i2v") != "i2v":
+            raise ValueError(f"model_type {d['model_type']!r} is not supported; SCAIL is an i2v model")
+        if not d.get("qk_norm", True) or not d.get("cross_attn_norm", True):
+            raise ValueError("qk_norm and cross_attn_norm must be true for SCAIL")
+        if tuple(d.get("window_size", (-1, -1))) != (-1, -1):
+            raise ValueError(f"window_size {d['window_size']} is not supported; SCAIL attends globally")
+        latent = int(d.get("out_dim", d.get("out_channels", 16)))
+        in_channels = int(d.get("in_dim", d.get("in_channels", latent + 4)))
+        shift = d.get("pose_rope_shift", [0, 0, d.get("pose_rope_w_offset", 120)])
+        return cls(
+            dim=int(d["dim"]),
+            num_heads=int(d["num_heads"]),
+            num_layers=int(d["num_layers"]),
+            ffn_dim=int(d["ffn_dim"]),
+            freq_dim=int(d.get("freq_dim", 256)),
+            text_dim=int(d.get("text_dim", 4096)),
+            clip_dim=int(d.get("clip_dim", 1280)),
+            latent_channels=latent,
+            mask_channels=in_channels - latent,
+            patch_size=tuple(int(p) for p in d.get("patch_size", (1, 2, 2))),  # type: ignore[arg-type]
+            eps=float(d.get("eps", 1e-6)),
+            rope_theta=float(d.get("rope_theta", 10000.0)),
+            pose_rope_shift_hw=(int(shift[1]), int(shift[2])),
+            text_len=int(d.get("text_len", 512)),
+        )
 
     @classmethod
     def tiny(cls) -> DiTConfig:

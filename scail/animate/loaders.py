@@ -401,23 +401,37 @@ def load_dit(
     Returns:
         The model in eval mode with gradients off, config inferred from the tensor shapes.
     """
+    file = resolve_dit_file(Path(path))
+    return dit_from_state_dict(read_tensors(file), num_heads, dtype, device, source=str(file))
+
+
+def dit_from_state_dict(
+    tensors: Mapping[str, torch.Tensor],
+    num_heads: int | None = None,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    source: str = "state dict",
+) -> DiT:
+    """Build the DiT on the meta device and assign `tensors` (SAT or wan names), checked strictly.
+
+    Arguments as `load_dit`; `source` names the origin in error messages.
+    """
     import torch
 
     from scail.animate.dit import DiT, is_fp32_param
 
     dtype = torch.float32 if dtype is None else dtype
-    file = resolve_dit_file(Path(path))
-    tensors = to_wan_names(read_tensors(file), str(file))
-    config = infer_config({k: tuple(v.shape) for k, v in tensors.items()}, num_heads, str(file))
+    wan = to_wan_names(tensors, source)
+    config = infer_config({k: tuple(v.shape) for k, v in wan.items()}, num_heads, source)
     with torch.device("meta"):
         model = DiT(config)
-    check_state_dict(model, tensors, str(file))
+    check_state_dict(model, wan, source)
     state = {
-        k: v.to(device=device, dtype=torch.float32 if is_fp32_param(k) else dtype) for k, v in tensors.items()
+        k: v.to(device=device, dtype=torch.float32 if is_fp32_param(k) else dtype) for k, v in wan.items()
     }
-    del tensors
+    del wan
     model.load_state_dict(state, strict=True, assign=True)
-    log.info("loaded DiT from %s: %s", file, config)
+    log.info("loaded DiT from %s: %s", source, config)
     return model.eval().requires_grad_(False)
 
 

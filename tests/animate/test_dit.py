@@ -43,11 +43,7 @@ def test_sat_fixture_parity(fixture_path: Callable[..., Path], case: str) -> Non
     folder = fixture_path("scail-dit", case)
     config = json.loads((folder / "config.json").read_text())
     dit = load_dit(folder / "mp_rank_00_model_states.pt", num_heads=config["num_heads"])
-    assert (dit.config.dim, dit.config.num_layers, dit.config.ffn_dim) == (
-        config["dim"],
-        config["num_layers"],
-        config["ffn_dim"],
-    )
+    assert dit.config == dataclasses.replace(DiTConfig.from_json(config), text_len=512)
     i = load_file(str(folder / "inputs.safetensors"))
     with torch.no_grad():
         out = dit(i["x"], i["timesteps"], i["context"], i["ref_latent"], i["pose_latent"], i["clip_features"])
@@ -61,7 +57,10 @@ def test_sat_fixture_parity(fixture_path: Callable[..., Path], case: str) -> Non
 
 @pytest.fixture(scope="module", params=WAN_SOURCES)
 def wan_dit(request: pytest.FixtureRequest, fixture_path: Callable[..., Path]) -> DiT:
-    return load_dit(fixture_path("scail", "dit", request.param), num_heads=2)
+    dit = load_dit(fixture_path("scail", "dit", request.param), num_heads=2)
+    official = json.loads(fixture_path("scail", "dit", "config.json").read_text())
+    assert dit.config == DiTConfig.from_json(official)  # inferred from shapes == official constructor kwargs
+    return dit
 
 
 def wan_case(
@@ -129,7 +128,7 @@ def test_wan_fixture_bf16(
     dit16.cast_(torch.bfloat16)
     out = run(dit16, i, i["context"])
     assert out.dtype == torch.float32
-    assert_close(out, ref["out_cond"], rel_l2=3e-2, max_abs=0.5)
+    assert_close(out, ref["out_cond"], rel_l2=1e-2, max_abs=5e-2)  # observed: rel_l2 2.4e-3, max_abs 1.4e-2
     # attention alone in bf16 (the official CUDA path) against its reference
     real = attn.attention
 
@@ -281,6 +280,16 @@ def test_attention_backend_choice() -> None:
     with pytest.raises(ValueError, match="unknown attention backend"):
         attn.set_backend("xformers")  # type: ignore[arg-type]
     assert attn.get_backend() == "auto"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_wan_fixture_bf16_on_cuda(fixture_path: Callable[..., Path]) -> None:
+    """The GPU path (bf16 weights, bf16 attention kernels) against the official bf16-attention output."""
+    i, ref = wan_case(fixture_path, "dit_t3_h8_w12")
+    dit = load_dit(fixture_path("scail", "dit", "weights_wan.safetensors"), 2, torch.bfloat16, "cuda")
+    out = run(dit, {k: v.cuda() for k, v in i.items()}, i["context"].cuda()).cpu()
+    assert_close(out, ref["out_cond_bf16_attention"], rel_l2=1e-2, max_abs=5e-2)
 
 
 @pytest.mark.gpu
