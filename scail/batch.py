@@ -126,7 +126,7 @@ class BatchSummary:
         }
 
     def write_json(self, path: Path) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,12 +280,17 @@ class SerialExecutor:
     def __init__(self, factory: StageFactory | None = None) -> None:
         self._factory = factory
         self._built: dict[str, list[Stage]] = {}
+        self._last: tuple[PipelineConfig, tuple[tuple[str, ...], str | None], list[Stage]] | None = None
 
     def stages_for(self, job: ExampleJob) -> list[Stage]:
+        """The stages for this job's config, built on first use (jobs of one batch share them)."""
+        if self._last is not None and self._last[0] is job.config and self._last[1] == (job.stages, job.prompt):
+            return self._last[2]
         key = json.dumps([job.config.model_dump(mode="json"), job.stages, job.prompt], sort_keys=True)
         if key not in self._built:
             factory = self._factory or build_stages
             self._built[key] = factory(job.config, job.stages, job.prompt)
+        self._last = (job.config, (job.stages, job.prompt), self._built[key])
         return self._built[key]
 
     def run(self, jobs: Sequence[ExampleJob], observer: BatchObserver,
@@ -303,6 +308,7 @@ class SerialExecutor:
                 except Exception as exc:  # closing must not hide the batch's result
                     log.warning("closing the %s stage failed: %s", stage.name, exc)
         self._built.clear()
+        self._last = None
 
 
 # ----------------------------------------------------------------------------------------------

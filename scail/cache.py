@@ -126,20 +126,24 @@ class HashCache:
 
     def hash(self, path: Path | str) -> str | None:
         """sha256 of `path`, or None when it does not exist."""
+        return self.keyed_hash(path)[1]
+
+    def keyed_hash(self, path: Path | str) -> tuple[str, str | None]:
+        """(manifest key, sha256 or None when missing); re-reads the file only when its stat changed."""
+        key = self.key(path)
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            return None
+            return key, None
         stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
         entries = self._load()
-        key = self.key(path)
         hit = entries.get(key)
         if hit is not None and hit[:3] == stamp:
-            return str(hit[3])
+            return key, str(hit[3])
         digest = sha256_file(Path(path))
         entries[key] = [*stamp, digest]
         self._dirty = True
-        return digest
+        return key, digest
 
     def save(self) -> None:
         """Write the cache back if anything changed (best effort: a read-only folder stays cold)."""
@@ -167,10 +171,10 @@ def hash_files(paths: list[Path], hashes: HashCache) -> dict[str, str]:
     """{key: sha256} of files that must exist; a missing one raises a `ScailError` naming it."""
     out: dict[str, str] = {}
     for p in paths:
-        digest = hashes.hash(p)
+        key, digest = hashes.keyed_hash(p)
         if digest is None:
             raise ScailError(f"{p}: input file is missing")
-        out[hashes.key(p)] = digest
+        out[key] = digest
     return out
 
 
