@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
     from scail.animate.pipeline import AnimatePipeline
+    from scail.animate.weights import Architectures
     from scail.config import AnimateConfig
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,12 @@ def build_scail_preview(
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
     offload: str = "encoders",
+    architectures: Architectures | None = None,
 ) -> AnimatePipeline:
     """The released model from a SCAIL-Preview folder (see `weights.py` for the layout).
+
+    `architectures` gives the umT5 and CLIP sizes (default: the released ones; the DiT and VAE
+    sizes are read from their files).
 
     DiT in `dtype` (norms/modulation/head stay float32), VAE float32, umT5 bfloat16 and CLIP float16
     on a GPU (official), everything float32 on the CPU. With offload="encoders" umT5 and CLIP wait
@@ -138,15 +143,20 @@ def build_scail_preview(
 
     device = torch.device(device)
     paths = weights.resolve(root)  # raises with the download command when anything is missing
+    arch = architectures or weights.Architectures.released()
+    if offload == "blocks":
+        log.warning("offload 'blocks' is not implemented yet; the DiT stays on %s (offloading the encoders)", device)
     on_gpu = device.type != "cpu"
     dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
     encoders_at = "cpu" if offload != "none" else device
     log.info("loading SCAIL-Preview from %s (DiT %s on %s)", root, dtype, device)
-    dit = load_dit(paths.dit, dtype=dtype, device=device)
+    dit = load_dit(paths.dit, num_heads=arch.dit.num_heads, dtype=dtype, device=device)
     vae = load_vae(paths.vae, dtype=torch.float32, device=device)
-    t5 = load_t5(paths.t5, dtype=torch.bfloat16 if on_gpu else torch.float32, device=encoders_at)
-    clip = load_clip(paths.clip, dtype=torch.float16 if on_gpu else torch.float32, device=encoders_at)
-    tokenizer = UMT5Tokenizer.from_dir(paths.tokenizer)
+    t5 = load_t5(paths.t5, dtype=torch.bfloat16 if on_gpu else torch.float32, device=encoders_at, config=arch.t5)
+    clip = load_clip(
+        paths.clip, dtype=torch.float16 if on_gpu else torch.float32, device=encoders_at, config=arch.clip
+    )
+    tokenizer = UMT5Tokenizer.from_dir(paths.tokenizer, text_len=arch.t5.text_len)
     return AnimatePipeline(
         dit=dit,
         vae=vae,

@@ -1,0 +1,329 @@
+"""The SCAIL-Preview weights folder: where each file lives, download, and a cheap integrity check.
+
+Layout of the `zai-org/SCAIL-Preview` download (research/scail-model.md §5):
+
+    <dir>/model/latest                                    text file naming the checkpoint folder ("1")
+    <dir>/model/<n>/mp_rank_00_model_states.pt            the DiT (SAT layout)
+    <dir>/Wan2.1_VAE.pth                                  the Wan VAE
+    <dir>/umt5-xxl/models_t5_umt5-xxl-enc-bf16.pth        the umT5-XXL encoder
+    <dir>/umt5-xxl/                                       its tokenizer (tokenizer.json / spiece.model)
+    <dir>/models_clip_open-clip-xlm-roberta-large-vit-huge-14-onlyvisual.pth   CLIP ViT-H/14
+
+Also accepted: the full Wan CLIP file (`...-vit-huge-14.pth`) and a `google/umt5-xxl/` tokenizer
+folder (Wan2.1's layout). `verify` opens every checkpoint memory-mapped and compares its keys and
+shapes with the model built on the meta device, so it checks 40 GB of files in seconds without
+reading them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scail.errors import CheckpointError, ScailError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+REPO_ID = "zai-org/SCAIL-Preview"
+DIT_DIR = "model"
+SAT_FILE = "mp_rank_00_model_states.pt"
+VAE_FILE = "Wan2.1_VAE.pth"
+T5_FILE = "umt5-xxl/models_t5_umt5-xxl-enc-bf16.pth"
+TOKENIZER_DIRS = ("umt5-xxl", "google/umt5-xxl")
+CLIP_FILES = (
+    "models_clip_open-clip-xlm-roberta-large-vit-huge-14-onlyvisual.pth",
+    "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+)
+
+ProgressFn = Callable[[int, "int | None"], None]
+
+
+def download_command(root: Path) -> str:
+    """The exact command that fetches the weights into `root`."""
+    return f"scail weights download --dir {root}"
+
+
+@dataclass(frozen=True)
+class WeightPaths:
+    """Resolved paths of every file the real pipeline loads."""
+
+    root: Path
+    dit: Path
+    """The SAT checkpoint file (model/<n>/mp_rank_00_model_states.pt) or a safetensors conversion."""
+    vae: Path
+    t5: Path
+    tokenizer: Path
+    clip: Path
+
+
+def _sat_checkpoint(root: Path) -> Path | None:
+    """model/latest -> model/<n>/mp_rank_00_model_states.pt; else the only model/*/…pt; else model/*.safetensors."""
+    model_dir = root / DIT_DIR
+    latest = model_dir / "latest"
+    if latest.is_file():
+        candidate = model_dir / latest.read_text(encoding="utf-8").strip() / SAT_FILE
+        if candidate.is_file():
+            return candidate
+    found = sorted(model_dir.glob(f"*/{SAT_FILE}")) if model_dir.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    converted = sorted(model_dir.glob("*.safetensors")) if model_dir.is_dir() else []
+    return converted[0] if len(converted) == 1 else None
+
+
+def _first(root: Path, names: tuple[str, ...], is_dir: bool = False) -> Path | None:
+    for name in names:
+        p = root / name
+        if (p.is_dir() if is_dir else p.is_file()):
+            return p
+    return None
+
+
+def locate(root: Path) -> dict[str, Path | None]:
+    """Every component's path under `root`, or None where it is missing."""
+    root = Path(root).expanduser()
+    return {
+        "dit": _sat_checkpoint(root),
+        "vae": _first(root, (VAE_FILE,)),
+        "t5": _first(root, (T5_FILE,)),
+        "tokenizer": _first(root, TOKENIZER_DIRS, is_dir=True),
+        "clip": _first(root, CLIP_FILES),
+    }
+
+
+_EXPECTED = {
+    "dit": f"{DIT_DIR}/latest + {DIT_DIR}/<n>/{SAT_FILE}",
+    "vae": VAE_FILE,
+    "t5": T5_FILE,
+    "tokenizer": f"{TOKENIZER_DIRS[0]}/ (tokenizer.json or spiece.model)",
+    "clip": CLIP_FILES[0],
+}
+
+
+def resolve(root: Path) -> WeightPaths:
+    """The weight files under `root`; a one-line `CheckpointError` with the fix if any is missing."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: SCAIL weights folder not found; run `{download_command(root)}`")
+    found = locate(root)
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        what = ", ".join(f"{name} ({_EXPECTED[name]})" for name in missing)
+        raise CheckpointError(f"{root}: missing {what}; run `{download_command(root)}`")
+    return WeightPaths(root=root, **{k: v for k, v in found.items() if v is not None})
+
+
+# ----------------------------------------------------------------------------------------------
+# Download
+# ----------------------------------------------------------------------------------------------
+
+
+def _progress_class(on_progress: ProgressFn) -> type:
+    """A tqdm class that draws nothing and forwards the snapshot's byte counter to `on_progress`."""
+    from tqdm.std import tqdm
+
+    class _Forward(tqdm):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.pop("name", None)
+            kwargs["file"] = io.StringIO()
+            kwargs["disable"] = False
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            out = super().update(n)
+            desc = str(self.desc or "")
+            if self.unit == "B" and not desc.startswith("Downloading bytes"):  # bytes written to disk
+                on_progress(int(self.n), int(self.total) if self.total else None)
+            return out
+
+    return _Forward
+
+
+def download(root: Path, on_progress: ProgressFn | None = None, revision: str | None = None) -> Path:
+    """Download (or resume) `zai-org/SCAIL-Preview` into `root` with huggingface_hub.
+
+    Files already complete are skipped; partial files resume. Raises a one-line `ScailError` when
+    the hub is unreachable or offline (HF_HUB_OFFLINE=1).
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    root = Path(root).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s into %s", REPO_ID, root)
+    try:
+        path = snapshot_download(
+            REPO_ID,
+            revision=revision,
+            local_dir=root,
+            tqdm_class=_progress_class(on_progress) if on_progress is not None else None,
+        )
+    except (OfflineModeIsEnabled, LocalEntryNotFoundError) as exc:
+        raise ScailError(
+            f"cannot download {REPO_ID} into {root}: the Hugging Face hub is unreachable or offline mode is on "
+            "(HF_HUB_OFFLINE); connect to the internet, or copy the SCAIL-Preview files there and run "
+            f"`scail weights verify --dir {root}`"
+        ) from exc
+    except HfHubHTTPError as exc:
+        raise ScailError(f"cannot download {REPO_ID}: {str(exc).splitlines()[0]}") from exc
+    except OSError as exc:  # disk full, permissions, connection errors
+        raise ScailError(f"cannot download {REPO_ID} into {root}: {exc}") from exc
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Verify
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One row of `scail weights verify`."""
+
+    component: str
+    path: Path | None
+    ok: bool
+    size_bytes: int
+    detail: str
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+@dataclass(frozen=True)
+class Architectures:
+    """The model configurations `verify` checks the files against (default: the released sizes)."""
+
+    dit: Any = None
+    vae: Any = None
+    t5: Any = None
+    clip: Any = None
+
+    @classmethod
+    def released(cls) -> Architectures:
+        from scail.animate.clip import CLIPConfig
+        from scail.animate.dit import DiTConfig
+        from scail.animate.t5 import T5Config
+        from scail.animate.vae import VAEConfig
+
+        return cls(DiTConfig.scail_14b(), VAEConfig.wan21(), T5Config.umt5_xxl(), CLIPConfig.vit_h_14())
+
+
+def _check_dit(path: Path, arch: Architectures) -> str:
+    import torch
+
+    from scail.animate import loaders
+    from scail.animate.dit import DiT
+
+    tensors = loaders.read_tensors(path)  # memory-mapped: only the pickle is read
+    state = loaders.to_wan_names(tensors, str(path))
+    with torch.device("meta"):
+        model = DiT(arch.dit)
+    loaders.check_state_dict(model, state, str(path))
+    return f"{len(tensors)} tensors; keys and shapes match the DiT (dim {arch.dit.dim}, {arch.dit.num_layers} layers)"
+
+
+def _check_vae(path: Path, arch: Architectures) -> str:
+    import torch
+
+    from scail.animate.loaders import read_tensors
+    from scail.animate.vae import VideoVAE, check_state_dict
+
+    state = read_tensors(path)
+    with torch.device("meta"):
+        model = VideoVAE(arch.vae)
+    check_state_dict(model, state, path)
+    return f"{len(state)} tensors; keys and shapes match the Wan VAE"
+
+
+def _check_t5(path: Path, arch: Architectures) -> str:
+    import torch
+
+    from scail.animate.loaders import read_tensors
+    from scail.animate.t5 import T5Encoder, check_state_dict
+
+    state = read_tensors(path)
+    with torch.device("meta"):
+        model = T5Encoder(arch.t5)
+    check_state_dict(path, state, model, "the umT5-XXL encoder")
+    return f"{len(state)} tensors; keys and shapes match the umT5 encoder"
+
+
+def _check_clip(path: Path, arch: Architectures) -> str:
+    import torch
+
+    from scail.animate.clip import CLIPVisionTower, _visual_state
+    from scail.animate.loaders import read_tensors
+    from scail.animate.t5 import check_state_dict
+
+    state = _visual_state(path, read_tensors(path), arch.clip)
+    with torch.device("meta"):
+        model = CLIPVisionTower(arch.clip)
+    check_state_dict(path, state, model, "the CLIP ViT-H/14 visual tower")
+    return f"{len(state)} tensors used; keys and shapes match the CLIP vision tower"
+
+
+def _check_tokenizer(path: Path, arch: Architectures) -> str:
+    from scail.animate.tokenizer import UMT5Tokenizer
+
+    tok = UMT5Tokenizer.from_dir(path)
+    _, mask = tok(["a person dancing"])
+    return f"loads; 'a person dancing' -> {int(mask.sum())} tokens incl. </s>"
+
+
+_CHECKS: dict[str, Callable[[Path, Architectures], str]] = {
+    "dit": _check_dit,
+    "vae": _check_vae,
+    "t5": _check_t5,
+    "tokenizer": _check_tokenizer,
+    "clip": _check_clip,
+}
+
+
+def verify(root: Path, architectures: Architectures | None = None) -> list[CheckResult]:
+    """Check presence, size and loadability (keys and shapes, memory-mapped) of every weight file.
+
+    Args:
+        root: the weights folder.
+        architectures: the model sizes to check against; default the released SCAIL-Preview.
+    """
+    root = Path(root).expanduser()
+    arch = architectures or Architectures.released()
+    found = locate(root) if root.is_dir() else dict.fromkeys(_CHECKS)
+    rows = []
+    for name, check in _CHECKS.items():
+        path = found[name]
+        if path is None:
+            rows.append(CheckResult(name, None, False, 0, f"missing: {_EXPECTED[name]}"))
+            continue
+        size = _size(path)
+        if size == 0:
+            rows.append(CheckResult(name, path, False, 0, "empty file; download it again"))
+            continue
+        try:
+            detail = check(path, arch)
+            rows.append(CheckResult(name, path, True, size, detail))
+        except ScailError as exc:
+            rows.append(CheckResult(name, path, False, size, str(exc)))
+        except Exception as exc:  # a foreign failure in a check is a failed row, never a crash
+            log.debug("verify %s failed", name, exc_info=True)
+            rows.append(CheckResult(name, path, False, size, f"{type(exc).__name__}: {exc}"))
+    return rows
+
+
+def state_dict_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a checkpoint, read memory-mapped (for diagnostics)."""
+    from scail.animate.loaders import read_tensors
+
+    state: dict[str, torch.Tensor] = read_tensors(Path(path))
+    return {k: tuple(v.shape) for k, v in state.items()}

@@ -1,0 +1,153 @@
+"""The weights folder: layout resolution, verify (memory-mapped key/shape checks), the real-weights factory, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from scail.animate import weights
+from scail.animate.weights import Architectures, verify
+from scail.errors import CheckpointError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tiny_arch() -> Architectures:
+    from scail.animate.clip import CLIPConfig
+    from scail.animate.dit import DiTConfig
+    from scail.animate.t5 import T5Config
+    from scail.animate.vae import VAEConfig
+
+    return Architectures(DiTConfig.tiny(), VAEConfig.tiny(), T5Config.tiny(), CLIPConfig.tiny())
+
+
+def _write_tokenizer(folder: Path) -> None:
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, "a": 3, "person": 4, "dancing": 5}
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = Whitespace()
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+
+
+@pytest.fixture()
+def tiny_weights(tmp_path: Path) -> Path:
+    """A SCAIL-Preview folder in the official layout, holding tiny models (SAT DiT, .pth files)."""
+    from scail.animate.clip import CLIPVisionTower
+    from scail.animate.dit import DiT
+    from scail.animate.loaders import wan_to_sat
+    from scail.animate.t5 import T5Encoder
+    from scail.animate.vae import VideoVAE
+
+    arch = _tiny_arch()
+    root = tmp_path / "SCAIL-Preview"
+    (root / "model" / "1").mkdir(parents=True)
+    (root / "model" / "latest").write_text("1\n")
+    torch.manual_seed(0)
+    dit = DiT(arch.dit).init_weights(torch.Generator().manual_seed(0))
+    torch.save({"module": wan_to_sat(dit.state_dict())}, root / "model" / "1" / weights.SAT_FILE)
+    torch.save(VideoVAE(arch.vae).state_dict(), root / weights.VAE_FILE)
+    (root / "umt5-xxl").mkdir()
+    torch.save(T5Encoder(arch.t5).state_dict(), root / weights.T5_FILE)
+    _write_tokenizer(root / "umt5-xxl")
+    clip = {f"visual.{k}": v for k, v in CLIPVisionTower(arch.clip).state_dict().items()}
+    clip["log_scale"] = torch.tensor(4.6)
+    torch.save(clip, root / weights.CLIP_FILES[0])
+    return root
+
+
+def test_resolve_finds_the_official_layout(tiny_weights: Path) -> None:
+    paths = weights.resolve(tiny_weights)
+    assert paths.dit == tiny_weights / "model" / "1" / "mp_rank_00_model_states.pt"
+    assert paths.tokenizer == tiny_weights / "umt5-xxl"
+    assert paths.clip.name.endswith("-onlyvisual.pth")
+
+
+def test_missing_weights_name_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError) as err:
+        weights.resolve(tmp_path / "nowhere")
+    assert str(err.value) == (
+        f"{tmp_path / 'nowhere'}: SCAIL weights folder not found; run `scail weights download --dir {tmp_path / 'nowhere'}`"
+    )
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "Wan2.1_VAE.pth").write_bytes(b"x")
+    with pytest.raises(CheckpointError) as err:
+        weights.resolve(tmp_path / "w")
+    msg = str(err.value)
+    assert "missing dit" in msg and "t5" in msg and "clip" in msg and "vae (" not in msg
+    assert msg.endswith(f"run `scail weights download --dir {tmp_path / 'w'}`") and "\n" not in msg
+
+
+def test_verify_accepts_matching_files(tiny_weights: Path) -> None:
+    rows = verify(tiny_weights, _tiny_arch())
+    assert [r.component for r in rows] == ["dit", "vae", "t5", "tokenizer", "clip"]
+    assert all(r.ok for r in rows), [r.detail for r in rows if not r.ok]
+    assert all(r.size_bytes > 0 for r in rows)
+
+
+def test_verify_reports_wrong_truncated_and_missing_files(tiny_weights: Path) -> None:
+    rows = {r.component: r for r in verify(tiny_weights)}  # checked against the released 14B sizes
+    assert not rows["dit"].ok and "shape" in rows["dit"].detail
+    assert not rows["t5"].ok and rows["tokenizer"].ok
+    vae = tiny_weights / weights.VAE_FILE
+    vae.write_bytes(vae.read_bytes()[:200])  # truncated download
+    (tiny_weights / weights.CLIP_FILES[0]).unlink()
+    rows = {r.component: r for r in verify(tiny_weights, _tiny_arch())}
+    assert not rows["vae"].ok and "download it again" in rows["vae"].detail
+    assert not rows["clip"].ok and rows["clip"].path is None and "missing" in rows["clip"].detail
+    assert rows["dit"].ok and rows["t5"].ok
+
+
+def test_real_weights_factory_builds_a_pipeline(tiny_weights: Path) -> None:
+    from scail.animate.presets import build_scail_preview
+
+    pipe = build_scail_preview(tiny_weights, "cpu", torch.float32, architectures=_tiny_arch())
+    g = torch.Generator().manual_seed(0)
+    out = pipe.generate(
+        torch.rand(3, 32, 32, generator=g) * 2 - 1, torch.rand(3, 5, 16, 16, generator=g) * 2 - 1,
+        prompt="a person dancing", solver="euler", steps=2,
+    )
+    assert out.frames.shape == (5, 32, 32, 3)
+
+
+def test_cli_verify_table_and_json(tiny_weights: Path, tmp_path: Path) -> None:
+    from scail.animate.weights_cli import weights_app
+
+    runner = CliRunner()
+    result = runner.invoke(weights_app, ["verify", "--dir", str(tiny_weights), "--json"])
+    assert result.exit_code == 1  # tiny files are not the 14B model
+    payload = json.loads(result.stdout)
+    assert payload["ok"] is False
+    assert [f["component"] for f in payload["files"]] == ["dit", "vae", "t5", "tokenizer", "clip"]
+    assert payload["files"][3]["ok"] is True  # tokenizer
+    result = runner.invoke(weights_app, ["verify", "--dir", str(tmp_path / "empty")])
+    assert result.exit_code == 1
+    assert "missing" in result.stdout and "FAIL" in result.stdout
+    assert f"scail weights download --dir {tmp_path / 'empty'}" in result.stderr
+
+
+def test_download_offline_is_one_clean_line(tmp_path: Path) -> None:
+    code = (
+        "from pathlib import Path\n"
+        "from scail.animate.weights import download\n"
+        "from scail.errors import ScailError\n"
+        "try:\n"
+        f"    download(Path({str(tmp_path / 'w')!r}))\n"
+        "except ScailError as exc:\n"
+        "    print('ERR', exc)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ERR cannot download zai-org/SCAIL-Preview"), out
+    assert "offline" in lines[0] and "scail weights verify --dir" in lines[0]
