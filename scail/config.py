@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Strict(BaseModel):
@@ -96,6 +96,15 @@ class AnimateConfig(_Strict):
     """Torch device: "auto" picks cuda when available, else cpu."""
     offload: Literal["none", "encoders", "blocks"] = "encoders"
     """`encoders`: T5 and CLIP leave the GPU after encoding; `blocks`: DiT blocks stream from CPU too."""
+    size_hw: tuple[int, int] | None = None
+    """Output (H, W), both multiples of 32. Default: by the reference's orientation, 512x896 or 896x512."""
+
+    @field_validator("size_hw")
+    @classmethod
+    def _size_multiple_of_32(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and (v[0] <= 0 or v[1] <= 0 or v[0] % 32 or v[1] % 32):
+            raise ValueError(f"size_hw {list(v)}: height and width must be positive multiples of 32, e.g. [512, 896]")
+        return v
 
 
 # ----------------------------------------------------------------------------------------------
