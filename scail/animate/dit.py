@@ -27,13 +27,15 @@ import torch.nn.functional as F
 
 from scail.animate.attention import attention
 
-# Parameters kept in float32 whatever dtype the rest of the model uses (see `DiT.cast_`).
-FP32_PARAMS: tuple[str, ...] = ("time_embedding.", "time_projection.", "head.", ".modulation")
+# Parameters kept in float32 whatever dtype the rest of the model uses (see `DiT.cast_`): the time
+# embedding, the adaLN tables and the output head (the wan branch runs these under float32 autocast).
+FP32_PREFIXES: tuple[str, ...] = ("time_embedding.", "time_projection.", "head.")
+FP32_SUFFIXES: tuple[str, ...] = (".modulation",)
 
 
 def is_fp32_param(name: str) -> bool:
     """Whether the parameter `name` (a state-dict key) is kept in float32."""
-    return name.startswith(FP32_PARAMS[:3]) or name.endswith(FP32_PARAMS[3])
+    return name.startswith(FP32_PREFIXES) or name.endswith(FP32_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -467,8 +469,9 @@ class DiT(nn.Module):
         tokens = torch.cat([video, pose], dim=1).float()  # (B, L, D) residual stream in float32
 
         timesteps = timesteps.reshape(-1).expand(b)
-        e = self.time_embedding(timestep_embedding(timesteps, cfg.freq_dim))  # (B, D) float32
-        e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))  # (B, 6, D) float32
+        tdtype = self.time_embedding[0].weight.dtype  # float32 unless the whole model was cast
+        e = self.time_embedding(timestep_embedding(timesteps, cfg.freq_dim).to(tdtype)).float()  # (B, D)
+        e0 = self.time_projection(e.to(tdtype)).float().unflatten(1, (6, cfg.dim))  # (B, 6, D) float32
         text = self.text_embedding(context.to(dtype)).expand(b, -1, -1)  # (B, Lt, D)
         image = self.img_emb(clip_features).expand(b, -1, -1)  # (B, Li, D)
         rope_cos, rope_sin = scail_rope_tables(cfg, t // pt, hp, wp, x.device)  # (L, Dh/2) each
@@ -483,7 +486,7 @@ class DiT(nn.Module):
         return out.reshape(b, t, cfg.latent_channels, h, w)
 
     def cast_(self, dtype: torch.dtype) -> DiT:
-        """Cast parameters to `dtype` in place, keeping the float32 ones (`FP32_PARAMS`) in float32."""
+        """Cast parameters to `dtype` in place, keeping those `is_fp32_param` names in float32."""
         for name, p in self.named_parameters():
             p.data = p.data.to(torch.float32 if is_fp32_param(name) else dtype)
         return self

@@ -395,7 +395,7 @@ def load_dit(
             `.safetensors` / `.pt` / `.pth` file in wan-branch names.
         num_heads: attention heads; default dim // 128 (40 for the 14B model).
         dtype: parameter dtype (default float32); the time embedding, modulation tables and head
-            stay float32 whatever this is (see `scail.animate.dit.FP32_PARAMS`).
+            stay float32 whatever this is (see `scail.animate.dit.is_fp32_param`).
         device: where the parameters go; each tensor is moved once, straight from the mapped file.
 
     Returns:
