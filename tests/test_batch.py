@@ -105,7 +105,7 @@ def _start(path: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for(predicate, timeout_s: float = 20.0) -> None:
+def _wait_for(predicate, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "timed out waiting for the runner"
@@ -149,13 +149,13 @@ def test_ctrl_c_records_interrupted_and_exits_130(make_toy_example, tmp_path) ->
     make_toy_example("002")
     path = tmp_path / "examples"
     events = tmp_path / "events.log"
-    proc = _start(path, "--delay", "5", "--events", str(events))
+    proc = _start(path, "--delay", "10", "--events", str(events))
     _wait_for(lambda: events.exists() and "start" in events.read_text())
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=20)
+    proc.communicate(timeout=60)
     assert proc.returncode == 130
-    assert time.monotonic() - t0 < 3  # stopped at the next progress report, not after the 5 s stage
+    assert time.monotonic() - t0 < 6  # stopped at the next progress report, not after the 10 s stage
     ex = Example(path / "001")
     assert read_manifest(ex, "pose").status == "interrupted"
     assert not ex.pose_data.exists() and _temp_files(path) == []
@@ -170,7 +170,11 @@ def test_two_runners_never_process_the_same_example_at_once(make_toy_example, tm
         make_toy_example(name)
     path = tmp_path / "examples"
     events = tmp_path / "events.log"
-    procs = [_start(path, "--delay", "0.3", "--events", str(events)) for _ in range(2)]
+    go = tmp_path / "go"
+    procs = [_start(path, "--delay", "0.3", "--events", str(events), "--ready", str(tmp_path / f"ready{i}"),
+                    "--go", str(go)) for i in range(2)]
+    _wait_for(lambda: (tmp_path / "ready0").exists() and (tmp_path / "ready1").exists(), timeout_s=60)
+    go.touch()  # both start together
     codes = [p.wait(timeout=120) for p in procs]
     assert set(codes) <= {0, 2}, [p.stderr.read() for p in procs]
     rows = [line.split() for line in events.read_text().splitlines()]
@@ -197,3 +201,11 @@ def test_two_runners_never_process_the_same_example_at_once(make_toy_example, tm
             (a0, a1), (b0, b1) = by_pid.values()
             assert a1 <= b0 or b1 <= a0, f"{name} processed by two runners at once"
     assert _batch(path).exit_code is ExitCode.OK  # everything is fresh afterwards
+
+
+def test_each_example_gets_a_debug_log_file(make_toy_example, tmp_path) -> None:
+    make_toy_example("001")
+    _batch(tmp_path / "examples")
+    text = (tmp_path / "examples/001/.scail/logs/scail.log").read_text()
+    assert "DEBUG" in text or "INFO" in text
+    assert "001: animate done" in text

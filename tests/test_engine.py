@@ -156,3 +156,17 @@ def test_hash_cache_is_saved_so_warm_status_reads_no_output_bytes(make_toy_examp
     hashes.save()
     cached = json.loads((ex.state_dir / "hashes.json").read_text())["files"]
     assert {"driving.mp4", ".scail/pose.npz", "rendered.mp4", "samples/toy.mp4", "ref.png"} <= set(cached)
+
+
+def test_status_says_running_while_another_runner_holds_the_lock(make_toy_example) -> None:
+    from scail.cache import example_lock
+
+    ex = Example(make_toy_example())
+    stage = ToyPose(PoseConfig())
+    run_stage(stage, ex)
+    m = json.loads((ex.state_dir / "pose.json").read_text())
+    m["status"], m["pid"] = "running", 4242
+    (ex.state_dir / "pose.json").write_text(json.dumps(m))
+    with example_lock(ex):
+        assert example_status([stage], ex)[0] == (Status.RUNNING, "pid 4242")
+    assert example_status([stage], ex)[0][0] is Status.INTERRUPTED

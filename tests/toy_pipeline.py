@@ -162,12 +162,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--events", type=Path)
     ap.add_argument("--set", action="append", default=[])
-    ap.add_argument("--ready", type=Path, help="touch this file once the batch has started")
+    ap.add_argument("--ready", type=Path, help="touch this file when ready to start")
+    ap.add_argument("--go", type=Path, help="then wait for this file before starting (a start barrier)")
     args = ap.parse_args(argv)
     config = load_pipeline("tiny-random", dict(parse_override(s) for s in args.set))
     jobs = make_jobs(discover(args.path), config, ("pose", "render", "animate"))
     if args.ready:
         args.ready.touch()
+    while args.go is not None and not args.go.exists():
+        time.sleep(0.01)
     summary = run_batch(jobs, SerialExecutor(toy_factory(args.delay, args.events)),
                         json_out=args.path / ".scail-summary.json")
     return int(summary.exit_code)
