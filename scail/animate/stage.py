@@ -1,0 +1,154 @@
+"""The animate stage: rendered pose video + reference image + prompt -> samples/<example>_<seed>.mp4.
+
+Fingerprint (what makes a cached sample stale):
+* params: the animate settings that change the video (`AnimateConfig` without `weights_dir` and
+  `offload`, which do not) and the `--prompt` override;
+* inputs: the pose video (rendered_aligned.mp4, else rendered.mp4), the reference image, and
+  prompt.txt when it exists and no override is given. Together with the override this covers the
+  example's resolved prompt, so editing prompt.txt reruns animate and nothing else.
+
+The models load on the first `run` and stay loaded for the whole batch; `close()` frees them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from scail.config import AnimateConfig
+from scail.errors import InputError
+from scail.example import Example
+from scail.stage import StageContext
+
+if TYPE_CHECKING:
+    from scail.animate.pipeline import AnimatePipeline
+
+log = logging.getLogger(__name__)
+
+_NOT_IN_FINGERPRINT = frozenset({"weights_dir", "offload"})
+"""Settings that change where weights come from or how memory is managed, not the video."""
+
+
+class AnimateParams(BaseModel):
+    """What enters the animate fingerprint and manifest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    settings: dict[str, Any]
+    """The resolved AnimateConfig, minus weights_dir and offload."""
+    prompt_override: str | None = None
+    """--prompt; None means each example's prompt.txt (or the empty prompt)."""
+
+
+class AnimateStage:
+    """Stage protocol implementation for the SCAIL animation (see scail/stage.py)."""
+
+    name: ClassVar[str] = "animate"
+    version: ClassVar[str] = "1"
+
+    def __init__(self, config: AnimateConfig, prompt_override: str | None = None) -> None:
+        self.config = config
+        self.prompt_override = prompt_override
+        self._params = AnimateParams(
+            settings=config.model_dump(mode="json", exclude=set(_NOT_IN_FINGERPRINT)),
+            prompt_override=prompt_override.strip() if prompt_override is not None else None,
+        )
+        self._pipeline: AnimatePipeline | None = None
+        self.builds = 0
+        """How many times models were built (once per batch)."""
+
+    # --------------------------------------------------------------------------------------------
+    # Stage protocol
+    # --------------------------------------------------------------------------------------------
+
+    def params(self) -> AnimateParams:
+        return self._params
+
+    def pose_video(self, example: Example) -> Path:
+        video = example.pose_video()
+        if video is None:
+            raise InputError(
+                f"{example.root}: no rendered_aligned.mp4 or rendered.mp4; run `scail run` (pose + render) "
+                "or put your own rendered.mp4 there"
+            )
+        return video
+
+    def inputs(self, example: Example) -> list[Path]:
+        paths = [self.pose_video(example), example.reference()]
+        if self.prompt_override is None and example.prompt_file.is_file():
+            paths.append(example.prompt_file)
+        return paths
+
+    def outputs(self, example: Example) -> list[Path]:
+        return [example.samples_dir / f"{example.name}_{self.config.seed}.mp4"]
+
+    def run(self, example: Example, ctx: StageContext) -> None:
+        from scail.animate.preprocess import load_inputs
+        from scail.video import VideoWriter
+
+        cfg = self.config
+        pipe = self.pipeline()
+        ctx.note(model=pipe.label or cfg.model)
+        prompt = example.prompt(self.prompt_override)
+        t0 = time.perf_counter()
+        inputs = load_inputs(
+            example.reference(), self.pose_video(example), size_hw=cfg.size_hw, max_frames=cfg.max_frames
+        )
+        preprocess_s = time.perf_counter() - t0
+        ctx.check_cancelled()
+        result = pipe.generate(
+            inputs.ref_image,
+            inputs.pose_video,
+            prompt=prompt,
+            negative_prompt=cfg.negative_prompt,
+            solver=cfg.solver,
+            steps=cfg.steps,
+            shift=cfg.shift,
+            guide_scale=cfg.guide_scale,
+            seed=cfg.seed,
+            on_progress=ctx.progress_fn(unit="steps", desc="denoising"),
+        )
+        out = self.outputs(example)[0]
+        with ctx.atomic_output(out) as tmp, VideoWriter(tmp, inputs.fps, atomic=False) as writer:
+            for frame in result.frames:
+                writer.write(frame)
+        h, w = inputs.size_hw
+        ctx.note(
+            prompt=prompt,
+            negative_prompt=cfg.negative_prompt,
+            solver=cfg.solver,
+            steps=cfg.steps,
+            shift=cfg.shift,
+            guide_scale=cfg.guide_scale,
+            cfg_branches=2 if result.used_cfg else 1,
+            seed=cfg.seed,
+            size_hw=[h, w],
+            pose_frames_in_file=inputs.source_frames,
+            frames=int(result.frames.shape[0]),
+            fps=inputs.fps,
+            device=str(pipe.device),
+            dit_dtype=str(next(pipe.dit.parameters()).dtype).removeprefix("torch."),
+            timings_s={"preprocess_s": round(preprocess_s, 3), **{k: round(v, 3) for k, v in result.timings_s.items()}},
+        )
+
+    def close(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
+
+    # --------------------------------------------------------------------------------------------
+
+    def pipeline(self) -> AnimatePipeline:
+        """The models, built on first use and kept for the batch."""
+        if self._pipeline is None:
+            from scail.animate.presets import build_pipeline
+
+            t0 = time.perf_counter()
+            self._pipeline = build_pipeline(self.config)
+            self.builds += 1
+            log.info("animate models ready (%s) in %.1f s", self._pipeline.label, time.perf_counter() - t0)
+        return self._pipeline

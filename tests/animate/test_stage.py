@@ -1,0 +1,122 @@
+"""The animate stage with the tiny-random model on a synthetic example folder (offline, CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scail.animate.stage import AnimateStage
+from scail.config import AnimateConfig
+from scail.errors import InputError
+from scail.example import Example
+from scail.stage import ProgressEvent, StageContext
+from scail.video import probe, read_frames, write_video
+
+
+def _make_example(root: Path, frames: int = 11, fps: float = 12.0, ref_hw: tuple[int, int] = (60, 100)) -> Example:
+    """rendered.mp4 (a moving bar, 64x128) + ref.png; 11 frames -> 9 used (4k+1)."""
+    root.mkdir(parents=True)
+    video = []
+    for i in range(frames):
+        f = np.zeros((64, 128, 3), np.uint8)
+        f[20:44, 8 * i : 8 * i + 16] = (255, 128, 0)
+        video.append(f)
+    write_video(root / "rendered.mp4", video, fps=fps)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (*ref_hw, 3), dtype=np.uint8)).save(root / "ref.png")
+    return Example(root)
+
+
+def _config(**kw: object) -> AnimateConfig:
+    base = {"model": "tiny-random", "solver": "euler", "steps": 2, "size_hw": (64, 128), "device": "cpu", "seed": 7}
+    return AnimateConfig(**{**base, **kw})
+
+
+def test_stage_writes_a_playable_sample_and_reuses_models(tmp_path: Path) -> None:
+    ex1 = _make_example(tmp_path / "ex1")
+    ex2 = _make_example(tmp_path / "ex2", frames=6, fps=16.0)
+    (ex2.root / "prompt.txt").write_text("a person dancing\n")
+    stage = AnimateStage(_config())
+    assert stage.outputs(ex1) == [ex1.root / "samples" / "ex1_7.mp4"]
+    assert stage.inputs(ex1) == [ex1.rendered, ex1.root / "ref.png"]
+    assert stage.inputs(ex2)[-1] == ex2.prompt_file  # the prompt enters the fingerprint
+
+    events: list[ProgressEvent] = []
+    ctx = StageContext(example=ex1, stage="animate", on_event=events.append)
+    stage.run(ex1, ctx)
+    out = stage.outputs(ex1)[0]
+    info = probe(out)
+    assert info.num_frames == 9 and abs(info.fps - 12.0) < 1e-6 and (info.height, info.width) == (64, 128)
+    assert read_frames(out).shape == (9, 64, 128, 3)
+    assert [(e.done, e.total, e.unit) for e in events] == [(1, 2, "steps"), (2, 2, "steps")]
+    assert "noise" in ctx.notes["model"]
+    assert ctx.notes["frames"] == 9 and ctx.notes["pose_frames_in_file"] == 11 and ctx.notes["prompt"] == ""
+    assert ctx.notes["cfg_branches"] == 1  # prompt "" == negative prompt ""
+    json.dumps(ctx.notes)  # manifest-safe
+
+    ctx2 = StageContext(example=ex2, stage="animate")
+    stage.run(ex2, ctx2)
+    assert stage.builds == 1  # the second example reuses the loaded models
+    assert probe(stage.outputs(ex2)[0]).num_frames == 5 and ctx2.notes["prompt"] == "a person dancing"
+    assert ctx2.notes["cfg_branches"] == 2
+    stage.close()
+    assert stage._pipeline is None
+
+
+def test_fingerprint_params_cover_settings_and_override(tmp_path: Path) -> None:
+    ex = _make_example(tmp_path / "ex")
+    (ex.root / "prompt.txt").write_text("from file")
+    a = AnimateStage(_config())
+    b = AnimateStage(_config(), prompt_override="  from cli ")
+    c = AnimateStage(_config(weights_dir=tmp_path, offload="none"))
+    d = AnimateStage(_config(seed=8))
+    assert ex.prompt_file not in b.inputs(ex)  # the override replaces prompt.txt
+    assert b.params().prompt_override == "from cli"
+    assert a.params() == c.params()  # where weights live and memory handling do not change the video
+    assert a.params() != d.params() and d.outputs(ex)[0].name == "ex_8.mp4"
+    assert a.params() is a.params()  # one object per stage (the engine caches its JSON)
+
+
+def test_engine_runs_then_skips_fresh_sample(tmp_path: Path) -> None:
+    from scail.engine import Outcome, run_stage
+
+    ex = _make_example(tmp_path / "ex")
+    stage = AnimateStage(_config(steps=1))
+    first = run_stage(stage, ex)
+    assert first.outcome == Outcome.RAN, first.reason
+    assert run_stage(stage, ex).outcome == Outcome.FRESH
+    (ex.root / "prompt.txt").write_text("new prompt")
+    assert run_stage(stage, ex).outcome == Outcome.RAN
+    manifest = json.loads((ex.state_dir / "animate.json").read_text())
+    assert manifest["notes"]["prompt"] == "new prompt"
+    assert stage.builds == 1
+
+
+def test_missing_pose_video_is_a_clear_input_error(tmp_path: Path) -> None:
+    root = tmp_path / "ex"
+    root.mkdir()
+    Image.new("RGB", (32, 32)).save(root / "ref.jpg")
+    with pytest.raises(InputError, match=r"no rendered_aligned\.mp4 or rendered\.mp4"):
+        AnimateStage(_config()).inputs(Example(root))
+
+
+@pytest.mark.parametrize("ref_hw,size", [((60, 100), (512, 896)), ((100, 60), (896, 512)), ((80, 80), (896, 512))])
+def test_reference_orientation_picks_the_output_size(tmp_path: Path, ref_hw: tuple[int, int], size: tuple[int, int]) -> None:
+    from scail.animate.preprocess import load_inputs
+
+    ex = _make_example(tmp_path / "ex", frames=6, ref_hw=ref_hw)
+    inputs = load_inputs(ex.reference(), ex.rendered)
+    assert inputs.size_hw == size
+    assert tuple(inputs.pose_video.shape) == (3, 5, size[0] // 2, size[1] // 2)
+    assert inputs.fps == pytest.approx(12.0)
+
+
+def test_frame_count_rule() -> None:
+    from scail.animate.preprocess import used_frame_count
+
+    assert [used_frame_count(n) for n in (1, 4, 5, 8, 9, 65, 81, 84, 200)] == [1, 1, 5, 5, 9, 65, 81, 81, 81]
+    assert used_frame_count(200, None) == 197
