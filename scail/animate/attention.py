@@ -37,8 +37,18 @@ _selected: str = "auto"
 
 @functools.cache
 def _has_module(name: str) -> bool:
-    """Whether a module can be imported, probed once (without importing it)."""
-    return importlib.util.find_spec(name) is not None
+    """Whether a kernel package imports cleanly, probed once per process.
+
+    A package that is installed but broken (e.g. built for another CUDA) counts as absent.
+    """
+    if importlib.util.find_spec(name) is None:
+        return False
+    try:
+        importlib.import_module(name)
+    except Exception as exc:  # ImportError, OSError from a mismatched binary, ...
+        log.warning("attention: %s is installed but does not import (%s); using torch SDPA", name, exc)
+        return False
+    return True
 
 
 def available_backends() -> list[str]:
