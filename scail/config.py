@@ -39,8 +39,13 @@ class PoseConfig(_Strict):
     """Frame rate the driving video is resampled to (by timestamps). The model was trained at 16."""
     max_people: int = Field(1, ge=1, le=8)
     """How many people are tracked and rendered."""
-    smoothing: bool = True
-    """Temporal One-Euro smoothing of 3D and 2D points (the official pipeline has none)."""
+    smoothing: bool = False
+    """Temporal One-Euro smoothing of 3D and 2D points. Off by default: the official pipeline has none,
+    and on examples/001 smoothing lowered agreement with the official pose video (it lags fast moves)."""
+    max_gap_frames: int = Field(4, ge=0, le=64)
+    """A person missing for at most this many frames is filled by interpolation; longer gaps stay empty."""
+    device: str = "auto"
+    """Torch device for the detector and the nlf backend ("cpu", "cuda", "auto": cuda when available)."""
     max_frames: int | None = Field(None, ge=1)
     """Keep at most this many frames of the driving video (after resampling)."""
     in_process: bool = False

@@ -1,0 +1,129 @@
+"""Agreement of our pose with the official pose video (examples/001/rendered.mp4).
+
+Renders our pose data with the render stage's `render_pose` and compares each frame with the
+official render: IoU of the skeleton masks (max channel > 40, then a morphological opening with an
+11-px disc on both sides, which strips the thin 2D overlay and keeps the 3D capsules).
+Targets for the mediapipe backend: mean >= 0.65, min >= 0.40 (../shared/research/pose-agreement.md).
+
+    .venv/bin/python benchmarks/pose_agreement.py                      # runs the pose stage on a copy of 001
+    .venv/bin/python benchmarks/pose_agreement.py --pose some/pose.npz # scores existing pose data
+    .venv/bin/python benchmarks/pose_agreement.py --example ../shared/examples/002   # no official render:
+                                                                       # detection rate + bone stability
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+# SMPL bones whose length should not change over a clip (rigid limbs): (parent, child)
+RIGID_BONES = {"l_upper_arm": (16, 18), "r_upper_arm": (17, 19), "l_forearm": (18, 20), "r_forearm": (19, 21),
+               "l_thigh": (1, 4), "r_thigh": (2, 5), "l_shin": (4, 7), "r_shin": (5, 8),
+               "shoulders": (16, 17)}
+
+
+def skeleton_mask(frames: np.ndarray, threshold: int = 40, disc_px: int = 11) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, H, W) bool: max channel > threshold, opened with a disc."""
+    import cv2
+
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (disc_px, disc_px))
+    masks = (frames.max(axis=-1) > threshold).astype(np.uint8)
+    return np.stack([cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel) > 0 for m in masks])
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame IoU of (N, H, W) bool masks (1.0 when both are empty)."""
+    inter = (a & b).reshape(len(a), -1).sum(1)
+    union = (a | b).reshape(len(a), -1).sum(1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def render(pose_path: Path) -> np.ndarray:
+    """Our skeleton video frames (N, H, W, 3) uint8 through the render stage."""
+    from scail.render import render_pose
+
+    return np.asarray(render_pose(pose_path, overlay=True))
+
+
+def bone_stability(pose_path: Path) -> dict[str, float]:
+    """Coefficient of variation (std/mean) of rigid bone lengths over the clip, per bone (person 0)."""
+    from scail.pose import load_pose
+
+    pose = load_pose(pose_path)
+    j = pose.body3d[:, 0].astype(np.float64)                                  # (N, 24, 3)
+    out = {}
+    for name, (a, b) in RIGID_BONES.items():
+        length = np.linalg.norm(j[:, a] - j[:, b], axis=-1)
+        length = length[np.isfinite(length)]
+        out[name] = float(length.std() / length.mean()) if len(length) > 1 else float("nan")
+    return out
+
+
+def detection_rate(pose_path: Path) -> float:
+    from scail.pose import load_pose
+
+    pose = load_pose(pose_path)
+    return float(np.isfinite(pose.body3d[:, :, 0, 0]).any(axis=1).mean())
+
+
+def run_pose_stage(example: Path, workdir: Path, backend: str) -> Path:
+    """Copy the example's inputs to workdir and run our pose stage there; returns pose.npz."""
+    from scail.config import PoseConfig
+    from scail.example import Example
+    from scail.pose.stage import PoseStage
+    from scail.stage import StageContext
+
+    dst = workdir / example.name
+    dst.mkdir(parents=True)
+    for name in ("driving.mp4", "ref.jpg"):
+        shutil.copy(example / name, dst / name)
+    ex = Example(dst)
+    stage = PoseStage(PoseConfig(backend=backend))  # type: ignore[arg-type]
+    try:
+        stage.run(ex, StageContext(ex, "pose"))
+    finally:
+        stage.close()
+    return ex.pose_data
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--example", type=Path, default=SHARED / "examples" / "001")
+    ap.add_argument("--pose", type=Path, default=None, help="score this pose.npz instead of running the stage")
+    ap.add_argument("--backend", default="mediapipe")
+    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        pose_path = args.pose or run_pose_stage(args.example, Path(tmp), args.backend)
+        report: dict[str, object] = {"example": str(args.example), "detection_rate": detection_rate(pose_path),
+                                     "bone_cv": bone_stability(pose_path)}
+        official = args.example / "rendered.mp4"
+        if official.is_file():
+            from scail.video import read_frames
+
+            ours = render(pose_path)
+            ref = read_frames(official)
+            n = min(len(ours), len(ref))
+            iou = mask_iou(skeleton_mask(ours[:n]), skeleton_mask(ref[:n]))
+            report.update(frames=int(n), iou_mean=float(iou.mean()), iou_median=float(np.median(iou)),
+                          iou_min=float(iou.min()), iou_argmin=int(iou.argmin()),
+                          iou_per_frame=[round(float(v), 3) for v in iou])
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+    ok = "iou_mean" not in report or (report["iou_mean"] >= 0.65 and report["iou_min"] >= 0.40)  # type: ignore[operator]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""What every backend shares: one person's pose in one frame, and assembling frames into PoseData."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from scail.pose.schema import PoseData, official_intrinsics
+from scail.pose.tracking import IoUTracker
+
+FrameProgressFn = Callable[[int], None]
+"""on_frame(frames_done)."""
+
+
+@dataclass
+class PersonPose:
+    """One person in one frame, in the schema's units (NaN where unknown)."""
+
+    bbox: np.ndarray  # (5,) x0, y0, x1, y1 px, score
+    body3d: np.ndarray = field(default_factory=lambda: np.full((24, 3), np.nan, np.float32))  # camera mm
+    body2d: np.ndarray = field(default_factory=lambda: np.full((18, 3), np.nan, np.float32))  # x/W, y/H, score
+    face2d: np.ndarray = field(default_factory=lambda: np.full((68, 3), np.nan, np.float32))
+    hands2d: np.ndarray = field(default_factory=lambda: np.full((2, 21, 3), np.nan, np.float32))
+
+
+class PoseBackend(Protocol):
+    """A pose estimator. `video` and `image` return validated-shape PoseData."""
+
+    name: str
+    version: str
+
+    def video(self, frames: Iterable[np.ndarray], size_hw: tuple[int, int], fps: float, max_people: int,
+              on_frame: FrameProgressFn) -> PoseData: ...
+
+    def image(self, image: np.ndarray) -> PoseData: ...
+
+    def close(self) -> None: ...
+
+
+Detector = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+Estimator = Callable[[np.ndarray, int, np.ndarray], "PersonPose | None"]
+"""estimate(frame, slot, box (5,)) -> the person's pose, or None when nothing was found in the box."""
+
+
+def track_video(frames: Iterable[np.ndarray], detect: Detector, estimate: Estimator, size_hw: tuple[int, int],
+                fps: float, max_people: int, on_frame: FrameProgressFn, backend: str,
+                version: str) -> PoseData:
+    """Detect, track and estimate every frame; slot p of the result is track p.
+
+    Frames where a tracked person is not found stay NaN (filled or reported later by postprocess).
+    P is the number of tracks that were ever opened, at least 1 (all NaN when nobody was seen).
+    """
+    tracker = IoUTracker(max_people)
+    per_frame: list[dict[int, PersonPose]] = []
+    for i, frame in enumerate(frames):
+        boxes, _ = detect(frame)
+        found: dict[int, PersonPose] = {}
+        for slot, d in tracker.update(boxes):
+            person = estimate(frame, slot, boxes[d])
+            found[slot] = person if person is not None else PersonPose(bbox=boxes[d].astype(np.float32))
+        per_frame.append(found)
+        on_frame(i + 1)
+    return assemble(per_frame, max(1, len(tracker.tracks)), size_hw, fps, backend, version)
+
+
+def assemble(per_frame: list[dict[int, PersonPose]], num_people: int, size_hw: tuple[int, int], fps: float,
+             backend: str, version: str) -> PoseData:
+    """Stack per-frame {slot: PersonPose} into PoseData arrays (N, P, ...)."""
+    pose = PoseData.empty(len(per_frame), num_people, size_hw, fps=fps, backend=backend, version=version)
+    pose.K = official_intrinsics(size_hw)
+    for i, found in enumerate(per_frame):
+        for slot, person in found.items():
+            pose.bbox[i, slot] = person.bbox
+            pose.body3d[i, slot] = person.body3d
+            pose.body2d[i, slot] = person.body2d
+            pose.face2d[i, slot] = person.face2d
+            pose.hands2d[i, slot] = person.hands2d
+    return pose
+
+
+def expand_box(box: np.ndarray, size_hw: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
+    """Integer crop (x0, y0, x1, y1) around a box, grown by `margin` x its size per side, clipped."""
+    h, w = size_hw
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    bw, bh = x1 - x0, y1 - y0
+    cx0 = int(np.floor(max(0.0, x0 - margin * bw)))
+    cy0 = int(np.floor(max(0.0, y0 - margin * bh)))
+    cx1 = int(np.ceil(min(float(w), x1 + margin * bw)))
+    cy1 = int(np.ceil(min(float(h), y1 + margin * bh)))
+    return cx0, cy0, max(cx1, cx0 + 1), max(cy1, cy0 + 1)
