@@ -94,7 +94,7 @@ class DiTConfig:
 
         Settings the SCAIL model never uses (t2v, no qk-norm, windowed attention) raise ValueError.
         """
-        d = dict(data.get("constructor_kwargs", data))
+        d: dict[str, Any] = dict(data.get("constructor_kwargs", data))
         if d.get("model_type", "i2v") != "i2v":
             raise ValueError(f"model_type {d['model_type']!r} is not supported; SCAIL is an i2v model")
         if not d.get("qk_norm", True) or not d.get("cross_attn_norm", True):
@@ -469,7 +469,7 @@ class DiT(nn.Module):
         tokens = torch.cat([video, pose], dim=1).float()  # (B, L, D) residual stream in float32
 
         timesteps = timesteps.reshape(-1).expand(b)
-        tdtype = self.time_embedding[0].weight.dtype  # float32 unless the whole model was cast
+        tdtype = next(self.time_projection.parameters()).dtype  # float32 unless the whole model was cast
         e = self.time_embedding(timestep_embedding(timesteps, cfg.freq_dim).to(tdtype)).float()  # (B, D)
         e0 = self.time_projection(e.to(tdtype)).float().unflatten(1, (6, cfg.dim))  # (B, 6, D) float32
         text = self.text_embedding(context.to(dtype)).expand(b, -1, -1)  # (B, Lt, D)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from scail.errors import CheckpointError
 
@@ -257,19 +257,20 @@ def _torch_load(file: Path) -> object:
         if not needed or blocked:
             raise CheckpointError(
                 f"{file}: holds objects other than tensors that are not loaded for safety "
-                f"({', '.join(blocked[:3]) or 'unknown'}); re-save its 'module' dict with torch.save, or use a .safetensors conversion"
+                f"({', '.join(blocked[:3]) or 'unknown'}); "
+                "re-save its 'module' dict with torch.save, or use a .safetensors conversion"
             ) from None
         with torch.serialization.safe_globals([(obj, name) for name, obj in allowed.items()]):
             return load()
 
 
-def _numpy_data_globals() -> dict[str, object]:
+def _numpy_data_globals() -> dict[str, Callable[..., Any]]:
     """Pickle globals that rebuild numpy arrays, scalars and dtypes (numpy 1.x and 2.x names)."""
     import numpy as np
 
-    reconstruct = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's array rebuild function
-    scalar = np.float64(0).__reduce__()[0]  # numpy's scalar rebuild function
-    names: dict[str, object] = {"numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}
+    reconstruct = cast("Callable[..., Any]", np.zeros(0).__reduce__()[0])  # numpy's array rebuild function
+    scalar = cast("Callable[..., Any]", np.float64(0).__reduce__()[0])  # numpy's scalar rebuild function
+    names: dict[str, Callable[..., Any]] = {"numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         names[f"{module}._reconstruct"] = reconstruct
         names[f"{module}.scalar"] = scalar
