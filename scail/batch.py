@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from scail.cache import ExampleLocked, HashCache, atomic_write_text, example_lock, manifest_path, now_iso
+from scail.cache import ExampleLocked, HashCache, atomic_write_text, example_lock, now_iso
 from scail.config import STAGES, PipelineConfig
-from scail.engine import Outcome, StageOutcome, one_line, run_stage
+from scail.engine import Outcome, StageOutcome, one_line, run_stage, user_outputs
 from scail.errors import ExitCode, InputError, Interrupted, ScailError
 from scail.example import Example
 from scail.logs import example_log_file
@@ -193,18 +193,15 @@ def _build_one(config: PipelineConfig, name: str, prompt: str | None) -> Stage:
     return AnimateStage(config.animate, prompt_override=prompt)
 
 
-def _first_needed(stages: Sequence[Stage], example: Example, force: frozenset[str]) -> int:
+def _first_needed(stages: Sequence[Stage], example: Example, force: frozenset[str], hashes: HashCache) -> int:
     """Index of the first stage to consider: stages above the last user-provided one are not needed.
 
     A hand-made rendered.mp4 means pose and render have nothing to do for this example, even when
-    driving.mp4 is absent. A user-provided stage is recognised without reading any manifest: its
-    outputs exist and it has no manifest file.
+    driving.mp4 is absent.
     """
     start = 0
     for i, stage in enumerate(stages):
-        if stage.name in force or manifest_path(example, stage.name).exists():
-            continue
-        if any(p.exists() for p in stage.outputs(example)):
+        if stage.name not in force and user_outputs(stage, example, hashes):
             start = i
     return start
 
@@ -233,7 +230,7 @@ def run_example(job: ExampleJob, stages: Sequence[Stage], observer: BatchObserve
 def _run_locked(job: ExampleJob, stages: Sequence[Stage], example: Example, name: str, result: ExampleResult,
                 observer: BatchObserver, cancel: threading.Event | None) -> None:
     hashes = HashCache(example)
-    start = _first_needed(stages, example, job.force)
+    start = _first_needed(stages, example, job.force, hashes)
     for stage in stages[:start]:
         result.stages.append(StageOutcome(stage.name, Outcome.SKIPPED,
                                           reason=f"not needed: {stages[start].name} outputs are user-provided"))

@@ -32,6 +32,7 @@ from scail.cache import (
     fingerprint,
     hash_files,
     is_locked,
+    manifest_path,
     now_iso,
     peak_rss_mb,
     read_manifest,
@@ -136,21 +137,50 @@ def _current_fingerprint(stage: Stage, example: Example, hashes: HashCache) -> t
     return fingerprint(stage.name, stage.version, _params_json(stage), inputs), inputs
 
 
-def _any_output_exists(stage: Stage, example: Example) -> bool:
-    return any(p.exists() for p in stage.outputs(example))
+def user_outputs(stage: Stage, example: Example, hashes: HashCache) -> list[Path]:
+    """Outputs the user made or replaced by hand; the engine never overwrites them without force.
+
+    - no manifest file: every existing output is the user's (e.g. a hand-made rendered.mp4);
+    - a manifest: an output is the user's when it was modified after the manifest was written AND
+      its content is not the one recorded (every final manifest, failed ones too, records the
+      outputs present when it was written). A "running" manifest (a killed run) claims nothing.
+    The common case costs only stats: outputs older than the manifest are never hashed.
+    """
+    existing: list[tuple[Path, int]] = []
+    for p in stage.outputs(example):
+        try:
+            existing.append((p, os.stat(p).st_mtime_ns))
+        except FileNotFoundError:
+            continue
+    if not existing:
+        return []
+    try:
+        manifest_mtime = os.stat(manifest_path(example, stage.name)).st_mtime_ns
+    except FileNotFoundError:
+        return [p for p, _ in existing]
+    newer = [p for p, mtime in existing if mtime >= manifest_mtime]  # >=: coarse clock ticks
+    if not newer:
+        return []
+    manifest = read_manifest(example, stage.name)
+    if manifest is None or manifest.status == "running":
+        return []
+    return [p for p in newer if manifest.outputs.get(hashes.key(p)) != hashes.hash(p)]
 
 
-def is_user_provided(stage: Stage, example: Example) -> bool:
-    """Outputs exist but scail never recorded writing them: the user made them."""
-    return read_manifest(example, stage.name) is None and _any_output_exists(stage, example)
+def _user_reason(stage: Stage, example: Example, paths: list[Path]) -> str:
+    names = ", ".join(sorted({p.name for p in paths}))
+    if manifest_path(example, stage.name).exists():
+        return f"{names} changed by hand after scail wrote it; kept unless --force"
+    return f"{names} made by hand (no manifest); kept unless --force"
 
 
 def stage_status(stage: Stage, example: Example, hashes: HashCache) -> tuple[Status, str]:
     """(status, one-line reason) of one stage, computed from files only; runs nothing."""
+    user = user_outputs(stage, example, hashes)
+    if user:
+        return Status.USER_PROVIDED, _user_reason(stage, example, user)
     manifest = read_manifest(example, stage.name)
     if manifest is None:
-        if _any_output_exists(stage, example):
-            return Status.USER_PROVIDED, "outputs exist without a manifest; kept unless --force"
         return Status.MISSING, ""
     if manifest.status == "running":
         if is_locked(example):
@@ -219,21 +249,24 @@ def run_stage(
     """
     hashes = hashes or HashCache(example)
     t0 = time.perf_counter()
+    if not force:
+        user = user_outputs(stage, example, hashes)
+        if user:
+            return StageOutcome(stage.name, Outcome.USER_PROVIDED, reason=_user_reason(stage, example, user))
     manifest = read_manifest(example, stage.name)
-    if not force and manifest is None and _any_output_exists(stage, example):
-        return StageOutcome(stage.name, Outcome.USER_PROVIDED, reason="outputs exist without a manifest")
 
     params = _params_json(stage)
     try:
         fp, inputs = _current_fingerprint(stage, example, hashes)
     except ScailError as exc:
         _record(example, Manifest(stage=stage.name, status="failed", fingerprint="", params=params,
-                                  error=one_line(exc), finished=now_iso()))
+                                  outputs=_present(stage.outputs(example), hashes), error=one_line(exc),
+                                  finished=now_iso()))
         return StageOutcome(stage.name, Outcome.FAILED, time.perf_counter() - t0, one_line(exc))
 
     expected = stage.outputs(example)
-    if (not force and manifest is not None and manifest.status == "done" and manifest.fingerprint == fp
-            and not _outputs_match(example, manifest, expected, hashes)):
+    why = _why_run(example, manifest, fp, expected, hashes, force)
+    if not why:
         return StageOutcome(stage.name, Outcome.FRESH, time.perf_counter() - t0)
 
     for out in expected:
@@ -247,7 +280,7 @@ def run_stage(
     write_manifest(example, running)
     ctx = StageContext(example=example, stage=stage.name, on_event=on_event or (lambda e: None),
                        cancel=cancel or threading.Event(), log=logging.getLogger(f"scail.stage.{stage.name}"))
-    log.info("%s: %s started", example.name, stage.name)
+    log.info("%s: %s started (%s)", example.name, stage.name, why)
     try:
         stage.run(example, ctx)
         missing = [p for p in expected if not p.exists()]
@@ -255,23 +288,46 @@ def run_stage(
             raise StageFailed(f"{example.root}: {stage.name} finished without writing {missing[0].name}")
         outputs = hash_files(expected, hashes)
     except (Interrupted, KeyboardInterrupt) as exc:
-        _finish(example, running, ctx, t0, status="interrupted", error="interrupted by the user")
+        _finish(example, running, ctx, t0, status="interrupted", error="interrupted by the user",
+                outputs=_present(expected, hashes))
         if isinstance(exc, KeyboardInterrupt):
             raise Interrupted(f"{example.root}: {stage.name} interrupted") from exc
         raise
     except ScailError as exc:
-        _finish(example, running, ctx, t0, status="failed", error=one_line(exc))
+        _finish(example, running, ctx, t0, status="failed", error=one_line(exc), outputs=_present(expected, hashes))
         log.info("%s: %s failed: %s", example.name, stage.name, one_line(exc))
         return StageOutcome(stage.name, Outcome.FAILED, time.perf_counter() - t0, one_line(exc))
     except Exception as exc:
         tb = _write_traceback(example, stage.name, exc)
         log.debug("%s: %s crashed", example.name, stage.name, exc_info=exc)
         reason = f"{type(exc).__name__}: {one_line(exc)}" + (f" (traceback: {tb})" if tb else "")
-        _finish(example, running, ctx, t0, status="failed", error=reason, traceback_file=tb)
+        _finish(example, running, ctx, t0, status="failed", error=reason, traceback_file=tb,
+                outputs=_present(expected, hashes))
         return StageOutcome(stage.name, Outcome.FAILED, time.perf_counter() - t0, reason)
     _finish(example, running, ctx, t0, status="done", outputs=outputs)
     log.info("%s: %s done in %.1fs", example.name, stage.name, time.perf_counter() - t0)
     return StageOutcome(stage.name, Outcome.RAN, time.perf_counter() - t0)
+
+
+def _why_run(example: Example, manifest: Manifest | None, fp: str, expected: list[Path], hashes: HashCache,
+             force: bool) -> str:
+    """Why the stage must run ('' when it is fresh)."""
+    if force:
+        return "--force"
+    if manifest is None:
+        return "never ran"
+    if manifest.status != "done":
+        return f"last run {manifest.status}"
+    if manifest.fingerprint != fp:
+        return "inputs or parameters changed"
+    return _outputs_match(example, manifest, expected, hashes)
+
+
+def _present(paths: list[Path], hashes: HashCache) -> dict[str, str]:
+    """Hashes of the outputs that exist now (a failed run records them so they are not taken for
+    the user's files later)."""
+    found = (hashes.keyed_hash(p) for p in paths)
+    return {key: digest for key, digest in found if digest is not None}
 
 
 def _finish(example: Example, running: Manifest, ctx: StageContext, t0: float, *, status: str,

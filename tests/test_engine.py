@@ -12,7 +12,7 @@ from toy_pipeline import ToyAnimate, ToyPose, ToyRender
 from scail.cache import HashCache, read_manifest
 from scail.config import AnimateConfig, PoseConfig, RenderConfig
 from scail.engine import Outcome, Status, example_status, run_stage
-from scail.errors import Interrupted
+from scail.errors import InputError, Interrupted
 from scail.example import Example
 from scail.stage import StageContext
 
@@ -54,16 +54,36 @@ def test_parameter_change_reruns_only_downstream_stages(make_toy_example) -> Non
         Outcome.FRESH, Outcome.FRESH, Outcome.RAN]
 
 
-def test_changed_or_deleted_output_makes_the_stage_stale(make_toy_example) -> None:
+def test_output_replaced_by_hand_is_kept_and_a_deleted_one_is_redone(make_toy_example) -> None:
     ex = Example(make_toy_example())
     stages = _stages()
     _run_all(stages, ex)
     ex.rendered.write_text("edited by hand")
-    status, reason = example_status(stages, ex)[1]
-    assert (status, reason) == (Status.STALE, "rendered.mp4 was changed")
-    assert run_stage(stages[1], ex).outcome is Outcome.RAN
+    assert example_status(stages, ex)[1] == (
+        Status.USER_PROVIDED, "rendered.mp4 changed by hand after scail wrote it; kept unless --force")
+    assert run_stage(stages[1], ex).outcome is Outcome.USER_PROVIDED
+    assert ex.rendered.read_text() == "edited by hand"
+    assert run_stage(stages[2], ex).outcome is Outcome.RAN  # animate follows the hand-made video
+    assert run_stage(stages[1], ex, force=True).outcome is Outcome.RAN
+    assert ex.rendered.read_text() != "edited by hand"
+    assert run_stage(stages[2], ex).outcome is Outcome.RAN
     (ex.samples_dir / "toy.mp4").unlink()
     assert example_status(stages, ex)[2] == (Status.STALE, "samples/toy.mp4 is missing")
+
+
+class _FailsAfterWriting(ToyRender):
+    def run(self, example: Example, ctx: StageContext) -> None:
+        super().run(example, ctx)
+        raise InputError("broke after writing")
+
+
+def test_outputs_of_a_failed_run_are_not_mistaken_for_user_files(make_toy_example) -> None:
+    ex = Example(make_toy_example())
+    run_stage(ToyPose(PoseConfig()), ex)
+    assert run_stage(_FailsAfterWriting(RenderConfig()), ex).outcome is Outcome.FAILED
+    assert ex.rendered.exists()
+    assert example_status([ToyRender(RenderConfig())], ex)[0][0] is Status.FAILED
+    assert run_stage(ToyRender(RenderConfig()), ex).outcome is Outcome.RAN
 
 
 def test_user_provided_rendered_video_is_kept_unless_forced(make_toy_example) -> None:
