@@ -117,6 +117,7 @@ def load_inputs(
     pose_video: Path,
     size_hw: tuple[int, int] | None = None,
     max_frames: int | None = MAX_FRAMES,
+    downscale: int = 1,
 ) -> AnimateInputs:
     """Read and preprocess the reference image and the pose video of one example.
 
@@ -125,12 +126,15 @@ def load_inputs(
         pose_video: rendered_aligned.mp4 or rendered.mp4.
         size_hw: output (H, W); default from the reference's orientation (official SAT rule).
         max_frames: use at most this many pose frames (then 4k + 1 of them).
+        downscale: divide the orientation-rule size by this (the tiny-random model runs at 1/4:
+            128x224), ignored when `size_hw` is given.
     """
     from scail.video import probe, read_frames, target_size_hw
 
     ref = load_reference(reference)
     if size_hw is None:
-        size_hw = target_size_hw(int(ref.shape[1]), int(ref.shape[2]))
+        h, w = target_size_hw(int(ref.shape[1]), int(ref.shape[2]))
+        size_hw = (h // downscale, w // downscale)
     check_size(size_hw)
     info = probe(pose_video)
     frames = read_frames(pose_video, max_frames=max_frames)  # never decodes more than it uses

@@ -84,10 +84,12 @@ def test_fingerprint_params_cover_settings_and_override(tmp_path: Path) -> None:
 def test_engine_runs_then_skips_fresh_sample(tmp_path: Path) -> None:
     from scail.engine import Outcome, run_stage
 
-    ex = _make_example(tmp_path / "ex")
-    stage = AnimateStage(_config(steps=1))
+    ex = _make_example(tmp_path / "ex", frames=6)
+    stage = AnimateStage(_config(steps=1, size_hw=None))  # tiny-random default: 1/4 of 512x896
     first = run_stage(stage, ex)
     assert first.outcome == Outcome.RAN, first.reason
+    info = probe(stage.outputs(ex)[0])
+    assert (info.height, info.width, info.num_frames) == (128, 224, 5)
     assert run_stage(stage, ex).outcome == Outcome.FRESH
     (ex.root / "prompt.txt").write_text("new prompt")
     assert run_stage(stage, ex).outcome == Outcome.RAN
