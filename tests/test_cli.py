@@ -161,3 +161,24 @@ def test_doctor_reports_every_part() -> None:
     for name in ("python", "torch", "h.264 encode", "decord", "pose env", "weights"):
         assert name in result.stdout
     assert (result.exit_code == 1) == ("FAIL" in result.stdout)
+
+
+def test_presets_ship_inside_the_package(repo_root) -> None:
+    """The wheel carries pipelines/ as scail/pipelines/*.yaml (a link to the top-level folder)."""
+    import tomllib
+
+    from scail.config import list_presets, load_pipeline
+
+    packaged = repo_root / "scail" / "pipelines"
+    assert sorted(p.name for p in packaged.glob("*.yaml")) == sorted(p.name for p in (repo_root / "pipelines").glob("*.yaml"))
+    data = tomllib.loads((repo_root / "pyproject.toml").read_text())
+    assert "pipelines/*.yaml" in data["tool"]["setuptools"]["package-data"]["scail"]
+    assert list_presets() == ["scail-preview-512p", "scail-wan-unipc", "tiny-random"]
+    default = load_pipeline()
+    assert (default.name, default.animate.solver, default.animate.steps, default.animate.shift,
+            default.animate.guide_scale, default.animate.negative_prompt) == ("scail-preview-512p", "euler", 50, 5.0, 4.0, "")
+    wan = load_pipeline("scail-wan-unipc").animate
+    assert (wan.solver, wan.steps, wan.shift, wan.guide_scale) == ("unipc", 40, 3.0, 5.0)
+    tiny = load_pipeline("tiny-random")
+    assert (tiny.animate.model, tiny.animate.device, tiny.animate.dtype, tiny.pose.backend) == (
+        "tiny-random", "cpu", "float32", "mediapipe")
