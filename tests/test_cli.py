@@ -165,7 +165,7 @@ def test_doctor_reports_every_part() -> None:
 
 def test_presets_ship_inside_the_package(repo_root) -> None:
     """The wheel carries pipelines/ as scail/pipelines/*.yaml (a link to the top-level folder)."""
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     from scail.config import list_presets, load_pipeline
 
@@ -182,3 +182,24 @@ def test_presets_ship_inside_the_package(repo_root) -> None:
     tiny = load_pipeline("tiny-random")
     assert (tiny.animate.model, tiny.animate.device, tiny.animate.dtype, tiny.pose.backend) == (
         "tiny-random", "cpu", "float32", "mediapipe")
+
+
+def test_ctrl_c_through_the_real_cli_exits_130(make_toy_example, tmp_path) -> None:
+    import signal
+    import time
+
+    from toy_pipeline import __file__ as toy_file
+
+    path = make_toy_example("001")
+    proc = subprocess.Popen([sys.executable, toy_file, "--cli", "--delay", "10", "run", str(path), "-p", "tiny-random"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list((path / ".scail").glob(".pose.tmp-*")):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else "timeout"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in out  # the summary table says so
+    manifest = json.loads((path / ".scail" / "pose.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["error"] == "interrupted by the user"

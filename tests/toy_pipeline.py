@@ -176,5 +176,20 @@ def main(argv: list[str]) -> int:
     return int(summary.exit_code)
 
 
+def cli(argv: list[str]) -> None:
+    """The real `scail` CLI with toy stages: `python tests/toy_pipeline.py --cli [--delay S] run PATH ...`."""
+    import scail.batch
+    from scail.cli import main as scail_main
+
+    delay = 0.0
+    if argv[:1] == ["--delay"]:
+        delay, argv = float(argv[1]), argv[2:]
+    scail.batch.build_stages = toy_factory(delay)  # type: ignore[assignment]
+    scail_main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    if sys.argv[1:2] == ["--cli"]:
+        cli(sys.argv[2:])
+    else:
+        sys.exit(main(sys.argv[1:]))
