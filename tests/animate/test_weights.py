@@ -151,3 +151,16 @@ def test_download_offline_is_one_clean_line(tmp_path: Path) -> None:
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ERR cannot download zai-org/SCAIL-Preview"), out
     assert "offline" in lines[0] and "scail weights verify --dir" in lines[0]
+
+
+def test_download_progress_forwards_bytes_written() -> None:
+    got: list[tuple[int, int | None]] = []
+    bar_class = weights._progress_class(lambda done, total: got.append((done, total)))
+    files = bar_class(total=3, desc="Fetching 3 files")  # file counter: not bytes, not forwarded
+    files.update(1)
+    written = bar_class(total=100, initial=0, unit="B", unit_scale=True, desc="Reconstructing (incomplete total...)")
+    written.update(40)
+    written.update(60)
+    network = bar_class(total=0, unit="B", desc="Downloading bytes")
+    network.update(70)
+    assert got == [(40, 100), (100, 100)]
