@@ -41,7 +41,7 @@ def setup_logging(verbose: int = 0, quiet: bool = False, console: Any = None) ->
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.setLevel(level_for(verbose, quiet))
-    handler._scail_terminal = True  # type: ignore[attr-defined]
+    setattr(handler, "_scail_terminal", True)  # noqa: B010 (marks our own terminal handler)
     root.addHandler(handler)
     root.propagate = False
 
