@@ -169,17 +169,20 @@ class PoseWorker:
                     raise ScailError(f"pose worker exited unexpectedly ({tail[:200]}); "
                                      "run with -v to see its log")
                 kind = event.get("event")
-                if kind == "done":
-                    return dict(event.get("summary") or {})
-                if kind == "error":
-                    msg = str(event.get("message", "pose worker failed"))
-                    if event.get("kind") == "interrupted":
-                        raise Interrupted(msg)
-                    raise (InputError if event.get("kind") == "input" else ScailError)(msg)
+                if kind in ("done", "error"):
+                    break
                 on_event(event)  # may raise Interrupted (ctx.progress on cancel): handled below
         except BaseException:
             self.stop()  # the worker is mid-job or dead: never reuse it
             raise
+        if kind == "done":
+            return dict(event.get("summary") or {})
+        # the worker finished this job with an error and is ready for the next one
+        msg = str(event.get("message", "pose worker failed"))
+        if event.get("kind") == "interrupted":
+            self.stop()
+            raise Interrupted(msg)
+        raise (InputError if event.get("kind") == "input" else ScailError)(msg)
 
     def _run_in_process(self, job: PoseJob, on_event: EventFn, cancel: threading.Event | None) -> dict[str, Any]:
         from scail.pose.worker import Runner

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,13 +31,18 @@ def pose_python(pose_cache_dir: Path) -> Path:
     return ensure_pose_env(pose_cache_dir)
 
 
-def copy_example(shared_dir: Path, name: str, dst_root: Path) -> Path:
-    """Copy ../shared/examples/<name> inputs (driving.mp4, ref.jpg) to dst_root/<name>."""
-    src = shared_dir / "examples" / name
-    if not (src / "driving.mp4").is_file():
-        pytest.skip(f"{src}/driving.mp4 is absent")
-    dst = dst_root / name
-    dst.mkdir(parents=True)
-    for f in ("driving.mp4", "ref.jpg"):
-        shutil.copy(src / f, dst / f)
-    return dst
+@pytest.fixture
+def copy_example(shared_dir: Path, tmp_path: Path) -> Callable[[str], Path]:
+    """Factory: copy ../shared/examples/<name> inputs (driving.mp4, ref.jpg) to tmp_path/<name>."""
+
+    def copy(name: str) -> Path:
+        src = shared_dir / "examples" / name
+        if not (src / "driving.mp4").is_file():
+            pytest.skip(f"{src}/driving.mp4 is absent")
+        dst = tmp_path / name
+        dst.mkdir(parents=True)
+        for f in ("driving.mp4", "ref.jpg"):
+            shutil.copy(src / f, dst / f)
+        return dst
+
+    return copy

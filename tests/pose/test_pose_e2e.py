@@ -1,0 +1,151 @@
+"""End to end: the real pose env, the mediapipe backend, the pose stage on real and edge-case videos.
+
+One PoseStage (one worker process, models loaded once) serves every test in this module, as in a
+batch. The first run on a machine builds the pose env from PyPI (see conftest.pose_python).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scail.config import PoseConfig, Settings
+from scail.errors import InputError
+from scail.example import Example
+from scail.pose import load_pose
+from scail.pose.stage import PoseStage
+from scail.stage import ProgressEvent, StageContext
+
+MAX_FRAMES = 24  # enough to check tracking and stability, short enough for CI
+
+
+@pytest.fixture(scope="module")
+def stage(pose_python: Path, pose_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoseStage]:
+    settings = Settings(weights_dir=tmp_path_factory.mktemp("weights"), cache_dir=pose_cache_dir)
+    st = PoseStage(PoseConfig(backend="mediapipe", max_frames=MAX_FRAMES), settings)
+    yield st
+    st.close()
+
+
+def _run(stage: PoseStage, root: Path) -> tuple[Example, StageContext, list[ProgressEvent]]:
+    ex = Example(root)
+    events: list[ProgressEvent] = []
+    ctx = StageContext(ex, "pose", on_event=events.append)
+    stage.run(ex, ctx)
+    return ex, ctx, events
+
+
+def _example_from_frames(root: Path, frames: list[np.ndarray], ref_from: Path) -> Path:
+    from scail.video import write_video
+
+    root.mkdir(parents=True)
+    write_video(root / "driving.mp4", frames, fps=16)
+    (root / "ref.jpg").write_bytes(ref_from.read_bytes())
+    return root
+
+
+@pytest.fixture(scope="module")
+def frames_001(shared_dir: Path) -> np.ndarray:
+    from scail.video import read_frames
+
+    return read_frames(shared_dir / "examples" / "001" / "driving.mp4", fps=16, max_frames=12)
+
+
+def _bone_mm(j: np.ndarray, a: int, b: int) -> np.ndarray:
+    return np.linalg.norm(j[:, a] - j[:, b], axis=-1)
+
+
+@pytest.mark.parametrize("name", ["001", "002"])
+def test_real_examples(stage: PoseStage, copy_example: Callable[[str], Path], name: str) -> None:
+    root = copy_example(name)
+    ex, ctx, events = _run(stage, root)
+    assert all(p.is_file() for p in stage.outputs(ex))
+    pose = load_pose(ex.pose_data)
+    assert pose.fps == 16.0 and pose.size == (512, 896) and pose.backend == "mediapipe"
+    assert pose.num_frames == MAX_FRAMES and pose.num_people == 1
+    np.testing.assert_allclose(pose.K[0, 0], 896 / (2 * np.tan(np.radians(27.5))))
+    body = pose.body3d[:, 0]
+    assert np.isfinite(body).all(), "one dancer, visible in every frame"
+    assert np.isfinite(pose.body2d).all() and np.isfinite(pose.bbox).all()
+    # NaN only as whole parts (a hand or the face not found), never a partial point
+    for arr in (pose.face2d[:, 0], pose.hands2d[:, 0, 0], pose.hands2d[:, 0, 1]):
+        per_frame = np.isnan(arr).reshape(len(arr), -1)
+        assert np.all(per_frame.all(1) | ~per_frame.any(1))
+        assert (~per_frame.all(1)).mean() > 0.5, "face/hands found in most frames"
+    # plausible, stable bone lengths (mm): upper arms, forearms, shoulder width
+    for a, b, lo, hi in ((16, 18, 180, 420), (17, 19, 180, 420), (18, 20, 150, 380), (16, 17, 220, 500)):
+        length = _bone_mm(body, a, b)
+        assert lo < np.median(length) < hi, (a, b, np.median(length))
+        assert length.std() / length.mean() < 0.25
+    assert 800 < np.median(body[:, 0, 2]) < 8000  # pelvis depth in front of the camera
+    ref = load_pose(ex.ref_pose_data)
+    assert ref.num_frames == 1 and np.isfinite(ref.body3d).all()
+    summary = json.loads((ex.state_dir / "pose.json").read_text())
+    assert summary["backend"] == "mediapipe" and summary["frames_without_detection"] == []
+    assert ctx.notes["backend"] == "mediapipe"
+    frames_done = [e.done for e in events if e.unit == "frames" and e.total]
+    assert frames_done and max(frames_done) == MAX_FRAMES
+
+
+def test_person_leaving_and_reentering(stage: PoseStage, frames_001: np.ndarray, shared_dir: Path,
+                                       tmp_path: Path) -> None:
+    black = [np.zeros_like(frames_001[0])] * 6
+    frames = [*frames_001[:5], *black, *frames_001[5:10]]
+    root = _example_from_frames(tmp_path / "reenter", frames, shared_dir / "examples" / "001" / "ref.jpg")
+    ex, _, _ = _run(stage, root)
+    pose = load_pose(ex.pose_data)
+    assert pose.num_frames == 16 and pose.num_people == 1 and pose.track_id.tolist() == [0]
+    seen = np.isfinite(pose.body3d[:, 0, 0, 0])
+    assert seen[:5].all() and seen[11:].all() and not seen[5:11].any()  # a 6-frame gap is not filled
+    summary = json.loads((ex.state_dir / "pose.json").read_text())
+    assert summary["frames_without_detection"] == list(range(5, 11))
+
+
+def test_short_gap_is_filled(stage: PoseStage, frames_001: np.ndarray, shared_dir: Path, tmp_path: Path) -> None:
+    frames = [*frames_001[:4], np.zeros_like(frames_001[0]), np.zeros_like(frames_001[0]), *frames_001[4:8]]
+    root = _example_from_frames(tmp_path / "gap", frames, shared_dir / "examples" / "001" / "ref.jpg")
+    ex, _, _ = _run(stage, root)
+    pose = load_pose(ex.pose_data)
+    assert np.isfinite(pose.body3d).all()
+    summary = json.loads((ex.state_dir / "pose.json").read_text())
+    assert summary["frames_without_detection"] == [4, 5] and summary["frames_filled"] == {"0": [4, 5]}
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_very_short_videos(stage: PoseStage, frames_001: np.ndarray, shared_dir: Path, tmp_path: Path,
+                           n: int) -> None:
+    root = _example_from_frames(tmp_path / f"short{n}", list(frames_001[:n]),
+                                shared_dir / "examples" / "001" / "ref.jpg")
+    ex, _, _ = _run(stage, root)
+    pose = load_pose(ex.pose_data)
+    assert pose.num_frames == n and np.isfinite(pose.body3d).all()
+
+
+def test_nobody_in_the_video_is_a_clean_error(stage: PoseStage, frames_001: np.ndarray, shared_dir: Path,
+                                              tmp_path: Path) -> None:
+    frames = [np.full_like(frames_001[0], 30)] * 5
+    root = _example_from_frames(tmp_path / "empty", frames, shared_dir / "examples" / "001" / "ref.jpg")
+    ex = Example(root)
+    with pytest.raises(InputError, match=r"driving.mp4: no person detected in any of the 5 frames"):
+        stage.run(ex, StageContext(ex, "pose"))
+    assert not ex.pose_data.exists()
+
+
+def test_reference_without_a_person_gives_an_empty_ref_pose(stage: PoseStage, frames_001: np.ndarray,
+                                                           tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = tmp_path / "noref"
+    root.mkdir()
+    from scail.video import write_video
+
+    write_video(root / "driving.mp4", list(frames_001[:2]), fps=16)
+    Image.fromarray(np.full((300, 200, 3), 90, np.uint8)).save(root / "ref.jpg")
+    ex, _, _ = _run(stage, root)
+    ref = load_pose(ex.ref_pose_data)
+    assert ref.num_frames == 1 and np.isnan(ref.body3d).all()
+    assert json.loads((ex.state_dir / "pose.json").read_text())["reference_person_found"] is False
