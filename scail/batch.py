@@ -252,7 +252,7 @@ def _run_locked(job: ExampleJob, stages: Sequence[Stage], example: Example, name
                 return
             if not outcome.outcome.is_ok:
                 failed = stage.name
-                log.warning("%s: %s failed: %s", name, stage.name, outcome.reason)
+                log.debug("%s: %s failed: %s", name, stage.name, outcome.reason)
     finally:
         hashes.save()
 

@@ -209,7 +209,9 @@ def example_status(stages: Sequence[Stage], example: Example) -> list[tuple[Stat
         status, reason = stage_status(stage, example, hashes)
         if status is Status.FRESH and upstream_pending is not None:
             status, reason = Status.STALE, f"upstream {upstream_pending} will rerun"
-        if status not in (Status.FRESH, Status.USER_PROVIDED):
+        if status is Status.USER_PROVIDED:
+            upstream_pending = None  # downstream stages read the user's files, not what is above
+        elif status is not Status.FRESH:
             upstream_pending = upstream_pending or stage.name
         out.append((status, reason))
     hashes.save()

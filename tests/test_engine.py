@@ -190,3 +190,13 @@ def test_status_says_running_while_another_runner_holds_the_lock(make_toy_exampl
     with example_lock(ex):
         assert example_status([stage], ex)[0] == (Status.RUNNING, "pid 4242")
     assert example_status([stage], ex)[0][0] is Status.INTERRUPTED
+
+
+def test_status_below_a_user_provided_stage_ignores_the_stages_above_it(make_toy_example) -> None:
+    root = make_toy_example()
+    (root / "driving.mp4").unlink()
+    ex = Example(root)
+    ex.rendered.write_text("hand-made")
+    stages = _stages()
+    run_stage(stages[2], ex)
+    assert [s for s, _ in example_status(stages, ex)] == [Status.MISSING, Status.USER_PROVIDED, Status.FRESH]
