@@ -416,7 +416,9 @@ def _ramp(spans: list[tuple[int, int]], k: int, scale: int, device: torch.device
         w[:shared] = (torch.arange(shared, device=device) + 0.5) / shared
     if k < len(spans) - 1:
         shared = (end - spans[k + 1][0]) * scale
-        w[n - shared :] = torch.minimum(w[n - shared :], (torch.arange(shared, 0, -1, device=device) - 0.5) / shared)
+        w[n - shared :] = torch.minimum(
+            w[n - shared :], (torch.arange(shared, 0, -1, device=device) - 0.5) / shared
+        )
     return w
 
 
@@ -519,7 +521,9 @@ class WanVAE:
             raise ValueError(f"encode needs H and W divisible by {s}, got {h}x{w}")
         dropped = (t - 1) % self.cfg.temporal_stride
         if dropped:
-            log.warning("VAE encode: %d trailing frame(s) of %d do not fill a chunk and are dropped", dropped, t)
+            log.warning(
+                "VAE encode: %d trailing frame(s) of %d do not fill a chunk and are dropped", dropped, t
+            )
         video = video.to(device=self.device, dtype=self.dtype)
         grid = (h // s, w // s)
         counter = _Counter(on_progress, (1 + (t - 1) // self.cfg.temporal_stride) * _num_tiles(grid, tile))
@@ -543,14 +547,18 @@ class WanVAE:
             (B, 3, 1 + 4 (F - 1), 8h, 8w) float32 video clamped to [-1, 1].
         """
         if latent.ndim != 5 or latent.shape[1] != self.cfg.z_dim:
-            raise ValueError(f"decode expects latents (B, {self.cfg.z_dim}, F, h, w), got {tuple(latent.shape)}")
+            raise ValueError(
+                f"decode expects latents (B, {self.cfg.z_dim}, F, h, w), got {tuple(latent.shape)}"
+            )
         z = self.denormalize(latent.to(self.device)).to(self.dtype)
         grid = (z.shape[3], z.shape[4])
         counter = _Counter(on_progress, z.shape[2] * _num_tiles(grid, tile))
         if tile is None:
             video = self.model.decode(z, counter.step).float()
         else:
-            video = _tiled(lambda t: self.model.decode(t, counter.step), z, grid, 1, self.cfg.spatial_stride, tile)
+            video = _tiled(
+                lambda t: self.model.decode(t, counter.step), z, grid, 1, self.cfg.spatial_stride, tile
+            )
         return video.clamp_(-1.0, 1.0)
 
 
@@ -579,7 +587,9 @@ class _Counter:
 # ----------------------------------------------------------------------------------------------
 
 
-def build_vae(cfg: VAEConfig, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> WanVAE:
+def build_vae(
+    cfg: VAEConfig, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> WanVAE:
     """A VAE with random weights (PyTorch default init), e.g. for the tiny preset or benchmarks."""
     model = VideoVAE(cfg).to(device=device, dtype=dtype)
     return WanVAE(model)
@@ -612,14 +622,16 @@ def load_vae(
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise CheckpointError(f"{path}: VAE checkpoint not found; expected Wan2.1_VAE.pth or a .safetensors file")
+        raise CheckpointError(
+            f"{path}: VAE checkpoint not found; expected Wan2.1_VAE.pth or a .safetensors file"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             obj: object = load_file(str(path))
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = _torch_load(path)
     except Exception as exc:  # corrupt, truncated, pickled code, wrong format
         raise CheckpointError(
             f"{path}: cannot read VAE weights ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
@@ -630,6 +642,14 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def _torch_load(path: Path) -> object:
+    """weights_only load, memory-mapped when the file is in the zip format (torch >= 1.6 saves)."""
+    import zipfile
+
+    mmap = zipfile.is_zipfile(path)
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
 def _infer_config(state: dict[str, torch.Tensor], path: Path) -> VAEConfig:
     if "encoder.conv1.weight" not in state or "conv2.weight" not in state:
         hint = (
@@ -637,7 +657,9 @@ def _infer_config(state: dict[str, torch.Tensor], path: Path) -> VAEConfig:
             if any(k.startswith(("encoder.down_blocks", "quant_conv")) for k in state)
             else ""
         )
-        raise CheckpointError(f"{path}: no 'encoder.conv1.weight'/'conv2.weight'; not a Wan2.1 VAE checkpoint{hint}")
+        raise CheckpointError(
+            f"{path}: no 'encoder.conv1.weight'/'conv2.weight'; not a Wan2.1 VAE checkpoint{hint}"
+        )
     return VAEConfig(dim=state["encoder.conv1.weight"].shape[0], z_dim=state["conv2.weight"].shape[0])
 
 
@@ -653,7 +675,11 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
     ]
     problems = [
         f"{len(names)} {what} (e.g. {', '.join(repr(n) for n in names[:3])})"
-        for what, names in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong))
+        for what, names in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", wrong),
+        )
         if names
     ]
     if problems:
