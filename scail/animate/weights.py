@@ -219,6 +219,13 @@ class Architectures:
         return cls(DiTConfig.scail_14b(), VAEConfig.wan21(), T5Config.umt5_xxl(), CLIPConfig.vit_h_14())
 
 
+def _summary(tensors: dict[str, torch.Tensor]) -> str:
+    """"985 tensors, bfloat16, 32.8 GB of data" (read from the tensor headers, nothing is loaded)."""
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()})
+    nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+    return f"{len(tensors)} tensors, {'/'.join(dtypes)}, {nbytes / 1e9:.2f} GB of data"
+
+
 def _check_dit(path: Path, arch: Architectures) -> str:
     import torch
 
@@ -230,7 +237,7 @@ def _check_dit(path: Path, arch: Architectures) -> str:
     with torch.device("meta"):
         model = DiT(arch.dit)
     loaders.check_state_dict(model, state, str(path))
-    return f"{len(tensors)} tensors; keys and shapes match the DiT (dim {arch.dit.dim}, {arch.dit.num_layers} layers)"
+    return f"{_summary(tensors)}; keys and shapes match the DiT (dim {arch.dit.dim}, {arch.dit.num_layers} layers)"
 
 
 def _check_vae(path: Path, arch: Architectures) -> str:
@@ -243,7 +250,7 @@ def _check_vae(path: Path, arch: Architectures) -> str:
     with torch.device("meta"):
         model = VideoVAE(arch.vae)
     check_state_dict(model, state, path)
-    return f"{len(state)} tensors; keys and shapes match the Wan VAE"
+    return f"{_summary(state)}; keys and shapes match the Wan VAE"
 
 
 def _check_t5(path: Path, arch: Architectures) -> str:
@@ -256,7 +263,7 @@ def _check_t5(path: Path, arch: Architectures) -> str:
     with torch.device("meta"):
         model = T5Encoder(arch.t5)
     check_state_dict(path, state, model, "the umT5-XXL encoder")
-    return f"{len(state)} tensors; keys and shapes match the umT5 encoder"
+    return f"{_summary(state)}; keys and shapes match the umT5 encoder"
 
 
 def _check_clip(path: Path, arch: Architectures) -> str:
@@ -270,7 +277,7 @@ def _check_clip(path: Path, arch: Architectures) -> str:
     with torch.device("meta"):
         model = CLIPVisionTower(arch.clip)
     check_state_dict(path, state, model, "the CLIP ViT-H/14 visual tower")
-    return f"{len(state)} tensors used; keys and shapes match the CLIP vision tower"
+    return f"{_summary(state)} used; keys and shapes match the CLIP vision tower"
 
 
 def _check_tokenizer(path: Path, arch: Architectures) -> str:
@@ -313,8 +320,8 @@ def verify(root: Path, architectures: Architectures | None = None) -> list[Check
         try:
             detail = check(path, arch)
             rows.append(CheckResult(name, path, True, size, detail))
-        except ScailError as exc:
-            rows.append(CheckResult(name, path, False, size, str(exc)))
+        except ScailError as exc:  # the row names the file already: drop the message's path prefix
+            rows.append(CheckResult(name, path, False, size, str(exc).removeprefix(f"{path}: ")))
         except Exception as exc:  # a foreign failure in a check is a failed row, never a crash
             log.debug("verify %s failed", name, exc_info=True)
             rows.append(CheckResult(name, path, False, size, f"{type(exc).__name__}: {exc}"))
