@@ -1,0 +1,188 @@
+"""Pose data -> skeleton frames: `render_pose` and its streaming form `iter_render_pose`.
+
+The depth shading of the official renderer uses constants from the whole clip, so rendering is two
+passes: a cheap one over the joints (capsules, clip depth range, optional alignment fit), then the
+frames in chunks of a few frames (bounded memory whatever the clip length).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scail.errors import InputError
+from scail.pose.schema import PoseData, load_pose
+from scail.render.align import AlignBounds, Alignment, align_overlay, fit_alignment
+from scail.render.overlay import draw_overlay
+from scail.render.raycast import Camera, DepthShading, default_chunk_frames, render_capsules
+from scail.render.retarget import retarget as retarget_joints
+from scail.render.skeleton import Capsules, capsules_from_joints, palettes_for, valid_joints
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, "int | None"], None]
+
+
+@dataclass
+class PreparedRender:
+    """Everything the frame pass needs, computed from the joints alone (first pass)."""
+
+    size_hw: tuple[int, int]
+    fps: float
+    camera: Camera
+    depth: DepthShading
+    capsules: Capsules
+    overlay: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    """(body2d (T, P, 18, 3), face2d (T, P, 68, 3), hands2d (T, P, 2, 21, 3)), or None without overlay."""
+    radius_mm: float
+    alignment: Alignment | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        return self.capsules.num_frames
+
+
+def _as_pose(pose: PoseData | Path | str, what: str) -> PoseData:
+    if isinstance(pose, PoseData):
+        return pose.validate(what)
+    return load_pose(Path(pose))
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> cuda when available, else cpu; anything else as torch understands it."""
+    import torch
+
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"render device {device!r}: CUDA is not available here; use --device cpu")
+    return dev
+
+
+def prepare_render(pose: PoseData | Path | str, overlay: bool = True, reference: PoseData | Path | str | None = None,
+                   *, radius_mm: float = 21.5, align_bounds: AlignBounds | None = None, retarget: bool = False,
+                   multi_person_palettes: bool | None = None) -> PreparedRender:
+    """First pass over the joints: capsules, clip depth constants, alignment (when `reference`)."""
+    drv = _as_pose(pose, "driving pose data")
+    ref = _as_pose(reference, "reference pose data") if reference is not None else None
+    size_hw = (int(drv.size[0]), int(drv.size[1]))
+    warnings: list[str] = []
+    body3d = drv.body3d
+    if retarget:
+        if ref is None or ref.num_frames == 0 or ref.num_people == 0 or not valid_joints(ref.body3d[0, 0]).any():
+            warnings.append("retarget requested but the reference has no 3D joints; driving proportions kept")
+        else:
+            body3d = retarget_joints(body3d, ref.body3d[0, 0])
+    body2d, face2d, hands2d = drv.body2d, drv.face2d, drv.hands2d
+    K = np.asarray(drv.K, dtype=np.float64)
+    alignment = None
+    if ref is not None:
+        if tuple(ref.size) != size_hw:
+            warnings.append(f"reference pose size {tuple(ref.size)} differs from the driving size {size_hw}; "
+                            "its keypoints are used as fractions of the driving frame")
+        if ref.num_frames == 0 or ref.num_people == 0 or drv.num_people == 0:
+            warnings.append("no reference or driving person; rendering without alignment")
+        else:
+            alignment = fit_alignment(body3d[:, 0], face2d[:, 0], ref.body2d[0, 0], ref.face2d[0, 0], K, size_hw,
+                                      align_bounds)
+            if alignment is None:
+                warnings.append("the reference pose has too few visible body points; rendering without alignment")
+            else:
+                warnings.extend(alignment.warnings)
+                body2d, face2d, hands2d = body2d.astype(np.float64), face2d.astype(np.float64), \
+                    hands2d.astype(np.float64)
+                for p in range(drv.num_people):
+                    body2d[:, p], face2d[:, p], hands2d[:, p] = align_overlay(
+                        body3d[:, p], drv.body2d[:, p], drv.face2d[:, p], drv.hands2d[:, p], alignment, K, size_hw)
+                K = alignment.K
+    active = [bool(valid_joints(body3d[:, p]).any()) for p in range(drv.num_people)]
+    palettes = palettes_for(max(sum(active), 1), multi_person_palettes)
+    per_person, k = [], 0
+    for is_active in active:
+        per_person.append(palettes[min(k, len(palettes) - 1)])
+        k += int(is_active)
+    caps = capsules_from_joints(body3d, per_person)
+    return PreparedRender(
+        size_hw=size_hw, fps=float(drv.fps), camera=Camera.from_K(K, size_hw),
+        depth=DepthShading.from_range(caps.depth_range()), capsules=caps,
+        overlay=(body2d, face2d, hands2d) if overlay else None, radius_mm=float(radius_mm),
+        alignment=alignment, warnings=warnings,
+    )
+
+
+def iter_frames(prep: PreparedRender, device: str | torch.device = "cpu", chunk_frames: int | None = None,
+                on_progress: ProgressFn | None = None) -> Iterator[np.ndarray]:
+    """Second pass: yield (H, W, 3) uint8 RGB frames, rendered `chunk_frames` at a time on `device`."""
+    dev = resolve_device(device)
+    total = prep.num_frames
+    chunk = chunk_frames or default_chunk_frames(prep.camera)
+    done = 0
+    for start in range(0, total, chunk):
+        sl = slice(start, min(start + chunk, total))
+        frames = render_capsules(prep.capsules.select(sl), prep.camera, prep.depth, prep.radius_mm, dev)
+        frames_np = frames.cpu().numpy()
+        for i in range(frames_np.shape[0]):
+            frame = frames_np[i]
+            if prep.overlay is not None:
+                t = start + i
+                draw_overlay(frame, prep.overlay[0][t], prep.overlay[1][t], prep.overlay[2][t])
+            done += 1
+            if on_progress is not None:
+                on_progress(done, total)
+            yield frame
+
+
+def iter_render_pose(pose: PoseData | Path | str, overlay: bool = True,
+                     reference: PoseData | Path | str | None = None, *, radius_mm: float = 21.5,
+                     device: str | torch.device = "cpu", on_progress: ProgressFn | None = None,
+                     align_bounds: AlignBounds | None = None, retarget: bool = False,
+                     multi_person_palettes: bool | None = None,
+                     chunk_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Streaming `render_pose`: frames one at a time, memory bounded by one chunk."""
+    prep = prepare_render(pose, overlay, reference, radius_mm=radius_mm, align_bounds=align_bounds,
+                          retarget=retarget, multi_person_palettes=multi_person_palettes)
+    for msg in prep.warnings:
+        log.warning("render: %s", msg)
+    yield from iter_frames(prep, device, chunk_frames, on_progress)
+
+
+def render_pose(pose: PoseData | Path | str, overlay: bool = True, reference: PoseData | Path | str | None = None,
+                *, radius_mm: float = 21.5, device: str | torch.device = "cpu",
+                on_progress: ProgressFn | None = None, align_bounds: AlignBounds | None = None,
+                retarget: bool = False, multi_person_palettes: bool | None = None,
+                chunk_frames: int | None = None) -> np.ndarray:
+    """Render pose data to skeleton frames (N, H, W, 3) uint8 RGB, as the official renderer draws them.
+
+    Args:
+        pose: driving pose data (`.scail/pose.npz` or loaded `PoseData`).
+        overlay: paint the 2D face, hand and head marks over the 3D skeleton.
+        reference: reference pose data: when given, the frames are aligned to it (official
+            rendered_aligned.mp4 alignment).
+        radius_mm: capsule radius (the model was trained on 21.5).
+        device: torch device for the 3D pass ("cpu", "cuda", "auto").
+        on_progress: called as on_progress(done_frames, total_frames).
+        align_bounds: bounds of the alignment fit (official defaults).
+        retarget: give the driving skeleton the reference person's bone lengths first.
+        multi_person_palettes: force (True) or forbid (False) the two-person palettes; default: used
+            when two or more people have 3D joints.
+        chunk_frames: frames per 3D batch (default: 16 at 896x512).
+    """
+    prep = prepare_render(pose, overlay, reference, radius_mm=radius_mm, align_bounds=align_bounds,
+                          retarget=retarget, multi_person_palettes=multi_person_palettes)
+    for msg in prep.warnings:
+        log.warning("render: %s", msg)
+    h, w = prep.size_hw
+    out = np.zeros((prep.num_frames, h, w, 3), dtype=np.uint8)
+    for i, frame in enumerate(iter_frames(prep, device, chunk_frames, on_progress)):
+        out[i] = frame
+    return out
