@@ -136,7 +136,7 @@ def build_scail_preview(
     from scail.animate import weights
     from scail.animate.clip import CLIPImageEncoder, load_clip
     from scail.animate.loaders import load_dit
-    from scail.animate.pipeline import AnimatePipeline
+    from scail.animate.pipeline import AnimatePipeline, stream_blocks
     from scail.animate.t5 import TextEncoder, load_t5
     from scail.animate.tokenizer import UMT5Tokenizer
     from scail.animate.vae import load_vae
@@ -144,13 +144,14 @@ def build_scail_preview(
     device = torch.device(device)
     paths = weights.resolve(root)  # raises with the download command when anything is missing
     arch = architectures or weights.Architectures.released()
-    if offload == "blocks":
-        log.warning("offload 'blocks' is not implemented yet; the DiT stays on %s (offloading the encoders)", device)
     on_gpu = device.type != "cpu"
     dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
     encoders_at = "cpu" if offload != "none" else device
     log.info("loading SCAIL-Preview from %s (DiT %s on %s)", root, dtype, device)
-    dit = load_dit(paths.dit, num_heads=arch.dit.num_heads, dtype=dtype, device=device)
+    streamed = offload == "blocks" and device.type != "cpu"
+    dit = load_dit(paths.dit, num_heads=arch.dit.num_heads, dtype=dtype, device="cpu" if streamed else device)
+    if streamed:
+        stream_blocks(dit, device)  # the blocks wait in pinned CPU memory, one visits the GPU at a time
     vae = load_vae(paths.vae, dtype=torch.float32, device=device)
     t5 = load_t5(paths.t5, dtype=torch.bfloat16 if on_gpu else torch.float32, device=encoders_at, config=arch.t5)
     clip = load_clip(
