@@ -23,18 +23,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import torch
+import torch
 
 Solver = Literal["euler", "unipc", "dpm++"]
 SOLVERS: tuple[Solver, ...] = ("euler", "unipc", "dpm++")
 NUM_TRAIN_TIMESTEPS = 1000
 
-Denoiser = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """denoise(x, t) -> velocity. x: the sample (any shape); t: (1,) timestep tensor for the DiT."""
 ProgressFn = Callable[[int, "int | None"], None]
 
@@ -70,8 +68,6 @@ def _shift(sigmas: np.ndarray, shift: float) -> np.ndarray:
 
 def euler_schedule(steps: int, shift: float) -> Schedule:
     """SAT `make_flow_timesteps(0, steps, shift, mode='normal')` (scail-model.md §6.1)."""
-    import torch
-
     u = np.arange(steps + 1, dtype=np.float64) / steps
     s = u / (shift + u - shift * u)  # official: s_i = u_i / (shift + u_i - shift*u_i)
     sigmas = torch.from_numpy(1.0 - s).to(torch.float32)
@@ -79,8 +75,6 @@ def euler_schedule(steps: int, shift: float) -> Schedule:
 
 
 def _wan_schedule(solver: Solver, base: np.ndarray, shift: float) -> Schedule:
-    import torch
-
     sigmas = _shift(base, shift)  # float64, as the official set_timesteps
     timesteps = torch.from_numpy(sigmas * NUM_TRAIN_TIMESTEPS).to(torch.int64)  # truncation
     sigmas = np.concatenate([sigmas, [0.0]]).astype(np.float32)  # final sigma "zero"
@@ -124,9 +118,6 @@ class _F32:
     """float32 scalar arithmetic on CPU, the way the official schedulers compute their coefficients."""
 
     def __init__(self, sigmas: torch.Tensor) -> None:
-        import torch
-
-        self.torch = torch
         self.sigmas = sigmas.to(torch.float32)
 
     def sigma(self, i: int) -> torch.Tensor:
@@ -137,7 +128,7 @@ class _F32:
 
     def lam(self, i: int) -> torch.Tensor:
         """lambda = log(alpha) - log(sigma); +inf at sigma = 0, -inf at sigma = 1."""
-        return self.torch.log(self.alpha(i)) - self.torch.log(self.sigma(i))
+        return torch.log(self.alpha(i)) - torch.log(self.sigma(i))
 
 
 @dataclass(frozen=True)
@@ -160,7 +151,7 @@ def _dpmpp_plan(sigmas: torch.Tensor) -> list[_Update]:
     for i in range(steps):
         h = f.lam(i + 1) - f.lam(i)
         a = f.sigma(i + 1) / f.sigma(i)
-        big_a = f.alpha(i + 1) * (f.torch.exp(-h) - 1.0)  # alpha_t * (e^-h - 1)
+        big_a = f.alpha(i + 1) * (torch.exp(-h) - 1.0)  # alpha_t * (e^-h - 1)
         if i == 0 or i == steps - 1:
             plan.append(_Update(a=a.item(), b=(-big_a).item()))
         else:
@@ -172,7 +163,7 @@ def _dpmpp_plan(sigmas: torch.Tensor) -> list[_Update]:
 
 def _unipc_b(hh: torch.Tensor, order: int) -> list[torch.Tensor]:
     """The UniPC right-hand side b_k = k! * phi_k(hh) / B(h) for k = 1..order, with B(h) = expm1(hh)."""
-    b_h = _expm1(hh)  # bh2: B(h) = h*phi_1(h) = e^hh - 1
+    b_h = torch.expm1(hh)  # bh2: B(h) = h*phi_1(h) = e^hh - 1
     h_phi_k = b_h / hh - 1
     b = []
     factorial = 1
@@ -183,17 +174,11 @@ def _unipc_b(hh: torch.Tensor, order: int) -> list[torch.Tensor]:
     return b
 
 
-def _expm1(x: torch.Tensor) -> torch.Tensor:
-    import torch
-
-    return torch.expm1(x)
-
-
 def _unipc_predictor(f: _F32, i: int, order: int) -> _Update:
     """UniP-bh2 from sigma_i to sigma_{i+1}; m0 = x0 prediction at i, m1 = at i-1."""
     h = f.lam(i + 1) - f.lam(i)
     hh = -h
-    b_h = _expm1(hh)  # bh2: B(h) = e^hh - 1 (= h*phi_1)
+    b_h = torch.expm1(hh)  # bh2: B(h) = e^hh - 1 (= h*phi_1)
     a = f.sigma(i + 1) / f.sigma(i)
     b = -(f.alpha(i + 1) * b_h)
     if order == 1:
@@ -205,11 +190,9 @@ def _unipc_predictor(f: _F32, i: int, order: int) -> _Update:
 
 def _unipc_corrector(f: _F32, i: int, order: int) -> _Update:
     """UniC-bh2 correcting the sample at sigma_i, given x at i-1 (corrected), m0 at i-1, mt at i, m1 at i-2."""
-    import torch
-
     h = f.lam(i) - f.lam(i - 1)
     hh = -h
-    b_h = _expm1(hh)
+    b_h = torch.expm1(hh)
     a = f.sigma(i) / f.sigma(i - 1)
     ab = f.alpha(i) * b_h
     b = -ab
