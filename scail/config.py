@@ -69,9 +69,28 @@ class RenderConfig(_Strict):
     align: bool = True
     """Also write rendered_aligned.mp4, fitted to the reference image's pose (official alignment)."""
     retarget: bool = False
-    """Re-pose the driving skeleton with the reference person's bone lengths."""
+    """Re-pose the driving skeleton with the reference person's bone lengths (needs reference 3D joints)."""
     device: str = "cpu"
     """Torch device for the ray-capsule renderer ("cpu", "cuda", "cuda:1", or "auto")."""
+    align_scale: tuple[float, float] = (0.7, 1.4)
+    """Alignment bounds of m, the uniform camera scale (official: 0.7-1.4)."""
+    align_stretch: tuple[float, float] = (0.8, 1.15)
+    """Alignment bounds of s, the extra vertical scale fy/fx (official: 0.8-1.15)."""
+    align_shift_frac: float = Field(1.0, ge=0)
+    """Alignment bound of the principal-point shift, as a fraction of the width/height (official: 1)."""
+    align_face_scale: tuple[float, float] = (0.8, 1.5)
+    """Clip of the reference/driving face-size ratio applied to the 2D face (official: 0.8-1.5)."""
+    multi_person_palettes: bool | None = None
+    """Two-person palettes (pastel, saturated); default: when two or more people have 3D joints."""
+    crf: int = Field(18, ge=0, le=51)
+    """H.264 quality of the skeleton videos (official moviepy default: 23)."""
+
+    @field_validator("align_scale", "align_stretch", "align_face_scale")
+    @classmethod
+    def _ordered_bounds(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"must be (low, high) with 0 < low <= high, got {v}")
+        return v
 
 
 # ----------------------------------------------------------------------------------------------

@@ -70,9 +70,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def prepare_render(pose: PoseData | Path | str, overlay: bool = True, reference: PoseData | Path | str | None = None,
-                   *, radius_mm: float = 21.5, align_bounds: AlignBounds | None = None, retarget: bool = False,
-                   multi_person_palettes: bool | None = None) -> PreparedRender:
-    """First pass over the joints: capsules, clip depth constants, alignment (when `reference`)."""
+                   *, radius_mm: float = 21.5, align: bool = True, align_bounds: AlignBounds | None = None,
+                   retarget: bool = False, multi_person_palettes: bool | None = None) -> PreparedRender:
+    """First pass over the joints: capsules, clip depth constants, alignment.
+
+    `reference` is aligned to when `align` (official rendered_aligned.mp4), and lends its bone
+    lengths when `retarget`.
+    """
     drv = _as_pose(pose, "driving pose data")
     ref = _as_pose(reference, "reference pose data") if reference is not None else None
     size_hw = (int(drv.size[0]), int(drv.size[1]))
@@ -86,7 +90,7 @@ def prepare_render(pose: PoseData | Path | str, overlay: bool = True, reference:
     body2d, face2d, hands2d = drv.body2d, drv.face2d, drv.hands2d
     K = np.asarray(drv.K, dtype=np.float64)
     alignment = None
-    if ref is not None:
+    if ref is not None and align:
         if tuple(ref.size) != size_hw:
             warnings.append(f"reference pose size {tuple(ref.size)} differs from the driving size {size_hw}; "
                             "its keypoints are used as fractions of the driving frame")
@@ -145,11 +149,11 @@ def iter_frames(prep: PreparedRender, device: str | torch.device = "cpu", chunk_
 def iter_render_pose(pose: PoseData | Path | str, overlay: bool = True,
                      reference: PoseData | Path | str | None = None, *, radius_mm: float = 21.5,
                      device: str | torch.device = "cpu", on_progress: ProgressFn | None = None,
-                     align_bounds: AlignBounds | None = None, retarget: bool = False,
+                     align: bool = True, align_bounds: AlignBounds | None = None, retarget: bool = False,
                      multi_person_palettes: bool | None = None,
                      chunk_frames: int | None = None) -> Iterator[np.ndarray]:
     """Streaming `render_pose`: frames one at a time, memory bounded by one chunk."""
-    prep = prepare_render(pose, overlay, reference, radius_mm=radius_mm, align_bounds=align_bounds,
+    prep = prepare_render(pose, overlay, reference, radius_mm=radius_mm, align=align, align_bounds=align_bounds,
                           retarget=retarget, multi_person_palettes=multi_person_palettes)
     for msg in prep.warnings:
         log.warning("render: %s", msg)
@@ -158,7 +162,7 @@ def iter_render_pose(pose: PoseData | Path | str, overlay: bool = True,
 
 def render_pose(pose: PoseData | Path | str, overlay: bool = True, reference: PoseData | Path | str | None = None,
                 *, radius_mm: float = 21.5, device: str | torch.device = "cpu",
-                on_progress: ProgressFn | None = None, align_bounds: AlignBounds | None = None,
+                on_progress: ProgressFn | None = None, align: bool = True, align_bounds: AlignBounds | None = None,
                 retarget: bool = False, multi_person_palettes: bool | None = None,
                 chunk_frames: int | None = None) -> np.ndarray:
     """Render pose data to skeleton frames (N, H, W, 3) uint8 RGB, as the official renderer draws them.
@@ -166,18 +170,19 @@ def render_pose(pose: PoseData | Path | str, overlay: bool = True, reference: Po
     Args:
         pose: driving pose data (`.scail/pose.npz` or loaded `PoseData`).
         overlay: paint the 2D face, hand and head marks over the 3D skeleton.
-        reference: reference pose data: when given, the frames are aligned to it (official
-            rendered_aligned.mp4 alignment).
+        reference: reference pose data: when given (and `align`), the frames are aligned to it
+            (official rendered_aligned.mp4 alignment).
         radius_mm: capsule radius (the model was trained on 21.5).
         device: torch device for the 3D pass ("cpu", "cuda", "auto").
         on_progress: called as on_progress(done_frames, total_frames).
+        align: align to `reference` (False: use it only for `retarget`).
         align_bounds: bounds of the alignment fit (official defaults).
         retarget: give the driving skeleton the reference person's bone lengths first.
         multi_person_palettes: force (True) or forbid (False) the two-person palettes; default: used
             when two or more people have 3D joints.
         chunk_frames: frames per 3D batch (default: 16 at 896x512).
     """
-    prep = prepare_render(pose, overlay, reference, radius_mm=radius_mm, align_bounds=align_bounds,
+    prep = prepare_render(pose, overlay, reference, radius_mm=radius_mm, align=align, align_bounds=align_bounds,
                           retarget=retarget, multi_person_palettes=multi_person_palettes)
     for msg in prep.warnings:
         log.warning("render: %s", msg)

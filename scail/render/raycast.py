@@ -18,7 +18,7 @@ We intersect rays with capsules analytically instead, and reproduce what shapes 
   the noise-free normal is its best predictor;
 * shading: the official float32 formula, with the same order of operations.
 
-Work per frame is limited to each capsule's screen-space tiles: an 8x8 tile is kept when its centre
+Work per frame is limited to each capsule's screen-space tiles: a 4x4 tile is kept when its centre
 ray passes close enough to the capsule axis that one of its pixels could hit, and only kept tiles'
 pixels are intersected.
 """
@@ -42,7 +42,7 @@ NORMAL_EPS_MM = 1e-3
 """official: central-difference step of the normal."""
 T_START_MM = 0.1
 """official znear: rays start at t = 0.1 mm."""
-TILE = 8
+TILE = 4
 """Tile edge in pixels for capsule culling."""
 
 

@@ -42,7 +42,8 @@ def retarget(body3d: np.ndarray, ref_joints_mm: np.ndarray) -> np.ndarray:
     ok = valid_joints(body3d)
     out = np.full_like(src, np.nan)
     out[..., 0, :] = np.where(ok[..., 0, None], src[..., 0, :], np.nan)
-    placed = ok[..., 0].copy()
+    placed = np.zeros_like(ok)
+    placed[..., 0] = ok[..., 0]
     for j in range(1, 24):
         par = SMPL_PARENTS[j]
         bone = src[..., j, :] - src[..., par, :]
