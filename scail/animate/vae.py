@@ -117,10 +117,11 @@ class CausalConv3d(nn.Conv3d):
         stride: int | tuple[int, int, int] = 1,
         padding: int | tuple[int, int, int] = 0,
     ) -> None:
-        super().__init__(in_dim, out_dim, kernel_size, stride=stride, padding=0)
         pt, ph, pw = (padding,) * 3 if isinstance(padding, int) else padding
-        self.time_pad = 2 * pt  # all of it in front: frame t sees frames <= t
-        self.space_pad = (pw, pw, ph, ph)
+        # the conv zero-pads space itself; time is padded here, all of it in front (frame t sees
+        # frames <= t), with cached frames where there are some
+        super().__init__(in_dim, out_dim, kernel_size, stride=stride, padding=(0, ph, pw))
+        self.time_pad = 2 * pt
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         """x: (B, C, T, H, W) -> (B, C', T', H', W'); with a cache, x continues the cached stream."""
@@ -131,7 +132,8 @@ class CausalConv3d(nn.Conv3d):
                 x = torch.cat([history, x], dim=2)  # (B, C, h + T, H, W)
                 front -= history.shape[2]
             cache.set(self, x[:, :, -CACHE_FRAMES:].clone())
-        x = F.pad(x, (*self.space_pad, front, 0))
+        if front > 0:
+            x = F.pad(x, (0, 0, 0, 0, front, 0))
         return super().forward(x)
 
 
@@ -145,7 +147,7 @@ class RMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(dim, 1, 1, 1) if is_video else torch.ones(dim, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=1) * self.scale * self.gamma
+        return F.normalize(x, dim=1).mul_(self.scale).mul_(self.gamma)  # in place: one temporary
 
 
 def _per_frame(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -163,10 +165,10 @@ class ResidualBlock(nn.Module):
         # indices are the checkpoint's (residual.0.gamma, residual.2.weight, ...); 5 was dropout
         self.residual = nn.Sequential(
             RMSNorm(in_dim),
-            nn.SiLU(),
+            nn.SiLU(inplace=True),  # on the norm's fresh output
             CausalConv3d(in_dim, out_dim, 3, padding=1),
             RMSNorm(out_dim),
-            nn.SiLU(),
+            nn.SiLU(inplace=True),
             nn.Identity(),
             CausalConv3d(out_dim, out_dim, 3, padding=1),
         )
@@ -284,7 +286,9 @@ class Encoder(nn.Module):
         self.downsamples = nn.Sequential(*blocks)
         top = dims[-1]
         self.middle = nn.Sequential(ResidualBlock(top, top), AttentionBlock(top), ResidualBlock(top, top))
-        self.head = nn.Sequential(RMSNorm(top), nn.SiLU(), CausalConv3d(top, 2 * cfg.z_dim, 3, padding=1))
+        self.head = nn.Sequential(
+            RMSNorm(top), nn.SiLU(inplace=True), CausalConv3d(top, 2 * cfg.z_dim, 3, padding=1)
+        )
 
     def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         """One chunk: 1 frame first, then 4 frames per call (continuing `cache`)."""
@@ -314,7 +318,7 @@ class Decoder(nn.Module):
                 blocks.append(Resample(out_dim, is_up=True, use_time=temporal_upsample[i]))
         self.upsamples = nn.Sequential(*blocks)
         out = dims[-1]
-        self.head = nn.Sequential(RMSNorm(out), nn.SiLU(), CausalConv3d(out, 3, 3, padding=1))
+        self.head = nn.Sequential(RMSNorm(out), nn.SiLU(inplace=True), CausalConv3d(out, 3, 3, padding=1))
 
     def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         """One latent frame per call (continuing `cache`): 1 video frame first, then 4 each."""
