@@ -359,7 +359,7 @@ class VideoVAE(nn.Module):
         return moments[:, : self.cfg.z_dim]  # the log-variance half is unused
 
     def decode(self, z: torch.Tensor, on_chunk: Callable[[], None] | None = None) -> torch.Tensor:
-        """z: (B, z_dim, F, h, w) -> video (B, 3, T, 8h, 8w), T = 1 + 4 (F - 1), unclamped."""
+        """z: (B, z_dim, F, h, w) -> video (B, 3, T, 8h, 8w) float32, T = 1 + 4 (F - 1), unclamped."""
         x = self.conv2(z)
         cache = CausalCache()
         out: torch.Tensor | None = None
@@ -369,7 +369,7 @@ class VideoVAE(nn.Module):
             if out is None:
                 b, c, _, h, w = frames.shape
                 total = 1 + self.cfg.temporal_stride * (x.shape[2] - 1)
-                out = frames.new_empty(b, c, total, h, w)  # filled in place: no repeated cat
+                out = frames.new_empty(b, c, total, h, w, dtype=torch.float32)  # filled in place
             out[:, :, t : t + frames.shape[2]] = frames
             t += frames.shape[2]
             if on_chunk is not None:
@@ -558,7 +558,7 @@ class WanVAE:
         grid = (z.shape[3], z.shape[4])
         counter = _Counter(on_progress, z.shape[2] * _num_tiles(grid, tile))
         if tile is None:
-            video = self.model.decode(z, counter.step).float()
+            video = self.model.decode(z, counter.step)
         else:
             video = _tiled(
                 lambda t: self.model.decode(t, counter.step), z, grid, 1, self.cfg.spatial_stride, tile
