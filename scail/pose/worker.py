@@ -212,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         if args == ["--serve"]:
             emit({"event": "ready", "pid": os.getpid(), "protocol": PROTOCOL_VERSION})
             for line in sys.stdin:
-                if line.strip():
-                    run_one(runner, Path(line.strip()), emit)
+                if line.strip() and run_one(runner, Path(line.strip()), emit) == 130:
+                    return 130  # Ctrl-C / SIGINT from the parent ends the worker
             return 0
         if len(args) != 1:
             emit({"event": "error", "message": "usage: python -m scail.pose.worker JOBFILE | --serve",

@@ -103,3 +103,14 @@ def test_in_process_missing_dependency_is_a_clean_error(tmp_path: Path) -> None:
     with pytest.raises(ScailError, match=r"missing in this interpreter .*drop pose.in_process"):
         worker.run(_job(tmp_path, video), lambda e: None)
     worker.close()
+
+
+def test_sigint_ends_a_serving_worker_with_130(tmp_path: Path) -> None:
+    worker = PoseWorker(Path(sys.executable))
+    with pytest.raises(InputError):
+        worker.run(_job(tmp_path, tmp_path / "nope.mp4"), lambda e: None)
+    proc = worker.proc
+    assert proc is not None and proc.poll() is None  # idle, waiting for the next job
+    worker.stop()  # what Ctrl-C in the parent does: SIGINT to the worker
+    assert proc.returncode == 130
+    worker.close()

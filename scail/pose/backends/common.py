@@ -47,23 +47,52 @@ Estimator = Callable[[np.ndarray, int, np.ndarray], "PersonPose | None"]
 
 def track_video(frames: Iterable[np.ndarray], detect: Detector, estimate: Estimator, size_hw: tuple[int, int],
                 fps: float, max_people: int, on_frame: FrameProgressFn, backend: str,
-                version: str) -> PoseData:
+                version: str, detect_every: int = 1) -> PoseData:
     """Detect, track and estimate every frame; slot p of the result is track p.
 
+    With detect_every = k > 1 the detector runs on every k-th frame only while all `max_people`
+    people are being followed; in between, each person's box comes from their own 2D keypoints
+    of the previous frame (a lost person forces a detection on the next frame).
     Frames where a tracked person is not found stay NaN (filled or reported later by postprocess).
     P is the number of tracks that were ever opened, at least 1 (all NaN when nobody was seen).
     """
     tracker = IoUTracker(max_people)
     per_frame: list[dict[int, PersonPose]] = []
+    since_detect = detect_every
     for i, frame in enumerate(frames):
-        boxes, _ = detect(frame)
+        prev = per_frame[-1] if per_frame else {}
+        follow = {s: keypoint_box(p, size_hw) for s, p in prev.items()}
+        follow = {s: b for s, b in follow.items() if b is not None}
+        if since_detect >= detect_every or len(follow) < max_people:
+            boxes, _ = detect(frame)
+            pairs = tracker.update(boxes)
+            since_detect = 1
+        else:
+            slots = sorted(follow)
+            boxes = np.array([follow[s] for s in slots], np.float32)
+            pairs = tracker.update(boxes)
+            since_detect += 1
         found: dict[int, PersonPose] = {}
-        for slot, d in tracker.update(boxes):
+        for slot, d in pairs:
             person = estimate(frame, slot, boxes[d])
             found[slot] = person if person is not None else PersonPose(bbox=boxes[d].astype(np.float32))
         per_frame.append(found)
         on_frame(i + 1)
     return assemble(per_frame, max(1, len(tracker.tracks)), size_hw, fps, backend, version)
+
+
+def keypoint_box(person: PersonPose, size_hw: tuple[int, int], margin: float = 0.1) -> np.ndarray | None:
+    """(5,) box around a person's body keypoints (grown by `margin`), or None without enough points."""
+    h, w = size_hw
+    pts = person.body2d[:, :2]
+    ok = np.isfinite(pts).all(-1) & (np.nan_to_num(person.body2d[:, 2]) > 0.3)
+    if ok.sum() < 4:
+        return None
+    xy = pts[ok] * np.array([w, h])
+    (x0, y0), (x1, y1) = xy.min(0), xy.max(0)
+    mx, my = margin * (x1 - x0) + 8, margin * (y1 - y0) + 8
+    score = float(person.bbox[4]) if np.isfinite(person.bbox[4]) else 0.5
+    return np.array([max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my), score], np.float32)
 
 
 def assemble(per_frame: list[dict[int, PersonPose]], num_people: int, size_hw: tuple[int, int], fps: float,

@@ -97,10 +97,11 @@ class MediapipeBackend:
         self.detector = PersonDetector(device=device)
         self.depth_scale = depth_scale
         self.crop_mode = crop_mode
+        self.smooth_landmarks = True
         self.version = f"mediapipe-{mp.__version__}-holistic-c1+yolo11n-pose"
 
     def _holistic(self, static: bool) -> Any:
-        return self._holistic_cls(static_image_mode=static, model_complexity=1, smooth_landmarks=True,
+        return self._holistic_cls(static_image_mode=static, model_complexity=1, smooth_landmarks=self.smooth_landmarks,
                                   refine_face_landmarks=False)
 
     def video(self, frames: Iterable[np.ndarray], size_hw: tuple[int, int], fps: float, max_people: int,
