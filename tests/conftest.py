@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Helper modules beside the tests (tests/<sub>/<name>.py) are imported by plain name, as pytest's
+# default import mode allowed; with --import-mode=importlib (pyproject.toml) we put their folders on
+# the path ourselves.
+for _sub in sorted(p for p in Path(__file__).resolve().parent.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+    if str(_sub) not in sys.path:
+        sys.path.append(str(_sub))
 
 
 @pytest.fixture(scope="session")
