@@ -454,7 +454,7 @@ def _tiled(
             out[..., r0 * out_scale : r1 * out_scale, c0 * out_scale : c1 * out_scale] += y * weight
             weight_sum[r0 * out_scale : r1 * out_scale, c0 * out_scale : c1 * out_scale] += weight
     assert out is not None
-    return out / weight_sum
+    return out.div_(weight_sum)
 
 
 # ----------------------------------------------------------------------------------------------
