@@ -84,6 +84,8 @@ class RenderConfig(_Strict):
     """Two-person palettes (pastel, saturated); default: when two or more people have 3D joints."""
     crf: int = Field(18, ge=0, le=51)
     """H.264 quality of the skeleton videos (official moviepy default: 23)."""
+    cpu_threads: int | None = Field(1, ge=1)
+    """Torch threads of the CPU renderer (null: torch's default); 1 is fastest on busy shared machines."""
 
     @field_validator("align_scale", "align_stretch", "align_face_scale")
     @classmethod

@@ -372,6 +372,7 @@ def render_capsules(caps: Capsules, cam: Camera, depth: DepthShading, radius_mm:
     return out.view(t_frames, h, w, 3)
 
 
-def default_chunk_frames(cam: Camera) -> int:
-    """Frames rendered per call: bounds memory at a few tens of MB at 896x512."""
-    return max(1, min(16, math.ceil(16 * 896 * 512 / (cam.height * cam.width))))
+def default_chunk_frames(cam: Camera, on_gpu: bool = False) -> int:
+    """Frames rendered per call: ~16 (CPU) or ~128 (GPU) at 896x512, fewer for larger frames."""
+    per = 128 if on_gpu else 16
+    return max(1, min(per, per * 896 * 512 // (cam.height * cam.width)))

@@ -54,8 +54,9 @@ class RenderStage:
         ctx.progress(0, prep.num_frames, "frames", desc)
         device = resolve_device(self.config.device)
         with ctx.atomic_output(path) as tmp, VideoWriter(tmp, prep.fps, crf=self.config.crf, atomic=False) as w:
-            for frame in iter_frames(prep, device, on_progress=lambda done, total: ctx.progress(done, total, "frames",
-                                                                                                 desc)):
+            frames = iter_frames(prep, device, on_progress=lambda done, total: ctx.progress(done, total, "frames", desc),
+                                 cpu_threads=self.config.cpu_threads)
+            for frame in frames:
                 w.write(frame)
 
     def run(self, example: Example, ctx: StageContext) -> None:
