@@ -61,7 +61,8 @@ def _draw_head(canvas: np.ndarray, body: np.ndarray, vis: np.ndarray, size_hw: t
         mx, my = (xs[i] + xs[j]) / 2, (ys[i] + ys[j]) / 2
         length = ((ys[i] - ys[j]) ** 2 + (xs[i] - xs[j]) ** 2) ** 0.5
         angle = math.degrees(math.atan2(ys[i] - ys[j], xs[i] - xs[j]))
-        poly = cv2.ellipse2Poly((int(mx), int(my)), (int(length / 2), _HEAD_HALF_WIDTH_PX), int(angle), 0, 360, 1)
+        poly = np.asarray(cv2.ellipse2Poly((int(mx), int(my)), (int(length / 2), _HEAD_HALF_WIDTH_PX), int(angle),
+                                           0, 360, 1))
         cv2.fillConvexPoly(canvas, poly - np.array([ox, oy], dtype=poly.dtype), color)
     canvas[:] = (canvas * 0.6).astype(np.uint8)
     for i, color in zip(HEAD_DOTS, HEAD_DOT_COLORS, strict=True):
