@@ -55,6 +55,7 @@ POSE_REQUIREMENTS: tuple[str, ...] = (
     "scipy>=1.11",
     "ultralytics-thop>=2.0",
     "onnxruntime>=1.18",
+    "tqdm>=4.60",  # rtmlib imports it
 )
 """Installed with dependency resolution."""
 

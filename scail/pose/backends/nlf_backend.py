@@ -138,13 +138,13 @@ class NLFBackend:
     version = "nlf_l_multi_0.3.2+dw-ll_ucoco_384+yolo11n-pose"
 
     def __init__(self, weights_dir: Path, device: str = "cpu") -> None:
+        nlf_path = nlf_weights.ensure(weights_dir, nlf_weights.NLF)
+        dw_path = nlf_weights.ensure(weights_dir, nlf_weights.DWPOSE)
         import torch
         from rtmlib import RTMPose
 
         from scail.pose.backends.detector import PersonDetector
 
-        nlf_path = nlf_weights.ensure(weights_dir, nlf_weights.NLF)
-        dw_path = nlf_weights.ensure(weights_dir, nlf_weights.DWPOSE)
         ensure_torchvision_ops()
         self.device = torch.device(device)
         try:
