@@ -152,3 +152,29 @@ def test_reference_without_a_person_gives_an_empty_ref_pose(stage: PoseStage, fr
     ref = load_pose(ex.ref_pose_data)
     assert ref.num_frames == 1 and np.isnan(ref.body3d).all()
     assert json.loads((ex.state_dir / "pose.json").read_text())["reference_person_found"] is False
+
+
+def test_two_people_get_two_stable_tracks(pose_python: Path, pose_cache_dir: Path, shared_dir: Path,
+                                          tmp_path: Path) -> None:
+    from scail.video import read_frames, resize_crop
+
+    def centre_half(name: str) -> np.ndarray:
+        f = read_frames(shared_dir / "examples" / name / "driving.mp4", fps=16, max_frames=8)
+        return np.asarray(resize_crop(f, (512, 896)))[:, :, 224:672]                # (8, 512, 448, 3)
+
+    frames = list(np.concatenate([centre_half("001"), centre_half("002")], axis=2))  # dancer left, 002 right
+    root = _example_from_frames(tmp_path / "two", frames, shared_dir / "examples" / "001" / "ref.jpg")
+    settings = Settings(weights_dir=tmp_path / "w", cache_dir=pose_cache_dir)
+    st = PoseStage(PoseConfig(backend="mediapipe", max_people=2), settings)
+    try:
+        ex, _, _ = _run(st, root)
+    finally:
+        st.close()
+    pose = load_pose(ex.pose_data)
+    assert pose.num_people == 2 and pose.track_id.tolist() == [0, 1]
+    centre_x = (pose.bbox[..., 0] + pose.bbox[..., 2]) / 2                          # (N, P)
+    assert np.isfinite(centre_x).all()
+    left = int(np.argmin(centre_x[0]))
+    assert (centre_x[:, left] < 448).all() and (centre_x[:, 1 - left] > 448).all()  # identities never swap
+    neck_x = pose.body2d[:, :, 1, 0] * 896                                           # neck x per person
+    assert (neck_x[:, left] < 448).all() and (neck_x[:, 1 - left] > 448).all()
