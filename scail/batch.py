@@ -126,7 +126,8 @@ class BatchSummary:
         }
 
     def write_json(self, path: Path) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+        indent = 1 if len(self.examples) <= 200 else None  # big batches: compact and quick
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=indent))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,17 +194,10 @@ def _build_one(config: PipelineConfig, name: str, prompt: str | None) -> Stage:
     return AnimateStage(config.animate, prompt_override=prompt)
 
 
-def _first_needed(stages: Sequence[Stage], example: Example, force: frozenset[str], hashes: HashCache) -> int:
-    """Index of the first stage to consider: stages above the last user-provided one are not needed.
-
-    A hand-made rendered.mp4 means pose and render have nothing to do for this example, even when
-    driving.mp4 is absent.
-    """
-    start = 0
-    for i, stage in enumerate(stages):
-        if stage.name not in force and user_outputs(stage, example, hashes):
-            start = i
-    return start
+def _user_files(stages: Sequence[Stage], example: Example, force: frozenset[str],
+                hashes: HashCache) -> list[list[Path]]:
+    """Each stage's user-provided outputs (none for forced stages)."""
+    return [[] if s.name in force else user_outputs(s, example, hashes) for s in stages]
 
 
 def run_example(job: ExampleJob, stages: Sequence[Stage], observer: BatchObserver | None = None,
@@ -230,20 +224,23 @@ def run_example(job: ExampleJob, stages: Sequence[Stage], observer: BatchObserve
 def _run_locked(job: ExampleJob, stages: Sequence[Stage], example: Example, name: str, result: ExampleResult,
                 observer: BatchObserver, cancel: threading.Event | None) -> None:
     hashes = HashCache(example)
-    start = _first_needed(stages, example, job.force, hashes)
+    user = _user_files(stages, example, job.force, hashes)
+    # Stages above the last user-provided one are not needed: a hand-made rendered.mp4 means pose
+    # and render have nothing to do for this example, even when driving.mp4 is absent.
+    start = max((i for i, files in enumerate(user) if files), default=0)
     for stage in stages[:start]:
         result.stages.append(StageOutcome(stage.name, Outcome.SKIPPED,
                                           reason=f"not needed: {stages[start].name} outputs are user-provided"))
     failed: str | None = None
     try:
-        for stage in stages[start:]:
+        for stage, user_files in zip(stages[start:], user[start:], strict=True):
             if failed is not None:
                 result.stages.append(StageOutcome(stage.name, Outcome.SKIPPED, reason=f"{failed} failed"))
                 continue
             observer.stage_started(name, stage.name)
             try:
                 outcome = run_stage(stage, example, on_event=observer.on_event, cancel=cancel,
-                                    force=stage.name in job.force, hashes=hashes)
+                                    force=stage.name in job.force, hashes=hashes, user_files=user_files)
             except Interrupted as exc:
                 outcome = StageOutcome(stage.name, Outcome.INTERRUPTED, reason=one_line(exc))
             observer.stage_finished(name, stage.name, outcome.outcome.value, outcome.duration_s)

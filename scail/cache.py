@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from scail.errors import ScailError
-from scail.example import Example
+from scail.example import STATE_DIR, Example
 
 log = logging.getLogger(__name__)
 
@@ -210,11 +210,17 @@ def manifest_path(example: Example, stage: str) -> Path:
     return example.state_dir / f"{stage}.json"
 
 
+def manifest_file(example: Example, stage: str) -> str:
+    """`manifest_path` as a plain string (cheap: used on every warm check)."""
+    return os.path.join(os.fspath(example.root), STATE_DIR, f"{stage}.json")
+
+
 def read_manifest(example: Example, stage: str) -> Manifest | None:
     """The stage's manifest, or None when it is missing or unreadable (a warning says which)."""
-    path = manifest_path(example, stage)
+    path = manifest_file(example, stage)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            raw = fh.read()
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -32,6 +32,7 @@ from scail.cache import (
     fingerprint,
     hash_files,
     is_locked,
+    manifest_file,
     manifest_path,
     now_iso,
     peak_rss_mb,
@@ -155,7 +156,7 @@ def user_outputs(stage: Stage, example: Example, hashes: HashCache) -> list[Path
     if not existing:
         return []
     try:
-        manifest_mtime = os.stat(manifest_path(example, stage.name)).st_mtime_ns
+        manifest_mtime = os.stat(manifest_file(example, stage.name)).st_mtime_ns
     except FileNotFoundError:
         return [p for p, _ in existing]
     newer = [p for p, mtime in existing if mtime >= manifest_mtime]  # >=: coarse clock ticks
@@ -242,17 +243,19 @@ def run_stage(
     cancel: threading.Event | None = None,
     force: bool = False,
     hashes: HashCache | None = None,
+    user_files: list[Path] | None = None,
 ) -> StageOutcome:
     """Run `stage` on `example` unless it is fresh or user-provided (`force` runs it anyway).
 
     Expected failures (`ScailError`) and unexpected exceptions become a "failed" manifest and a
     FAILED outcome; Ctrl-C (`Interrupted`, `KeyboardInterrupt`) writes an "interrupted" manifest
-    and is re-raised so the batch stops. The caller must hold the example lock.
+    and is re-raised so the batch stops. The caller must hold the example lock. `user_files`:
+    the stage's user-provided outputs when the caller already looked them up (`user_outputs`).
     """
     hashes = hashes or HashCache(example)
     t0 = time.perf_counter()
     if not force:
-        user = user_outputs(stage, example, hashes)
+        user = user_outputs(stage, example, hashes) if user_files is None else user_files
         if user:
             return StageOutcome(stage.name, Outcome.USER_PROVIDED, reason=_user_reason(stage, example, user))
     manifest = read_manifest(example, stage.name)
