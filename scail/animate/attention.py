@@ -115,7 +115,44 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     Returns:
         (B, Lq, N, Dh) in the dtype of q. Runs in the inputs' dtype (flash-attn needs float16 or
         bfloat16; float32 inputs therefore use SDPA).
+
+    Under torch.compile the call is the opaque custom op ``scail::attention`` (see
+    `register_custom_op`), so the compiled graph has no break and the selected kernel runs as is.
     """
+    import torch
+
+    if torch.compiler.is_compiling():
+        return torch.ops.scail.attention(q, k, v)
+    return _attention_eager(q, k, v)
+
+
+def register_custom_op() -> None:
+    """Register ``torch.ops.scail.attention`` (once per process); `scail.animate.dit` calls this."""
+    import torch
+
+    if _op_registered():
+        return
+
+    @torch.library.custom_op("scail::attention", mutates_args=(), schema="(Tensor q, Tensor k, Tensor v) -> Tensor")
+    def _op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return _attention_eager(q, k, v).contiguous()
+
+    @_op.register_fake
+    def _fake(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return q.new_empty(q.shape)  # contiguous (B, Lq, N, Dh), as the real op returns
+
+
+def _op_registered() -> bool:
+    import torch
+
+    try:
+        torch.ops.scail.attention  # noqa: B018
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+def _attention_eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     backend = resolve_backend(q)
     if backend == "flash_attn_3":
         import flash_attn_interface

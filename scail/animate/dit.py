@@ -25,7 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scail.animate.attention import attention
+from scail.animate.attention import attention, register_custom_op
+
+register_custom_op()
 
 # Parameters kept in float32 whatever dtype the rest of the model uses (see `DiT.cast_`): the time
 # embedding, the adaLN tables and the output head (the wan branch runs these under float32 autocast).
@@ -325,6 +327,14 @@ class DiTBlock(nn.Module):
         )
         # this block's learned offset to the shared adaLN projection (shift, scale, gate) x 2
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        # run the FFN on this many token chunks: same result, the (L, ffn_dim) hidden is 1/n the size
+        self.ffn_chunks = 1
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the block's linears take (bfloat16 on GPU); read off a norm weight, since the
+        linears may be replaced by quantized ones (`scail.animate.fast`)."""
+        return self.self_attn.norm_q.weight.dtype
 
     def forward(
         self,
@@ -344,7 +354,7 @@ class DiTBlock(nn.Module):
             image: (B, Li, D) embedded CLIP tokens, in the block's compute dtype.
             rope_cos, rope_sin: (L, Dh/2) RoPE tables.
         """
-        dtype = self.ffn[0].weight.dtype
+        dtype = self.compute_dtype
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.float() + e0).chunk(
             6, dim=1
         )
@@ -352,9 +362,16 @@ class DiTBlock(nn.Module):
         h = self.norm1(x) * (1 + scale_sa) + shift_sa  # (B, L, D) float32
         x = x + self.self_attn(h.to(dtype), rope_cos, rope_sin).float() * gate_sa
         x = x + self.cross_attn(self.norm3(x).to(dtype), text, image).float()
-        h = self.norm2(x) * (1 + scale_ff) + shift_ff
-        x = x + self.ffn(h.to(dtype)).float() * gate_ff
-        return x
+        if self.ffn_chunks > 1:  # row-wise, so chunking over tokens changes nothing but memory
+            return torch.cat([self._ffn_residual(c, scale_ff, shift_ff, gate_ff) for c in x.chunk(self.ffn_chunks, dim=1)], dim=1)
+        return self._ffn_residual(x, scale_ff, shift_ff, gate_ff)
+
+    def _ffn_residual(
+        self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, gate: torch.Tensor
+    ) -> torch.Tensor:
+        """x + FFN(modulated norm2(x)) * gate, for (B, l, D) float32 x (all tokens or a chunk)."""
+        h = self.norm2(x) * (1 + scale) + shift
+        return x + self.ffn(h.to(self.compute_dtype)).float() * gate
 
 
 class MLPProj(nn.Module):
@@ -399,6 +416,19 @@ class Head(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Conditioning:
+    """What every block of one forward needs besides the tokens (built once by `DiT.embed`)."""
+
+    e: torch.Tensor  # (B, D) float32 time embedding (the head's modulation input)
+    e0: torch.Tensor  # (B, 6, D) float32 shared adaLN projection
+    text: torch.Tensor  # (B, Lt, D) embedded T5 tokens, compute dtype
+    image: torch.Tensor  # (B, Li, D) embedded CLIP tokens, compute dtype
+    rope_cos: torch.Tensor  # (L, Dh/2)
+    rope_sin: torch.Tensor  # (L, Dh/2)
+    shape: tuple[int, int, int, int]  # (B, T, h, w) of the latent x
+
+
 class DiT(nn.Module):
     """SCAIL diffusion transformer: predicts the flow velocity of the video latent."""
 
@@ -420,6 +450,7 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.num_layers))
         self.head = Head(config)
         self.img_emb = MLPProj(config.clip_dim, d)
+        self._rope_cache: dict[tuple[int, int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def forward(
         self,
@@ -445,6 +476,21 @@ class DiT(nn.Module):
         Returns:
             (B, T, 16, h, w) float32 velocity for the video frames (ref and pose outputs are dropped).
         """
+        tokens, cond = self.embed(x, timesteps, context, ref_latent, pose_latent, clip_features)
+        box = [tokens]
+        del tokens  # the blocks' loop drops the embedded tokens after the first block (1.9 GiB at 14B)
+        return self.unembed(self.run_blocks(box, cond), cond)
+
+    def embed(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        context: torch.Tensor,
+        ref_latent: torch.Tensor,
+        pose_latent: torch.Tensor,
+        clip_features: torch.Tensor,
+    ) -> tuple[torch.Tensor, Conditioning]:
+        """The part of `forward` before the blocks: (B, L, D) float32 tokens and what every block needs."""
         cfg = self.config
         b, t, _, h, w = x.shape
         _check_inputs(cfg, x, timesteps, context, ref_latent, pose_latent, clip_features)
@@ -474,16 +520,66 @@ class DiT(nn.Module):
         e0 = self.time_projection(e.to(tdtype)).float().unflatten(1, (6, cfg.dim))  # (B, 6, D) float32
         text = self.text_embedding(context.to(dtype)).expand(b, -1, -1)  # (B, Lt, D)
         image = self.img_emb(clip_features).expand(b, -1, -1)  # (B, Li, D)
-        rope_cos, rope_sin = scail_rope_tables(cfg, t // pt, hp, wp, x.device)  # (L, Dh/2) each
+        rope_cos, rope_sin = self.rope_tables(t // pt, hp, wp, x.device)  # (L, Dh/2) each
+        cond = Conditioning(e, e0, text, image, rope_cos, rope_sin, (b, t, h, w))
+        return tokens, cond
 
+    def rope_tables(self, frames: int, grid_h: int, grid_w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """`scail_rope_tables` for this model, built once per (shape, device) and kept."""
+        key = (frames, grid_h, grid_w, str(device))
+        tables = self._rope_cache.get(key)
+        if tables is None:
+            tables = scail_rope_tables(self.config, frames, grid_h, grid_w, device)
+            self._rope_cache.clear()  # one shape at a time: a few tens of MB at 512x896
+            self._rope_cache[key] = tables
+        return tables
+
+    def run_blocks(self, tokens: torch.Tensor | list[torch.Tensor], cond: Conditioning) -> torch.Tensor:
+        """The transformer blocks on (B, L, D) float32 tokens.
+
+        Pass the tokens inside a one-element list to hand them over: the list is emptied, so the
+        input can be freed once the first block has run (the caller keeps no reference).
+        """
+        if isinstance(tokens, list):
+            tokens = tokens.pop()
         for block in self.blocks:
-            tokens = block(tokens, e0, text, image, rope_cos, rope_sin)  # (B, L, D)
+            tokens = block(tokens, cond.e0, cond.text, cond.image, cond.rope_cos, cond.rope_sin)  # (B, L, D)
+        return tokens
 
+    def unembed(self, tokens: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """Head and un-patchify of the video tokens: (B, L, D) -> (B, T, 16, h, w) float32."""
+        cfg = self.config
+        b, t, h, w = cond.shape
+        pt, ph, pw = cfg.patch_size
+        hp, wp = h // ph, w // pw
         ref_len, video_len = hp * wp, (t // pt) * hp * wp
-        out = self.head(tokens[:, ref_len : ref_len + video_len], e)  # (B, T*hp*wp, pt*ph*pw*16)
+        out = self.head(tokens[:, ref_len : ref_len + video_len], cond.e)  # (B, T*hp*wp, pt*ph*pw*16)
         out = out.view(b, t // pt, hp, wp, pt, ph, pw, cfg.latent_channels)
         out = out.permute(0, 1, 4, 7, 2, 5, 3, 6)  # (B, T/pt, pt, C, hp, ph, wp, pw)
         return out.reshape(b, t, cfg.latent_channels, h, w)
+
+    def set_ffn_chunks(self, n: int) -> DiT:
+        """Run each FFN on `n` token chunks (same output; the 14B FFN hidden at 512x896x81 is 2.5 GiB
+        per copy, so n=4 lowers peak memory by ~3.7 GiB at no measurable speed cost)."""
+        if n < 1:
+            raise ValueError(f"ffn chunks must be >= 1, got {n}")
+        for block in self.blocks:
+            block.ffn_chunks = n
+        return self
+
+    def compile_blocks(self, mode: str | None = None, backend: str = "inductor") -> DiT:
+        """torch.compile each block (regional compilation: one graph serves all blocks).
+
+        Fuses the elementwise work around the matmuls and attention (adaLN modulation, LayerNorm,
+        qk-RMSNorm, RoPE, gates, residual adds) into a few kernels; attention stays one opaque call
+        (`scail.animate.attention`), so the selected kernel runs unchanged. Same function as eager.
+        """
+        import torch._dynamo
+
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        for block in self.blocks:
+            block.forward = torch.compile(block.forward, mode=mode, backend=backend, dynamic=False)  # type: ignore[method-assign]
+        return self
 
     def cast_(self, dtype: torch.dtype) -> DiT:
         """Cast parameters to `dtype` in place, keeping those `is_fp32_param` names in float32."""

@@ -1,0 +1,180 @@
+"""Opt-in fast mode for the DiT: FP8 matmuls and a step-skipping cache. Not numerically equal to the
+official model; the benchmark measures what it costs (latent relative error, PSNR of the video).
+
+* `quantize_fp8(dit)`: the large block linears (self-attention q/k/v/o, cross-attention q/o, FFN)
+  become `FP8Linear`: float8 e4m3 weights with one scale per output row, activations quantized per
+  token on the fly, product through `torch._scaled_mm` (Hopper / Ada; float32-emulated elsewhere,
+  so the CPU tests run the same arithmetic). Halves the block weights' memory.
+* `StepCache`: TeaCache-style skipping. At each step the modulated input of the first block is
+  compared with the one at the previous step; the relative L1 changes are accumulated, and while
+  the sum stays under `threshold` the blocks are skipped and the residual they added at the last
+  computed step is reused. threshold 0 computes every step (exactly `dit.forward`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from scail.animate.dit import DiT
+
+log = logging.getLogger(__name__)
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = 448.0  # largest finite e4m3fn value
+
+
+def _rowwise_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (M, K) -> (x_fp8 (M, K), scale (M, 1) float32) with x ~= x_fp8 * scale."""
+    amax = x.abs().amax(dim=1, keepdim=True).float().clamp_(min=1e-12)
+    scale = amax / FP8_MAX
+    return (x.float() / scale).to(FP8), scale
+
+
+def fp8_supported(device: torch.device) -> bool:
+    """Whether `torch._scaled_mm` runs on `device` (CUDA compute capability 8.9 or newer)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+class FP8Linear(nn.Module):
+    """A linear layer with float8 weights (per-output-row scales) and per-token float8 activations.
+
+    Output in the input's dtype. On devices without FP8 matmuls the same quantized values are
+    multiplied in float32.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        w_fp8, w_scale = _rowwise_fp8(linear.weight.data)  # (N, K), (N, 1)
+        self.register_buffer("weight_fp8", w_fp8)
+        self.register_buffer("weight_scale", w_scale.t().contiguous())  # (1, N) float32
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.data, requires_grad=False)
+        self.use_scaled_mm = fp8_supported(w_fp8.device) and self.in_features % 16 == 0 and self.out_features % 16 == 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)  # (M, K)
+        xq, x_scale = _rowwise_fp8(x2)
+        if self.use_scaled_mm and x2.shape[0] % 16 == 0:
+            out = torch._scaled_mm(
+                xq, self.weight_fp8.t(), scale_a=x_scale, scale_b=self.weight_scale, out_dtype=torch.bfloat16
+            )
+        else:
+            w = self.weight_fp8.float() * self.weight_scale.t()  # (N, K)
+            out = (xq.float() * x_scale) @ w.t()
+        out = out.to(x.dtype)
+        if self.bias is not None:
+            out = out + self.bias.to(x.dtype)
+        return out.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, fp8 e4m3 rowwise"
+
+
+FP8_LINEARS: tuple[str, ...] = (
+    "self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.o", "ffn.0", "ffn.2",
+)  # fmt: skip
+
+
+@torch.no_grad()
+def quantize_fp8(dit: DiT, names: tuple[str, ...] = FP8_LINEARS) -> DiT:
+    """Replace the named linears of every block by `FP8Linear`, in place (the bf16 weights are freed)."""
+    for block in dit.blocks:
+        for name in names:
+            parent_name, _, child = name.rpartition(".")
+            parent = block.get_submodule(parent_name)
+            linear = parent.get_submodule(child)
+            if isinstance(linear, nn.Linear):
+                setattr(parent, child, FP8Linear(linear))
+    if dit.blocks and torch.device(dit.blocks[0].self_attn.norm_q.weight.device).type == "cuda":
+        torch.cuda.empty_cache()
+    return dit
+
+
+class StepCache:
+    """TeaCache-style step skipping around a DiT (see the module docstring).
+
+    Use `cache(x, t, context, ref, pose, clip)` in place of `dit(...)` inside one sampling run, and
+    `reset(steps)` before each run. One scalar is read back to the host per step (the decision).
+
+    Args:
+        dit: the model.
+        threshold: accumulated relative L1 change of the first block's modulated input under
+            which steps are skipped; 0 never skips.
+        max_skips: at most this many skipped steps in a row.
+        stride: the change is measured on every `stride`-th token (cheaper, same signal).
+    """
+
+    def __init__(self, dit: DiT, threshold: float, max_skips: int = 2, stride: int = 8) -> None:
+        self.dit, self.threshold, self.max_skips, self.stride = dit, threshold, max_skips, stride
+        self.reset(None)
+
+    def reset(self, steps: int | None) -> None:
+        """Start a sampling run of `steps` steps (the first and the last step are always computed)."""
+        self.steps = steps
+        self.step = 0
+        self.computed = 0
+        self.skipped = 0
+        self._acc = 0.0
+        self._in_row = 0
+        self._prev: torch.Tensor | None = None
+        self._residual: torch.Tensor | None = None
+
+    def _indicator(self, tokens: torch.Tensor, e0: torch.Tensor) -> torch.Tensor:
+        block = self.dit.blocks[0]
+        shift, scale = (block.modulation.float() + e0)[:, :2].unbind(1)  # (B, D) each
+        sub = tokens[:, :: self.stride]
+        return block.norm1(sub) * (1 + scale[:, None]) + shift[:, None]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        context: torch.Tensor,
+        ref_latent: torch.Tensor,
+        pose_latent: torch.Tensor,
+        clip_features: torch.Tensor,
+    ) -> torch.Tensor:
+        dit = self.dit
+        tokens, cond = dit.embed(x, timesteps, context, ref_latent, pose_latent, clip_features)
+        ind = self._indicator(tokens, cond.e0)
+        last = self.steps is not None and self.step >= self.steps - 1
+        compute = self._prev is None or self._residual is None or last or self.threshold <= 0
+        if not compute:
+            assert self._prev is not None
+            rel = ((ind - self._prev).abs().mean() / self._prev.abs().mean().clamp(min=1e-12)).item()
+            self._acc += rel
+            compute = self._acc >= self.threshold or self._in_row >= self.max_skips
+        if compute:
+            out = dit.run_blocks(tokens, cond)
+            self._residual = out - tokens
+            self._acc, self._in_row = 0.0, 0
+            self.computed += 1
+        else:
+            assert self._residual is not None
+            out = tokens + self._residual
+            self._in_row += 1
+            self.skipped += 1
+        self._prev = ind
+        self.step += 1
+        return dit.unembed(out, cond)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, value_range: float = 2.0) -> float:
+    """Peak signal-to-noise ratio in dB of `a` against `b` (values spanning `value_range`)."""
+    mse = F.mse_loss(a.double(), b.double()).item()
+    if mse == 0:
+        return float("inf")
+    return 10.0 * torch.log10(torch.tensor(value_range**2 / mse, dtype=torch.float64)).item()
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b|| in float64."""
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp(min=1e-30)).item()

@@ -1,0 +1,224 @@
+"""Block offload: keep a model's transformer blocks in (pinned) CPU memory and stream each onto the
+GPU just before it runs, for 24-48 GB cards.
+
+    CPU (pinned)   block 0 | block 1 | block 2 | ...        one flat byte buffer per block
+                      │ H2D copy on a side stream, one block ahead of the compute stream
+    GPU            slot A  | slot B                          two flat byte buffers (double buffer)
+
+Before block i runs, the compute stream waits for its copy, the block's parameters are pointed at
+views into its slot, and the copy of block i+1 (wrapping to 0 for the next forward) is issued into
+the other slot, which the side stream may overwrite only after the block that used it has finished
+(an event recorded on the compute stream). After block i runs its parameters point back at the CPU
+buffer. With a GPU the copies overlap the compute of the previous block; on the CPU the same
+scheduling runs with plain copies (used by the tests).
+
+Works with any list of modules (the DiT's 40 blocks, umT5's 24); the blocks are driven by forward
+hooks, so a block's `forward` may be compiled (`DiT.compile_blocks`) without tracing the hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from scail.animate.dit import DiT
+    from scail.animate.t5 import T5Encoder
+
+log = logging.getLogger(__name__)
+
+_ALIGN = 256  # bytes; every parameter view starts on this boundary
+
+
+@dataclass(frozen=True)
+class _Entry:
+    module: nn.Module
+    name: str
+    shape: torch.Size
+    dtype: torch.dtype
+    offset: int
+    nbytes: int
+
+
+def _align(n: int) -> int:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def _view(buf: torch.Tensor, e: _Entry) -> torch.Tensor:
+    return buf[e.offset : e.offset + e.nbytes].view(e.dtype).view(e.shape)
+
+
+class BlockOffload:
+    """Stream `blocks` from CPU memory to `device`, one block ahead (see the module docstring).
+
+    Args:
+        blocks: the modules to stream; their parameters are moved into one CPU buffer per block
+            (pinned when `device` is CUDA). Buffers (none in the SCAIL models) are moved to `device`.
+        device: where the blocks run.
+        pin: pin the CPU buffers (needed for asynchronous copies; default: when device is CUDA).
+        move_inputs: move tensor arguments of a block to `device` first (umT5: the embedding
+            lookup stays on the CPU).
+
+    Call `remove()` to drop the hooks (the parameters stay in CPU memory).
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[nn.Module],
+        device: torch.device | str,
+        pin: bool | None = None,
+        move_inputs: bool = False,
+    ) -> None:
+        self.blocks = list(blocks)
+        self.move_inputs = move_inputs
+        self.device = torch.device(device)
+        cuda = self.device.type == "cuda"
+        pin = cuda if pin is None else pin
+        self.layouts: list[list[_Entry]] = []
+        self.cpu: list[torch.Tensor] = []
+        for block in self.blocks:
+            entries: list[_Entry] = []
+            offset = 0
+            for module in block.modules():
+                for name, p in module.named_parameters(recurse=False):
+                    nbytes = p.numel() * p.element_size()
+                    entries.append(_Entry(module, name, p.shape, p.dtype, offset, nbytes))
+                    offset = _align(offset + nbytes)
+                for bname, b in module.named_buffers(recurse=False):
+                    if b is not None:
+                        setattr(module, bname, b.to(self.device))
+            buf = torch.empty(max(offset, 1), dtype=torch.uint8, pin_memory=pin)
+            for e in entries:
+                p = e.module._parameters[e.name]
+                assert p is not None
+                view = _view(buf, e)
+                view.copy_(p.data)
+                p.data = view  # the block now lives in `buf`; its old storage is freed
+            self.layouts.append(entries)
+            self.cpu.append(buf)
+        self.slot_bytes = max(b.numel() for b in self.cpu) if self.cpu else 1
+        self.slots: list[torch.Tensor] = []  # allocated at the first use (see `release`)
+        self.stream = torch.cuda.Stream(self.device) if cuda else None
+        self._ready: dict[int, Any] = {}  # block index -> event: its copy has landed
+        self._slot_free: list[Any] = [None, None]  # slot -> event: the block that used it finished
+        self._in_slot: list[int | None] = [None, None]  # which block each slot holds (or is loading)
+        self._bound: dict[int, int] = {}  # block index -> slot while it runs
+        self.copies = 0  # number of host-to-device block copies issued (for tests and logs)
+        self._hooks = []
+        for i, block in enumerate(self.blocks):
+            self._hooks.append(block.register_forward_pre_hook(self._pre_hook(i)))
+            self._hooks.append(block.register_forward_hook(self._post_hook(i)))
+        log.info(
+            "block offload: %d blocks, %.2f GiB on the CPU%s, 2 slots of %.2f GiB on %s",
+            len(self.blocks),
+            sum(b.numel() for b in self.cpu) / 2**30,
+            " (pinned)" if pin else "",
+            self.slot_bytes / 2**30,
+            self.device,
+        )
+
+    # ------------------------------------------------------------------------------------------
+
+    @property
+    def gpu_bytes(self) -> int:
+        """Device memory the streamed blocks use now: the two slots (0 after `release`)."""
+        return sum(s.numel() for s in self.slots)
+
+    def release(self) -> None:
+        """Free the two device slots (e.g. umT5 between prompts); the next forward allocates them again."""
+        if self.stream is not None:
+            self.stream.synchronize()
+            torch.cuda.current_stream(self.device).synchronize()
+        self.slots = []
+        self._ready.clear()
+        self._slot_free = [None, None]
+        self._in_slot = [None, None]
+
+    def _slot_of(self, i: int) -> int | None:
+        return next((s for s in (0, 1) if self._in_slot[s] == i), None)
+
+    def _load(self, i: int, avoid: int | None) -> int:
+        """Issue the copy of block i into a slot other than `avoid`; returns the slot."""
+        slot = self._slot_of(i)
+        if slot is not None:
+            return slot
+        if not self.slots:
+            self.slots = [torch.empty(self.slot_bytes, dtype=torch.uint8, device=self.device) for _ in range(2)]
+        slot = 1 - avoid if avoid is not None else 0
+        self._in_slot[slot] = i
+        src, dst = self.cpu[i], self.slots[slot][: self.cpu[i].numel()]
+        if self.stream is None:
+            dst.copy_(src)
+        else:
+            with torch.cuda.stream(self.stream):
+                if self._slot_free[slot] is not None:
+                    self.stream.wait_event(self._slot_free[slot])
+                dst.copy_(src, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record(self.stream)
+                self._ready[i] = event
+        self.copies += 1
+        return slot
+
+    def _pre_hook(self, i: int) -> Any:
+        def hook(module: nn.Module, args: Any) -> Any:
+            moved = None
+            if self.move_inputs and any(isinstance(a, torch.Tensor) and a.device != self.device for a in args):
+                moved = tuple(a.to(self.device) if isinstance(a, torch.Tensor) else a for a in args)
+            slot = self._load(i, avoid=None)
+            ready = self._ready.pop(i, None)  # None: already waited for (a single block)
+            if ready is not None:
+                torch.cuda.current_stream(self.device).wait_event(ready)
+            for e in self.layouts[i]:
+                p = e.module._parameters[e.name]
+                assert p is not None
+                p.data = _view(self.slots[slot], e)
+            self._bound[i] = slot
+            self._load((i + 1) % len(self.blocks), avoid=slot)  # prefetch the next block
+            return moved
+
+        return hook
+
+    def _post_hook(self, i: int) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            slot = self._bound.pop(i)
+            if self.stream is not None:
+                event = torch.cuda.Event()
+                event.record(torch.cuda.current_stream(self.device))
+                self._slot_free[slot] = event
+            for e in self.layouts[i]:
+                p = e.module._parameters[e.name]
+                assert p is not None
+                p.data = _view(self.cpu[i], e)
+
+        return hook
+
+    def remove(self) -> None:
+        """Remove the hooks; the blocks stay in CPU memory."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+
+def offload_dit_blocks(dit: DiT, device: torch.device | str, pin: bool | None = None) -> BlockOffload:
+    """Put everything of `dit` but its blocks on `device` and stream the blocks (see `BlockOffload`)."""
+    device = torch.device(device)
+    for name, child in dit.named_children():
+        if name != "blocks":
+            child.to(device)
+    return BlockOffload(dit.blocks, device, pin)
+
+
+def offload_t5_blocks(t5: T5Encoder, device: torch.device | str, pin: bool | None = None) -> BlockOffload:
+    """umT5 with nothing resident on `device` but its final norm: the token embedding (2 GB) stays
+    on the CPU (pass ids and mask on the CPU), the 24 blocks are streamed. Call `release()` after
+    encoding to free the two slots."""
+    device = torch.device(device)
+    t5.token_embedding.to("cpu")
+    t5.norm.to(device)
+    return BlockOffload(t5.blocks, device, pin, move_inputs=True)
