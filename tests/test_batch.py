@@ -155,7 +155,7 @@ def test_ctrl_c_records_interrupted_and_exits_130(make_toy_example, tmp_path) ->
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == 130
-    assert time.monotonic() - t0 < 6  # stopped at the next progress report, not after the 10 s stage
+    assert time.monotonic() - t0 < 9  # stopped at a progress report (every 1 s), not after the 10 s stage
     ex = Example(path / "001")
     assert read_manifest(ex, "pose").status == "interrupted"
     assert not ex.pose_data.exists() and _temp_files(path) == []
