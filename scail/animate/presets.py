@@ -136,7 +136,8 @@ def build_scail_preview(
     from scail.animate import weights
     from scail.animate.clip import CLIPImageEncoder, load_clip
     from scail.animate.loaders import load_dit
-    from scail.animate.pipeline import AnimatePipeline, stream_blocks
+    from scail.animate.offload import offload_dit_blocks
+    from scail.animate.pipeline import AnimatePipeline
     from scail.animate.t5 import TextEncoder, load_t5
     from scail.animate.tokenizer import UMT5Tokenizer
     from scail.animate.vae import load_vae
@@ -148,17 +149,17 @@ def build_scail_preview(
     dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
     encoders_at = "cpu" if offload != "none" else device
     log.info("loading SCAIL-Preview from %s (DiT %s on %s)", root, dtype, device)
-    streamed = offload == "blocks" and device.type != "cpu"
+    streamed = offload == "blocks"
     dit = load_dit(paths.dit, num_heads=arch.dit.num_heads, dtype=dtype, device="cpu" if streamed else device)
-    if streamed:
-        stream_blocks(dit, device)  # the blocks wait in pinned CPU memory, one visits the GPU at a time
+    # offload "blocks": the blocks wait in pinned CPU memory and stream to the GPU one ahead of use
+    block_offload = offload_dit_blocks(dit, device) if streamed else None
     vae = load_vae(paths.vae, dtype=torch.float32, device=device)
     t5 = load_t5(paths.t5, dtype=torch.bfloat16 if on_gpu else torch.float32, device=encoders_at, config=arch.t5)
     clip = load_clip(
         paths.clip, dtype=torch.float16 if on_gpu else torch.float32, device=encoders_at, config=arch.clip
     )
     tokenizer = UMT5Tokenizer.from_dir(paths.tokenizer, text_len=arch.t5.text_len)
-    return AnimatePipeline(
+    pipeline = AnimatePipeline(
         dit=dit,
         vae=vae,
         text_encoder=TextEncoder(t5, tokenizer),
@@ -167,6 +168,8 @@ def build_scail_preview(
         offload="encoders" if offload != "none" else "none",
         label=f"scail-preview-14b ({root})",
     )
+    pipeline.block_offload = block_offload
+    return pipeline
 
 
 def build_pipeline(config: AnimateConfig) -> AnimatePipeline:

@@ -109,15 +109,19 @@ def test_verify_reports_wrong_truncated_and_missing_files(tiny_weights: Path) ->
 
 
 def test_real_weights_factory_builds_a_pipeline(tiny_weights: Path) -> None:
+    """The SCAIL-Preview factory on a folder in the official layout; block offload gives the same video."""
     from scail.animate.presets import build_scail_preview
 
-    pipe = build_scail_preview(tiny_weights, "cpu", torch.float32, architectures=_tiny_arch())
     g = torch.Generator().manual_seed(0)
-    out = pipe.generate(
-        torch.rand(3, 32, 32, generator=g) * 2 - 1, torch.rand(3, 5, 16, 16, generator=g) * 2 - 1,
-        prompt="a person dancing", solver="euler", steps=2,
-    )
-    assert out.frames.shape == (5, 32, 32, 3)
+    ref, pose = torch.rand(3, 32, 32, generator=g) * 2 - 1, torch.rand(3, 5, 16, 16, generator=g) * 2 - 1
+    outs = []
+    for offload in ("none", "blocks"):
+        pipe = build_scail_preview(tiny_weights, "cpu", torch.float32, offload=offload, architectures=_tiny_arch())
+        assert (pipe.block_offload is not None) == (offload == "blocks")
+        outs.append(pipe.generate(ref, pose, prompt="a person dancing", solver="euler", steps=2))
+        pipe.close()
+    assert outs[0].frames.shape == (5, 32, 32, 3)
+    assert torch.equal(outs[0].latent, outs[1].latent)
 
 
 def test_cli_verify_table_and_json(tiny_weights: Path, tmp_path: Path) -> None:
