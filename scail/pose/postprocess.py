@@ -77,7 +77,7 @@ class OneEuroFilter:
 def clean_tracks(pose: PoseData, max_gap: int = 4, smoothing: bool = False) -> dict[str, list[int]]:
     """Fill short gaps and optionally smooth every person's arrays in place.
 
-    Returns, per track id, the frames that were filled by interpolation (for the pose.json summary).
+    Returns, per track id, the frames that were filled by interpolation (for .scail/pose_summary.json).
     Scores (the last channel of the 2D arrays) are interpolated like coordinates; bbox too.
     """
     report: dict[str, list[int]] = {}

@@ -1,4 +1,4 @@
-"""The pose stage: driving video + reference image -> .scail/pose.npz, ref_pose.npz, pose.json.
+"""The pose stage: driving video + reference image -> .scail/pose.npz, ref_pose.npz, pose_summary.json.
 
 The work happens in the pose worker (scail/pose/worker.py), in the isolated pose env or, with
 `pose.in_process`, in this interpreter. One worker serves the whole batch, so models load once;
@@ -85,4 +85,6 @@ class PoseStage:
 
 
 def summary_path(example: Example) -> Path:
-    return example.state_dir / "pose.json"
+    """The human summary (backend, people, frames without detection, timings); `.scail/pose.json` is
+    the engine's manifest of this stage."""
+    return example.state_dir / "pose_summary.json"

@@ -88,7 +88,7 @@ class Runner:
         return self.backends[key]
 
     def run(self, job: PoseJob, emit: Emit) -> dict[str, Any]:
-        """Do one job; returns the summary that goes into pose.json."""
+        """Do one job; returns the summary that goes into .scail/pose_summary.json."""
         from scail.pose.backends import resolve_backend
         from scail.pose.normalize import iter_driving, load_reference, plan_driving
         from scail.pose.postprocess import clean_tracks

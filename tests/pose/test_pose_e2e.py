@@ -87,7 +87,7 @@ def test_real_examples(stage: PoseStage, copy_example: Callable[[str], Path], na
     assert 800 < np.median(body[:, 0, 2]) < 8000  # pelvis depth in front of the camera
     ref = load_pose(ex.ref_pose_data)
     assert ref.num_frames == 1 and np.isfinite(ref.body3d).all()
-    summary = json.loads((ex.state_dir / "pose.json").read_text())
+    summary = json.loads((ex.state_dir / "pose_summary.json").read_text())
     assert summary["backend"] == "mediapipe" and summary["frames_without_detection"] == []
     assert ctx.notes["backend"] == "mediapipe"
     frames_done = [e.done for e in events if e.unit == "frames" and e.total]
@@ -104,7 +104,7 @@ def test_person_leaving_and_reentering(stage: PoseStage, frames_001: np.ndarray,
     assert pose.num_frames == 16 and pose.num_people == 1 and pose.track_id.tolist() == [0]
     seen = np.isfinite(pose.body3d[:, 0, 0, 0])
     assert seen[:5].all() and seen[11:].all() and not seen[5:11].any()  # a 6-frame gap is not filled
-    summary = json.loads((ex.state_dir / "pose.json").read_text())
+    summary = json.loads((ex.state_dir / "pose_summary.json").read_text())
     assert summary["frames_without_detection"] == list(range(5, 11))
 
 
@@ -114,7 +114,7 @@ def test_short_gap_is_filled(stage: PoseStage, frames_001: np.ndarray, shared_di
     ex, _, _ = _run(stage, root)
     pose = load_pose(ex.pose_data)
     assert np.isfinite(pose.body3d).all()
-    summary = json.loads((ex.state_dir / "pose.json").read_text())
+    summary = json.loads((ex.state_dir / "pose_summary.json").read_text())
     assert summary["frames_without_detection"] == [4, 5] and summary["frames_filled"] == {"0": [4, 5]}
 
 
@@ -151,7 +151,7 @@ def test_reference_without_a_person_gives_an_empty_ref_pose(stage: PoseStage, fr
     ex, _, _ = _run(stage, root)
     ref = load_pose(ex.ref_pose_data)
     assert ref.num_frames == 1 and np.isnan(ref.body3d).all()
-    assert json.loads((ex.state_dir / "pose.json").read_text())["reference_person_found"] is False
+    assert json.loads((ex.state_dir / "pose_summary.json").read_text())["reference_person_found"] is False
 
 
 def test_two_people_get_two_stable_tracks(pose_python: Path, pose_cache_dir: Path, shared_dir: Path,
