@@ -41,6 +41,7 @@ def test_person_from_wholebody_maps_dwpose_layout() -> None:
     np.testing.assert_allclose(p.face2d[0, :2], kpts[23] / wh, rtol=1e-5)
     np.testing.assert_allclose(p.hands2d[0, 0, :2], kpts[91] / wh, rtol=1e-5)     # left wrist
     np.testing.assert_allclose(p.hands2d[1, 20, :2], kpts[132] / wh, rtol=1e-5)
+    assert p.body2d[1, 2] == 1.0
     scores[5] = 0.1  # a shoulder unseen: the neck does not count (official)
     assert person_from_wholebody(kpts, scores, (512, 896), np.zeros(5)).body2d[1, 2] == 0.0
 

@@ -178,3 +178,23 @@ def test_two_people_get_two_stable_tracks(pose_python: Path, pose_cache_dir: Pat
     assert (centre_x[:, left] < 448).all() and (centre_x[:, 1 - left] > 448).all()  # identities never swap
     neck_x = pose.body2d[:, :, 1, 0] * 896                                           # neck x per person
     assert (neck_x[:, left] < 448).all() and (neck_x[:, 1 - left] > 448).all()
+
+
+def test_torchvision_nms_works_in_the_pose_env(pose_python: Path, tmp_path: Path) -> None:
+    """The NLF torchscript calls torchvision::nms; beside the CPU torch build PyPI's torchvision needs our shim."""
+    import os
+    import subprocess
+
+    import scail
+
+    (tmp_path / "scail").symlink_to(Path(scail.__file__).resolve().parent)
+    code = ("import torch\n"
+            "from scail.pose.backends.nlf_backend import ensure_torchvision_ops\n"
+            "ensure_torchvision_ops()\n"
+            "import torchvision\n"
+            "b = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 60]], dtype=torch.float)\n"
+            "print(torchvision.ops.nms(b, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist())\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    res = subprocess.run([str(pose_python), "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "[0, 2]"

@@ -64,8 +64,8 @@ def person_from_wholebody(kpts_px: np.ndarray, scores: np.ndarray, size_hw: tupl
     idx[1] = 5
     body = norm[idx].copy()
     body[1, :2] = (norm[5, :2] + norm[6, :2]) / 2
-    # official: the neck counts only when both shoulders are visible
-    body[1, 2] = min(norm[5, 2], norm[6, 2]) if min(norm[5, 2], norm[6, 2]) > NECK_MIN_SCORE else 0.0
+    # official DWPose: the neck's score is 1 when both shoulders score > 0.3, else 0
+    body[1, 2] = 1.0 if min(norm[5, 2], norm[6, 2]) > NECK_MIN_SCORE else 0.0
     person = PersonPose(bbox=np.asarray(box, np.float32)[:5])
     person.body2d = body
     person.face2d = norm[FACE_SLICE].copy()
@@ -91,22 +91,30 @@ def ensure_torchvision_ops() -> None:
 
     On a matching torch/torchvision pair (the GPU machines) this is a plain import. PyPI's
     torchvision next to the CPU torch build fails with "operator torchvision::nms does not exist";
-    then the nms op is registered from a small pure-torch implementation before importing.
+    then the half-imported modules are dropped, nms is registered from a small pure-torch
+    implementation, and torchvision is imported again.
     """
     import sys
 
-    if "torchvision" in sys.modules:
-        return
     import torch
 
     try:
-        torch.ops.torchvision.nms  # noqa: B018  (already registered)
-    except (AttributeError, RuntimeError):
-        lib = torch.library.Library("torchvision", "DEF")  # kept alive in _KEEP
-        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        lib.impl("nms", _nms_reference, "CPU")
-        _KEEP.append(lib)
-    import torchvision  # noqa: F401
+        import torchvision  # a matching build registers its own ops
+        return
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc):
+            raise
+    log.info("torchvision's C ops do not load beside this torch build; registering a pure-torch nms")
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]  # the failed import left half-initialised modules behind
+    lib = torch.library.Library("torchvision", "DEF")
+    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")  # torchvision registers its fake
+    lib.impl("nms", _nms_reference, "CPU")
+    _KEEP.append(lib)
+    import torchvision.extension
+
+    torchvision.extension._has_ops = lambda: True  # only nms is real; roi_align & co. stay absent
 
 
 _KEEP: list[Any] = []
