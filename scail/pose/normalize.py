@@ -69,7 +69,7 @@ def load_reference(path: Path, size_hw: tuple[int, int]) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
+            rgb = np.array(im.convert("RGB"))  # a writable copy (torch.from_numpy warns on read-only)
     except (OSError, UnidentifiedImageError) as exc:
         raise InputError(f"{path}: cannot read the reference image ({exc}); use a JPEG or PNG") from exc
     return video.resize_crop(rgb[None], size_hw)[0]
