@@ -37,3 +37,16 @@ def test_clean_tracks_reports_filled_frames() -> None:
     np.testing.assert_allclose(pose.body3d[4, 0, 0, 0], 1004)
     assert not np.isnan(pose.body2d).any()
     pose.validate()
+
+
+def test_clean_tracks_smoothing_reduces_jitter_of_3d_and_2d() -> None:
+    rng = np.random.default_rng(1)
+    pose = PoseData.empty(40, 1, (512, 896))
+    pose.body3d[:, 0] = 2000 + rng.normal(0, 20, (40, 24, 3))
+    pose.body2d[:, 0, :, :2] = 0.5 + rng.normal(0, 0.01, (40, 18, 2))
+    pose.body2d[:, 0, :, 2] = 0.9
+    raw3d, raw2d = pose.body3d.copy(), pose.body2d.copy()
+    clean_tracks(pose, smoothing=True)
+    assert np.diff(pose.body3d, axis=0).std() < 0.6 * np.diff(raw3d, axis=0).std()
+    assert np.diff(pose.body2d[..., :2], axis=0).std() < 0.6 * np.diff(raw2d[..., :2], axis=0).std()
+    np.testing.assert_array_equal(pose.body2d[..., 2], raw2d[..., 2])  # scores untouched
