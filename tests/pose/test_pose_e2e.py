@@ -21,6 +21,7 @@ from scail.pose.stage import PoseStage
 from scail.stage import ProgressEvent, StageContext
 
 MAX_FRAMES = 24  # enough to check tracking and stability, short enough for CI
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +199,28 @@ def test_torchvision_nms_works_in_the_pose_env(pose_python: Path, tmp_path: Path
     res = subprocess.run([str(pose_python), "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1] == "[0, 2]"
+
+
+def test_agreement_with_the_official_pose_video(pose_python: Path, pose_cache_dir: Path, shared_dir: Path,
+                                                copy_example: Callable[[str], Path], tmp_path: Path) -> None:
+    """benchmarks/pose_agreement.py's metric on all 65 frames of 001: open-mask IoU mean >= 0.65, min >= 0.40."""
+    import importlib.util
+
+    from scail.render import render_pose
+    from scail.video import read_frames
+
+    spec = importlib.util.spec_from_file_location("pose_agreement", REPO / "benchmarks" / "pose_agreement.py")
+    assert spec is not None and spec.loader is not None
+    agreement = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agreement)
+    root = copy_example("001")
+    st = PoseStage(PoseConfig(backend="mediapipe"), Settings(weights_dir=tmp_path / "w", cache_dir=pose_cache_dir))
+    try:
+        ex, _, _ = _run(st, root)
+    finally:
+        st.close()
+    official = read_frames(shared_dir / "examples" / "001" / "rendered.mp4")
+    ours = render_pose(ex.pose_data, overlay=True)
+    assert ours.shape == official.shape == (65, 512, 896, 3)
+    iou = agreement.mask_iou(agreement.skeleton_mask(ours), agreement.skeleton_mask(official))
+    assert iou.mean() >= 0.65 and iou.min() >= 0.40, (iou.mean(), iou.min())
