@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 EnvProgressFn = Callable[[int, "int | None", str], None]
 """on_progress(done, total, desc) while the env installs (done counts packages collected)."""
 
+TORCH_VERSION = "2.13.0"
+"""torch for the pose env (see `requirements()` for the CPU/CUDA choice)."""
+
 POSE_REQUIREMENTS: tuple[str, ...] = (
-    # torch: pip picks the local CPU wheel where one is configured (find-links), else PyPI's build.
-    "torch==2.13.0",
     "numpy==2.4.6",
     "opencv-python-headless==5.0.0.93",
     # mediapipe 0.10.21 works with protobuf 6.33 (7.x breaks it; onnx needs >=6.31.1).
@@ -72,9 +73,30 @@ KEY_PACKAGES = ("mediapipe", "ultralytics", "torch", "numpy", "protobuf", "onnxr
 READY_MARKER = ".scail-ready.json"
 
 
+def torch_requirement() -> str:
+    """The pose env's torch: the CPU build when this interpreter runs the CPU build, else PyPI's default.
+
+    Pinning `+cpu` keeps pip from pulling PyPI's multi-GB CUDA build onto CPU-only machines: it must
+    come from a CPU wheel pip can find (find-links or the PyTorch CPU index), or the install fails
+    fast with a clear message. On GPU machines the parent has a CUDA torch and the env gets one too.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        is_cpu = version("torch").partition("+")[2] == "cpu"
+    except PackageNotFoundError:
+        is_cpu = False
+    return f"torch=={TORCH_VERSION}+cpu" if is_cpu else f"torch=={TORCH_VERSION}"
+
+
+def requirements() -> tuple[str, ...]:
+    """Everything installed with dependency resolution (torch first)."""
+    return (torch_requirement(), *POSE_REQUIREMENTS)
+
+
 def requirements_hash() -> str:
     """sha256 (12 hex) of the pinned requirement lists and the interpreter's major.minor."""
-    key = json.dumps({"deps": POSE_REQUIREMENTS, "no_deps": POSE_REQUIREMENTS_NO_DEPS,
+    key = json.dumps({"deps": requirements(), "no_deps": POSE_REQUIREMENTS_NO_DEPS,
                       "python": f"{sys.version_info.major}.{sys.version_info.minor}"}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
@@ -133,7 +155,7 @@ def _build(path: Path, on_progress: EnvProgressFn) -> None:
         shutil.rmtree(path)
     t0 = time.monotonic()
     uv = shutil.which("uv")
-    total = len(POSE_REQUIREMENTS) + len(POSE_REQUIREMENTS_NO_DEPS)
+    total = len(requirements()) + len(POSE_REQUIREMENTS_NO_DEPS)
     counter = _Counter(total, on_progress)
     with open(log_file, "w", encoding="utf-8") as logf:
         on_progress(0, total, "creating the pose env")
@@ -144,10 +166,10 @@ def _build(path: Path, on_progress: EnvProgressFn) -> None:
             _run([sys.executable, "-m", "venv", str(path)], logf, log_file, counter)
             pip = [str(env_python(path)), "-m", "pip", "install", "--disable-pip-version-check",
                    "--no-input", "--progress-bar", "off"]
-        _run([*pip, *POSE_REQUIREMENTS], logf, log_file, counter)
+        _run([*pip, *requirements()], logf, log_file, counter)
         _run([*pip, "--no-deps", *POSE_REQUIREMENTS_NO_DEPS], logf, log_file, counter)
     versions = _query_versions(env_python(path))
-    marker = {"requirements": list(POSE_REQUIREMENTS), "no_deps": list(POSE_REQUIREMENTS_NO_DEPS),
+    marker = {"requirements": list(requirements()), "no_deps": list(POSE_REQUIREMENTS_NO_DEPS),
               "installer": "uv" if uv else "pip", "install_s": round(time.monotonic() - t0, 1),
               "versions": versions, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     tmp = path / (READY_MARKER + ".tmp")

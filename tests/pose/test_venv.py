@@ -33,7 +33,7 @@ def offline_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_failed_install_names_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline_pip: None) -> None:
-    monkeypatch.setattr(venv, "POSE_REQUIREMENTS", ("scail-no-such-package==9.9",))
+    monkeypatch.setattr(venv, "requirements", lambda: ("scail-no-such-package==9.9",))
     with pytest.raises(ScailError) as exc:
         venv.ensure_pose_env(tmp_path)
     msg = str(exc.value)
@@ -46,7 +46,7 @@ def test_failed_install_names_the_log(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_concurrent_creation_builds_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline_pip: None) -> None:
     # "pip" is already in every fresh venv, so these installs succeed offline
-    monkeypatch.setattr(venv, "POSE_REQUIREMENTS", ("pip",))
+    monkeypatch.setattr(venv, "requirements", lambda: ("pip",))
     monkeypatch.setattr(venv, "POSE_REQUIREMENTS_NO_DEPS", ("pip",))
     builds: list[int] = []
     real_build = venv._build
@@ -70,3 +70,12 @@ def test_concurrent_creation_builds_once(tmp_path: Path, monkeypatch: pytest.Mon
     info = venv.describe(tmp_path)
     assert info["exists"] is True and str(info["python"]).startswith("3.")
     assert venv.ensure_pose_env(tmp_path) == results[0] and len(builds) == 1  # reused
+
+
+def test_torch_pin_follows_the_parent_build() -> None:
+    from importlib.metadata import version
+
+    req = venv.torch_requirement()
+    assert req.startswith(f"torch=={venv.TORCH_VERSION}")
+    assert req.endswith("+cpu") == version("torch").endswith("+cpu")  # never PyPI's CUDA build on a CPU box
+    assert venv.requirements()[0] == req
