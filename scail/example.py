@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from scail.errors import InputError
@@ -27,8 +28,9 @@ class Example:
 
     root: Path
 
-    @property
+    @cached_property
     def name(self) -> str:
+        """The folder's name (resolved once: `scail run .` inside an example still names it)."""
         return self.root.resolve().name
 
     @property

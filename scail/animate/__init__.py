@@ -14,6 +14,14 @@ _EXPORTS: dict[str, str] = {
     "DiT": "scail.animate.dit",
     "DiTConfig": "scail.animate.dit",
     "load_dit": "scail.animate.loaders",
+    "AnimatePipeline": "scail.animate.pipeline",
+    "AnimateStage": "scail.animate.stage",
+    "build_pipeline": "scail.animate.presets",
+    "WanVAE": "scail.animate.vae",
+    "load_vae": "scail.animate.vae",
+    "TextEncoder": "scail.animate.t5",
+    "load_t5": "scail.animate.t5",
+    "load_clip": "scail.animate.clip",
 }
 
 __all__ = sorted(_EXPORTS)
