@@ -75,9 +75,9 @@ def detection_rate(pose_path: Path) -> float:
     return float(np.isfinite(pose.body3d[:, :, 0, 0]).any(axis=1).mean())
 
 
-def run_pose_stage(example: Path, workdir: Path, backend: str) -> Path:
+def run_pose_stage(example: Path, workdir: Path, backend: str, cache_dir: Path | None) -> Path:
     """Copy the example's inputs to workdir and run our pose stage there; returns pose.npz."""
-    from scail.config import PoseConfig
+    from scail.config import PoseConfig, Settings
     from scail.example import Example
     from scail.pose.stage import PoseStage
     from scail.stage import StageContext
@@ -87,7 +87,10 @@ def run_pose_stage(example: Path, workdir: Path, backend: str) -> Path:
     for name in ("driving.mp4", "ref.jpg"):
         shutil.copy(example / name, dst / name)
     ex = Example(dst)
-    stage = PoseStage(PoseConfig(backend=backend))  # type: ignore[arg-type]
+    settings = Settings.from_env()
+    if cache_dir is not None:
+        settings = Settings(weights_dir=settings.weights_dir, cache_dir=cache_dir)
+    stage = PoseStage(PoseConfig(backend=backend), settings)  # type: ignore[arg-type]
     try:
         stage.run(ex, StageContext(ex, "pose"))
     finally:
@@ -101,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pose", type=Path, default=None, help="score this pose.npz instead of running the stage")
     ap.add_argument("--backend", default="mediapipe")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    ap.add_argument("--cache-dir", type=Path, default=None, help="scail cache (holds the pose env)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        pose_path = args.pose or run_pose_stage(args.example, Path(tmp), args.backend)
+        pose_path = args.pose or run_pose_stage(args.example, Path(tmp), args.backend, args.cache_dir)
         report: dict[str, object] = {"example": str(args.example), "detection_rate": detection_rate(pose_path),
                                      "bone_cv": bone_stability(pose_path)}
         official = args.example / "rendered.mp4"
