@@ -58,7 +58,7 @@ def iter_driving(path: Path, plan: FramePlan, max_frames: int | None = None) -> 
     from scail import video
 
     for frame in video.iter_frames(path, fps=plan.fps, max_frames=max_frames):
-        yield video.resize_crop(frame[None], plan.size_hw)[0]
+        yield np.asarray(video.resize_crop(frame[None], plan.size_hw))[0]
 
 
 def load_reference(path: Path, size_hw: tuple[int, int]) -> np.ndarray:
@@ -72,4 +72,4 @@ def load_reference(path: Path, size_hw: tuple[int, int]) -> np.ndarray:
             rgb = np.array(im.convert("RGB"))  # a writable copy (torch.from_numpy warns on read-only)
     except (OSError, UnidentifiedImageError) as exc:
         raise InputError(f"{path}: cannot read the reference image ({exc}); use a JPEG or PNG") from exc
-    return video.resize_crop(rgb[None], size_hw)[0]
+    return np.asarray(video.resize_crop(rgb[None], size_hw))[0]
