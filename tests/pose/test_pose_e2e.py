@@ -224,3 +224,34 @@ def test_agreement_with_the_official_pose_video(pose_python: Path, pose_cache_di
     assert ours.shape == official.shape == (65, 512, 896, 3)
     iou = agreement.mask_iou(agreement.skeleton_mask(ours), agreement.skeleton_mask(official))
     assert iou.mean() >= 0.65 and iou.min() >= 0.40, (iou.mean(), iou.min())
+
+
+def test_in_process_mode_inside_an_env_with_the_pose_deps(pose_python: Path, frames_001: np.ndarray,
+                                                          shared_dir: Path, tmp_path: Path) -> None:
+    """pose.in_process runs the same worker code in the calling interpreter (here: the pose env's)."""
+    import os
+    import subprocess
+
+    import scail
+
+    root = _example_from_frames(tmp_path / "inproc", list(frames_001[:2]), shared_dir / "examples" / "001" / "ref.jpg")
+    link = tmp_path / "path"
+    link.mkdir()
+    (link / "scail").symlink_to(Path(scail.__file__).resolve().parent)
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from scail.config import PoseConfig, Settings\n"
+            "from scail.example import Example\n"
+            "from scail.pose.stage import PoseStage\n"
+            "from scail.stage import StageContext\n"
+            "ex = Example(Path(sys.argv[1]))\n"
+            "st = PoseStage(PoseConfig(backend='mediapipe', in_process=True),"
+            " Settings(weights_dir=Path(sys.argv[2]), cache_dir=Path(sys.argv[2])))\n"
+            "st.run(ex, StageContext(ex, 'pose'))\n"
+            "st.close()\n")
+    env = {**os.environ, "PYTHONPATH": str(link)}
+    res = subprocess.run([str(pose_python), "-c", code, str(root), str(tmp_path / "cache")], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    pose = load_pose(root / ".scail" / "pose.npz")
+    assert pose.num_frames == 2 and np.isfinite(pose.body3d).all()
