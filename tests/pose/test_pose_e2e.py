@@ -255,3 +255,16 @@ def test_in_process_mode_inside_an_env_with_the_pose_deps(pose_python: Path, fra
     assert res.returncode == 0, res.stderr[-2000:]
     pose = load_pose(root / ".scail" / "pose.npz")
     assert pose.num_frames == 2 and np.isfinite(pose.body3d).all()
+
+
+def test_nobody_in_the_first_frames(stage: PoseStage, frames_001: np.ndarray, shared_dir: Path,
+                                    tmp_path: Path) -> None:
+    """The official code crashes when frame 0 has no detection; we leave those frames empty."""
+    frames = [np.zeros_like(frames_001[0])] * 2 + list(frames_001[:4])
+    root = _example_from_frames(tmp_path / "late", frames, shared_dir / "examples" / "001" / "ref.jpg")
+    ex, _, _ = _run(stage, root)
+    pose = load_pose(ex.pose_data)
+    seen = np.isfinite(pose.body3d[:, 0, 0, 0])
+    assert seen.tolist() == [False, False, True, True, True, True]  # a leading gap has nothing to interpolate from
+    summary = json.loads((ex.state_dir / "pose_summary.json").read_text())
+    assert summary["frames_without_detection"] == [0, 1]
