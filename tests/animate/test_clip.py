@@ -8,20 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tensor_checks import assert_close, errors
 
 from scail.animate.clip import CLIPConfig, CLIPImageEncoder, CLIPVisionTower, load_clip, preprocess
 from scail.errors import CheckpointError
-
-
-def _errors(mine: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    d = mine.double() - ref.double()
-    return d.abs().max().item(), (d.norm() / ref.double().norm()).item()
-
-
-def _assert_close(mine: torch.Tensor, ref: torch.Tensor) -> None:
-    assert mine.shape == ref.shape
-    max_abs, rel_l2 = _errors(mine, ref)
-    assert rel_l2 < 1e-5 and max_abs < 1e-4, (max_abs, rel_l2)
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +29,9 @@ def test_encoder_matches_official_fixture(
     ref = load_file(fixture_path("scail", "clip") / "outputs.safetensors")
     out = CLIPImageEncoder(tiny_clip).encode(image[None])
     assert len(tiny_clip.transformer) == 2  # 3 blocks in the file, the last one unused
-    _assert_close(out, ref["visual_use_31_block"])
+    assert_close(out, ref["visual_use_31_block"])
     # the last block really is excluded: the all-blocks output is far away
-    assert _errors(out, ref["visual_all_blocks"])[1] > 1e-2
+    assert errors(out, ref["visual_all_blocks"])[1] > 1e-2
 
 
 def test_pipeline_preprocessing_and_features(
@@ -52,8 +42,8 @@ def test_pipeline_preprocessing_and_features(
     image = ref["clip_input_image_c1hw"].transpose(0, 1)  # (1, 3, 64, 128)
     x = preprocess(image, image_size=56)
     assert x.shape == (1, 3, 56, 56)
-    assert _errors(x, ref["clip_vit_input_normalized"])[0] < 1e-5
-    _assert_close(CLIPImageEncoder(tiny_clip).encode(image), ref["clip_fea"])
+    assert errors(x, ref["clip_vit_input_normalized"])[0] < 1e-5
+    assert_close(CLIPImageEncoder(tiny_clip).encode(image), ref["clip_fea"])
 
 
 def test_float16_load_stays_close(fixture_path: Callable[..., Path], tiny_clip: CLIPVisionTower) -> None:
@@ -64,7 +54,7 @@ def test_float16_load_stays_close(fixture_path: Callable[..., Path], tiny_clip: 
     assert not any(p.requires_grad for p in model.parameters())
     out = CLIPImageEncoder(model).encode(image)
     assert out.dtype == torch.float16
-    assert _errors(out, CLIPImageEncoder(tiny_clip).encode(image))[1] < 1e-2
+    assert errors(out, CLIPImageEncoder(tiny_clip).encode(image))[1] < 1e-2
 
 
 def _hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

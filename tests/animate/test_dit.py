@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tensor_checks import assert_close, errors
 
 from scail.animate import DiTConfig, load_dit
 from scail.animate import attention as attn
@@ -19,18 +20,6 @@ from scail.animate.loaders import wan_to_sat
 SAT_CASES = ["case_21frames", "case_landscape", "case_portrait"]
 WAN_CASES = ["dit_t2_h8_w12", "dit_t3_h8_w12", "dit_t3_h8_w8"]
 WAN_SOURCES = ["weights_wan.safetensors", "sat/model"]
-
-
-def errors(mine: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    """(max_abs, rel_l2) as the fixture READMEs define them."""
-    d = mine.double() - ref.double()
-    return d.abs().max().item(), (d.norm() / ref.double().norm()).item()
-
-
-def assert_close(mine: torch.Tensor, ref: torch.Tensor, rel_l2: float = 1e-5, max_abs: float = 1e-4) -> None:
-    assert mine.shape == ref.shape
-    got_abs, got_rel = errors(mine, ref)
-    assert got_rel < rel_l2 and got_abs < max_abs, f"rel_l2 {got_rel:.3g}, max_abs {got_abs:.3g}"
 
 
 # --------------------------------------------------------------------------------------------------

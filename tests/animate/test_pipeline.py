@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tensor_checks import errors
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 FIX = SHARED / "fixtures" / "scail"
@@ -18,11 +19,6 @@ EXAMPLE = SHARED / "examples" / "001"
 def _need_fixture() -> None:
     if not (PIPE / "config.json").is_file() or not (EXAMPLE / "rendered.mp4").is_file():
         pytest.skip(f"pipeline fixture or example not found under {SHARED} (the shared folder beside the repo)")
-
-
-def _cmp(mine: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    d = mine.double() - ref.double()
-    return d.abs().max().item(), (d.norm() / ref.double().norm()).item()
 
 
 class _FixedIds:
@@ -91,20 +87,20 @@ def test_preprocessing_matches_official(official) -> None:
 
     size = (official["cfg"]["inputs"]["target_h"], official["cfg"]["inputs"]["target_w"])
     ref = prepare_reference(load_reference(EXAMPLE / "ref.jpg"), size)
-    assert _cmp(ref, official["inputs"]["ref_image_chw"])[0] < 1e-5
+    assert errors(ref, official["inputs"]["ref_image_chw"])[0] < 1e-5
     frames = read_frames(EXAMPLE / "rendered.mp4", max_frames=9)
     resized, half = prepare_pose(frames, size)
     assert torch.equal(resized, official["inputs"]["pose_frames_uint8_resized_tchw"])  # exact uint8
-    assert _cmp(half, official["inter"]["pose_video_halfres_cthw"])[0] < 1e-5
+    assert errors(half, official["inter"]["pose_video_halfres_cthw"])[0] < 1e-5
 
 
 def test_encoders_match_official(official) -> None:
     pipe, inter, inputs = official["pipe"], official["inter"], official["inputs"]
     context, context_null = pipe.encode_text(["a person dancing", ""])
     for mine, key in ((context, "context"), (context_null, "context_null")):
-        max_abs, rel = _cmp(mine, inter[key])
+        max_abs, rel = errors(mine, inter[key])
         assert rel < 1e-5 and max_abs < 1e-4, key
-    max_abs, rel = _cmp(pipe.encode_image(inputs["ref_image_chw"])[0], inter["clip_fea"][0])
+    max_abs, rel = errors(pipe.encode_image(inputs["ref_image_chw"])[0], inter["clip_fea"][0])
     assert rel < 1e-5 and max_abs < 1e-4
 
 
@@ -136,9 +132,9 @@ def test_generate_matches_official(official, solver: str, file: str) -> None:
     assert out.used_cfg
     assert [int(t) for t in seen_t] == ref["timesteps"].tolist()
     assert all(t.dtype == torch.int64 for t in seen_t)
-    max_abs, rel = _cmp(out.latent, ref["final_latent"])
+    max_abs, rel = errors(out.latent, ref["final_latent"])
     assert rel < 5e-5 and max_abs < 5e-4, (max_abs, rel)
-    max_abs, rel = _cmp(out.video, ref["decoded_video"])
+    max_abs, rel = errors(out.video, ref["decoded_video"])
     assert rel < 1e-4 and max_abs < 2e-3, (max_abs, rel)
     want = ref["video_uint8_fhwc"].numpy()
     assert out.frames.shape == want.shape == (9, 64, 128, 3) and out.frames.dtype == np.uint8
@@ -204,6 +200,6 @@ def test_half_precision_path_within_bf16_tolerance() -> None:
         solver="unipc", steps=4, shift=3.0, guide_scale=5.0, seed=42,
     )
     assert out.latent.dtype == torch.float32
-    assert _cmp(out.latent, ref["final_latent"])[1] < 2e-2
-    assert _cmp(out.video, ref["decoded_video"])[1] < 5e-2
+    assert errors(out.latent, ref["final_latent"])[1] < 2e-2
+    assert errors(out.video, ref["decoded_video"])[1] < 5e-2
 

@@ -8,21 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tensor_checks import assert_close, errors
 
 from scail.animate.t5 import T5Config, T5Encoder, TextEncoder, load_t5, pad_context
 from scail.animate.tokenizer import UMT5Tokenizer
 from scail.errors import CheckpointError
-
-
-def _errors(mine: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    d = mine.double() - ref.double()
-    return d.abs().max().item(), (d.norm() / ref.double().norm()).item()
-
-
-def _assert_close(mine: torch.Tensor, ref: torch.Tensor) -> None:
-    assert mine.shape == ref.shape
-    max_abs, rel_l2 = _errors(mine, ref)
-    assert rel_l2 < 1e-5 and max_abs < 1e-4, (max_abs, rel_l2)
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +38,11 @@ def test_encoder_matches_official_fixture(fixture_path: Callable[..., Path], tin
     inputs = load_file(fixture_path("scail", "t5") / "inputs.safetensors")
     ref = load_file(fixture_path("scail", "t5") / "outputs.safetensors")
     out = tiny_t5(inputs["ids"], inputs["mask"])
-    _assert_close(out, ref["encoder_out_padded"])
+    assert_close(out, ref["encoder_out_padded"])
     lengths = inputs["mask"].sum(dim=1).tolist()
     assert lengths == [6, 1]
-    _assert_close(out[0, :6], ref["context0_trimmed"])
-    _assert_close(out[1, :1], ref["context1_trimmed"])
+    assert_close(out[0, :6], ref["context0_trimmed"])
+    assert_close(out[1, :1], ref["context1_trimmed"])
 
 
 def test_text_encoder_matches_official_pipeline(
@@ -68,8 +58,8 @@ def test_text_encoder_matches_official_pipeline(
 
     encoder = TextEncoder(tiny_t5, tokenizer)
     context, context_null = encoder.encode_trimmed([prompt, ""])
-    _assert_close(context, ref["context"])
-    _assert_close(context_null, ref["context_null"])
+    assert_close(context, ref["context"])
+    assert_close(context_null, ref["context_null"])
 
     # What the DiT receives: trimmed outputs zero-padded to 512 rows (= SAT's `context * mask`).
     padded = encoder.encode([prompt, ""])
@@ -92,7 +82,7 @@ def test_text_encoder_load_from_files(fixture_path: Callable[..., Path], tmp_pat
     )
     context = encoder.encode(["a person is happily dancing"])
     assert context.shape == (1, 512, 32) and context.dtype == torch.float32
-    _assert_close(context[0, :6], ref["context"])
+    assert_close(context[0, :6], ref["context"])
 
 
 def test_tiny_random_text_encoder_runs_offline() -> None:
@@ -159,7 +149,7 @@ def test_bfloat16_load_stays_close(fixture_path: Callable[..., Path], tiny_t5: T
     inputs = load_file(fixture_path("scail", "t5") / "inputs.safetensors")
     out = model(inputs["ids"], inputs["mask"])
     assert out.dtype == torch.bfloat16
-    _, rel_l2 = _errors(out, tiny_t5(inputs["ids"], inputs["mask"]))
+    _, rel_l2 = errors(out, tiny_t5(inputs["ids"], inputs["mask"]))
     assert rel_l2 < 3e-2
 
 

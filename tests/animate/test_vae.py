@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from tensor_checks import errors
 
 from scail.animate.vae import (
     TileConfig,
@@ -33,12 +34,6 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def compare(mine: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    """(max_abs, rel_l2) as the fixture README defines them."""
-    d = mine.double() - ref.double()
-    return d.abs().max().item(), (d.norm() / ref.double().norm()).item()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -69,7 +64,7 @@ def test_encode_matches_official(vae_fixture: tuple[WanVAE, dict, dict], name: s
     vae, inputs, outputs = vae_fixture
     mine = _case(vae, inputs, name)
     assert mine.shape == outputs[name].shape and mine.dtype == torch.float32
-    max_abs, rel_l2 = compare(mine, outputs[name])
+    max_abs, rel_l2 = errors(mine, outputs[name])
     print(f"{name}: max_abs {max_abs:.3g} rel_l2 {rel_l2:.3g}")  # shown with pytest -s
     assert max_abs < MAX_ABS and rel_l2 < REL_L2, (max_abs, rel_l2)
 
@@ -85,12 +80,12 @@ def test_decode_matches_official(vae_fixture: tuple[WanVAE, dict, dict]) -> None
     latent = outputs["latent_mean"][None]
     decoded = vae.decode(latent)[0]
     assert decoded.shape == outputs["decoded"].shape
-    max_abs, rel_l2 = compare(decoded, outputs["decoded"])
+    max_abs, rel_l2 = errors(decoded, outputs["decoded"])
     print(f"decoded: max_abs {max_abs:.3g} rel_l2 {rel_l2:.3g}")
     assert max_abs < MAX_ABS and rel_l2 < REL_L2, (max_abs, rel_l2)
     # before the clamp too, where errors cannot hide behind +-1
     raw = vae.model.decode(vae.denormalize(latent))[0]
-    max_abs, rel_l2 = compare(raw, outputs["decoded_unclamped"])
+    max_abs, rel_l2 = errors(raw, outputs["decoded_unclamped"])
     print(f"decoded_unclamped: max_abs {max_abs:.3g} rel_l2 {rel_l2:.3g}")
     assert max_abs < MAX_ABS and rel_l2 < REL_L2, (max_abs, rel_l2)
 
@@ -190,7 +185,7 @@ def test_bfloat16_runs_close_to_float32(tiny_vae: WanVAE) -> None:
     half.model.load_state_dict(tiny_vae.model.state_dict())
     latent = half.encode(video)
     assert latent.dtype == torch.float32
-    _, rel_l2 = compare(latent, ref)
+    _, rel_l2 = errors(latent, ref)
     assert rel_l2 < 0.05  # bf16 has 8 mantissa bits; 20 layers deep
     assert half.decode(latent).dtype == torch.float32
 
@@ -234,12 +229,12 @@ def test_tiled_decode_is_close_to_untiled(tiny_vae: WanVAE) -> None:
     torch.testing.assert_close(tiled[..., : 12 * 8], full[..., : 12 * 8], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(tiled[..., -12 * 8 :], full[..., -12 * 8 :], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(tiled, full, atol=1e-3)  # the seam is approximate
-    errors = []
+    seam_errors = []
     for overlap in (0, 4, 8):
-        _, rel_l2 = compare(tiny_vae.decode(latent[:, :, :1], tile=TileConfig(16, overlap)), full[:, :, :1])
-        errors.append(rel_l2)
-    assert errors[0] > errors[1] > errors[2]
-    assert errors[2] < 0.3, errors
+        _, rel_l2 = errors(tiny_vae.decode(latent[:, :, :1], tile=TileConfig(16, overlap)), full[:, :, :1])
+        seam_errors.append(rel_l2)
+    assert seam_errors[0] > seam_errors[1] > seam_errors[2]
+    assert seam_errors[2] < 0.3, seam_errors
 
 
 def test_tiled_encode_is_close_to_untiled(tiny_vae: WanVAE) -> None:
@@ -249,7 +244,7 @@ def test_tiled_encode_is_close_to_untiled(tiny_vae: WanVAE) -> None:
     assert tiled.shape == full.shape
     torch.testing.assert_close(tiled[..., :12], full[..., :12], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(tiled[..., -12:], full[..., -12:], rtol=1e-5, atol=1e-5)
-    _, rel_l2 = compare(tiled, full)
+    _, rel_l2 = errors(tiled, full)
     assert rel_l2 < 0.3
 
 
