@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scail.animate.t5 import check_state_dict, read_state_dict
+from scail.animate.loaders import read_state_dict
+from scail.animate.t5 import check_state_dict
 from scail.errors import CheckpointError
 
 log = logging.getLogger(__name__)

@@ -202,19 +202,9 @@ def read_tensors(file: Path) -> dict[str, torch.Tensor]:
     A PyTorch file's `module` (DeepSpeed/SAT) or `state_dict` entry is unwrapped; other entries are
     ignored. Unreadable, truncated or non-checkpoint files raise CheckpointError naming the file.
     """
-    if file.suffix == ".safetensors":
-        return _read_safetensors(file)
     import torch
 
-    try:
-        obj = _torch_load(file)
-    except CheckpointError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(
-            f"{file}: cannot be read as a PyTorch checkpoint ({_first_line(exc)}); "
-            "the file is truncated, corrupt or not a checkpoint; download it again"
-        ) from exc
+    obj = _load_file(file)
     if isinstance(obj, Mapping):
         for wrapper in ("module", "state_dict", "model"):
             inner = obj.get(wrapper)
@@ -227,6 +217,45 @@ def read_tensors(file: Path) -> dict[str, torch.Tensor]:
     if not tensors:
         raise CheckpointError(f"{file}: holds no tensors; is this a SCAIL DiT checkpoint?")
     return tensors
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A plain state dict (every value a tensor) from a `.safetensors` or `.pth`/`.pt` file, memory-mapped.
+
+    A `.pth` holding only a `state_dict`, `module` or `model` entry is unwrapped. The VAE, umT5 and
+    CLIP loaders use this; a missing, unreadable or non-state-dict file is a one-line CheckpointError.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: checkpoint not found (no such file); check the weights folder (scail weights verify)"
+        )
+    obj = _load_file(path)
+    for wrapper in ("state_dict", "module", "model"):
+        if isinstance(obj, dict) and set(obj) == {wrapper} and isinstance(obj[wrapper], dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors; is this a weight file?")
+    return obj
+
+
+def _load_file(file: Path) -> object:
+    """What a safetensors or PyTorch (weights-only) file holds; a file that cannot be read is a CheckpointError."""
+    if file.suffix == ".safetensors":
+        return _read_safetensors(file)
+    try:
+        return _torch_load(file)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # torch raises many types for a bad file
+        raise CheckpointError(_unreadable(file, exc)) from exc
+
+
+def _unreadable(file: Path, exc: BaseException) -> str:
+    return (f"{file}: cannot read the checkpoint ({_first_line(exc)}); "
+            "the file is truncated, corrupt or not a checkpoint; download it again")
 
 
 def _torch_load(file: Path) -> object:
@@ -288,10 +317,7 @@ def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
         with safe_open(str(file), framework="pt", device="cpu") as f:
             return {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except Exception as exc:
-        raise CheckpointError(
-            f"{file}: cannot be read as safetensors ({_first_line(exc)}); "
-            "the file is truncated, corrupt or not a checkpoint; download it again"
-        ) from exc
+        raise CheckpointError(_unreadable(file, exc)) from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scail.animate.loaders import read_state_dict
 from scail.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -210,35 +211,6 @@ class T5Encoder(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Checkpoint loading
 # ----------------------------------------------------------------------------------------------
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a `.pth`/`.pt` (weights_only, memory-mapped when possible) or `.safetensors` state dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file; check the weights folder (scail weights verify)")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:  # legacy (non-zip) files cannot be memory-mapped
-            if "mmap" not in str(exc):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except CheckpointError:
-        raise
-    except Exception as exc:  # torch/safetensors raise many types for a bad file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({reason}); download it again") from exc
-    for wrapper in ("state_dict", "module", "model"):
-        if isinstance(obj, dict) and set(obj) == {wrapper} and isinstance(obj[wrapper], dict):
-            obj = obj[wrapper]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: not a state dict of tensors; is this a weight file?")
-    return obj
 
 
 def _examples(keys: Iterable[str], n: int = 3) -> str:

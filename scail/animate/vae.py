@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scail.animate.loaders import read_state_dict
 from scail.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -613,7 +614,7 @@ def load_vae(
     unreadable, or its keys/shapes do not match.
     """
     path = Path(path)
-    state = _read_state_dict(path)
+    state = read_state_dict(path)
     cfg = cfg or _infer_config(state, path)
     with torch.device("meta"):
         model = VideoVAE(cfg)
@@ -622,36 +623,6 @@ def load_vae(
     model.load_state_dict(state, strict=True, assign=True)
     log.info("loaded VAE %s (dim %d, %s, %s)", path, cfg.dim, dtype, device)
     return WanVAE(model)
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path}: VAE checkpoint not found; expected Wan2.1_VAE.pth or a .safetensors file"
-        )
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: object = load_file(str(path))
-        else:
-            obj = _torch_load(path)
-    except Exception as exc:  # corrupt, truncated, pickled code, wrong format
-        raise CheckpointError(
-            f"{path}: cannot read VAE weights ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-            "the file may be truncated, re-download it"
-        ) from exc
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: not a state dict of tensors; expected Wan2.1_VAE.pth")
-    return obj
-
-
-def _torch_load(path: Path) -> object:
-    """weights_only load, memory-mapped when the file is in the zip format (torch >= 1.6 saves)."""
-    import zipfile
-
-    mmap = zipfile.is_zipfile(path)
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def _infer_config(state: dict[str, torch.Tensor], path: Path) -> VAEConfig:
