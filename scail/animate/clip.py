@@ -260,13 +260,6 @@ def read_clip_state(path: Path, config: CLIPConfig | None = None) -> dict[str, t
     return state
 
 
-def _visual_state(path: Path, state: dict[str, torch.Tensor], cfg: CLIPConfig) -> dict[str, torch.Tensor]:
-    """Deprecated alias kept for scail/animate/weights.py until it calls `read_clip_state`."""
-    used, unused = _split_visual_state(path, state, cfg)
-    _check_unused(path, unused, cfg)
-    return used
-
-
 def load_clip(
     path: Path,
     dtype: torch.dtype = torch.float16,

@@ -243,10 +243,10 @@ def _check_dit(path: Path, arch: Architectures) -> str:
 def _check_vae(path: Path, arch: Architectures) -> str:
     import torch
 
-    from scail.animate.loaders import read_tensors
+    from scail.animate.loaders import read_state_dict
     from scail.animate.vae import VideoVAE, check_state_dict
 
-    state = read_tensors(path)
+    state = read_state_dict(path)
     with torch.device("meta"):
         model = VideoVAE(arch.vae)
     check_state_dict(model, state, path)
@@ -254,30 +254,15 @@ def _check_vae(path: Path, arch: Architectures) -> str:
 
 
 def _check_t5(path: Path, arch: Architectures) -> str:
-    import torch
+    from scail.animate.t5 import read_t5_state
 
-    from scail.animate.loaders import read_tensors
-    from scail.animate.t5 import T5Encoder, check_state_dict
-
-    state = read_tensors(path)
-    with torch.device("meta"):
-        model = T5Encoder(arch.t5)
-    check_state_dict(path, state, model, "the umT5-XXL encoder")
-    return f"{_summary(state)}; keys and shapes match the umT5 encoder"
+    return f"{_summary(read_t5_state(path, arch.t5))}; keys and shapes match the umT5 encoder"
 
 
 def _check_clip(path: Path, arch: Architectures) -> str:
-    import torch
+    from scail.animate.clip import read_clip_state
 
-    from scail.animate.clip import CLIPVisionTower, _visual_state
-    from scail.animate.loaders import read_tensors
-    from scail.animate.t5 import check_state_dict
-
-    state = _visual_state(path, read_tensors(path), arch.clip)
-    with torch.device("meta"):
-        model = CLIPVisionTower(arch.clip)
-    check_state_dict(path, state, model, "the CLIP ViT-H/14 visual tower")
-    return f"{_summary(state)} used; keys and shapes match the CLIP vision tower"
+    return f"{_summary(read_clip_state(path, arch.clip))} used; keys and shapes match the CLIP vision tower"
 
 
 def _check_tokenizer(path: Path, arch: Architectures) -> str:
