@@ -14,14 +14,14 @@ official model; the benchmark measures what it costs (latent relative error, PSN
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from scail.animate.dit import DiT
+    from scail.animate.dit import DiT, DiTBlock
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class FP8Linear(nn.Module):
     Output in the input's dtype. On devices without FP8 matmuls the same quantized values are
     multiplied in float32.
     """
+
+    weight_fp8: torch.Tensor  # (N, K) float8 e4m3
+    weight_scale: torch.Tensor  # (1, N) float32
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -92,7 +95,7 @@ def quantize_fp8(dit: DiT, names: tuple[str, ...] = FP8_LINEARS) -> DiT:
             linear = parent.get_submodule(child)
             if isinstance(linear, nn.Linear):
                 setattr(parent, child, FP8Linear(linear))
-    if dit.blocks and torch.device(dit.blocks[0].self_attn.norm_q.weight.device).type == "cuda":
+    if any(p.is_cuda for p in dit.blocks.parameters()):
         torch.cuda.empty_cache()
     return dit
 
@@ -127,7 +130,7 @@ class StepCache:
         self._residual: torch.Tensor | None = None
 
     def _indicator(self, tokens: torch.Tensor, e0: torch.Tensor) -> torch.Tensor:
-        block = self.dit.blocks[0]
+        block = cast("DiTBlock", self.dit.blocks[0])
         shift, scale = (block.modulation.float() + e0)[:, :2].unbind(1)  # (B, D) each
         sub = tokens[:, :: self.stride]
         return block.norm1(sub) * (1 + scale[:, None]) + shift[:, None]

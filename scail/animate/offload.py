@@ -19,7 +19,7 @@ hooks, so a block's `forward` may be compiled (`DiT.compile_blocks`) without tra
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +69,7 @@ class BlockOffload:
 
     def __init__(
         self,
-        blocks: Sequence[nn.Module],
+        blocks: Iterable[nn.Module],
         device: torch.device | str,
         pin: bool | None = None,
         move_inputs: bool = False,
@@ -94,11 +94,11 @@ class BlockOffload:
                         setattr(module, bname, b.to(self.device))
             buf = torch.empty(max(offset, 1), dtype=torch.uint8, pin_memory=pin)
             for e in entries:
-                p = e.module._parameters[e.name]
-                assert p is not None
+                param = e.module._parameters[e.name]
+                assert param is not None
                 view = _view(buf, e)
-                view.copy_(p.data)
-                p.data = view  # the block now lives in `buf`; its old storage is freed
+                view.copy_(param.data)
+                param.data = view  # the block now lives in `buf`; its old storage is freed
             self.layouts.append(entries)
             self.cpu.append(buf)
         self.slot_bytes = max(b.numel() for b in self.cpu) if self.cpu else 1
