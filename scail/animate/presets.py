@@ -5,7 +5,8 @@
 * `scail-preview-14b`: the files of `zai-org/SCAIL-Preview` under the weights folder
   (`weights.resolve`); a missing file is a one-line error naming `scail weights download --dir ...`.
 * `tiny-random`: a DiT, VAE, umT5 and CLIP a few hundred kilobytes in size, built in code from a
-  fixed seed, with a byte-level tokenizer, so the whole chain runs offline on a CPU in seconds.
+  fixed seed, with a character-level tokenizer (`UMT5Tokenizer.tiny`), so the whole chain runs
+  offline on a CPU in seconds.
   **Its output is noise**: it proves the plumbing (shapes, files, caching), not the model.
 """
 
@@ -26,18 +27,6 @@ log = logging.getLogger(__name__)
 
 TINY_RANDOM_SEED = 20240601
 TINY_RANDOM_LABEL = "tiny-random (random weights: output is noise)"
-
-
-class ByteTokens:
-    """A tokenizer backend with no files: UTF-8 bytes folded onto ids 2..vocab-1 (0 pad, 1 `</s>`)."""
-
-    def __init__(self, vocab_size: int) -> None:
-        if vocab_size < 3:
-            raise ValueError(f"vocab_size must be >= 3, got {vocab_size}")
-        self.vocab_size = vocab_size
-
-    def encode(self, text: str) -> list[int]:
-        return [2 + b % (self.vocab_size - 2) for b in text.encode("utf-8")]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -98,7 +87,7 @@ def build_tiny_random(device: torch.device | str = "cpu", seed: int = TINY_RANDO
         with torch.no_grad():  # zeros by default; random so the CLIP tokens differ from each other
             clip.cls_embedding.normal_(0, 0.02)
             clip.pos_embedding.normal_(0, 0.02)
-    tokenizer = UMT5Tokenizer(ByteTokens(t5_cfg.vocab_size), pad_id=0, eos_id=1, text_len=t5_cfg.text_len)
+    tokenizer = UMT5Tokenizer.tiny(text_len=t5_cfg.text_len)
     return AnimatePipeline(
         dit=dit.to(device).eval().requires_grad_(False),
         vae=WanVAE(vae.to(device)),
