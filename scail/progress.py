@@ -21,10 +21,10 @@ stdout is left alone: it is for results (tables, JSON).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -39,22 +39,12 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 from rich.text import Text
+
+from scail.summary import STATUS_STYLES
 
 if TYPE_CHECKING:
     from scail.stage import ProgressEvent
-
-STATUS_STYLES = {
-    "ran": "green",
-    "fresh": "cyan",
-    "user-provided": "blue",
-    "skipped": "dim",
-    "failed": "bold red",
-    "interrupted": "yellow",
-    "locked": "yellow",
-}
-"""How each stage status (scail.engine.Outcome values) is coloured in lines and tables."""
 
 _BAD_STATUSES = frozenset({"failed", "interrupted", "locked"})
 _SILENT_STATUSES = frozenset({"fresh", "user-provided", "skipped"})
@@ -324,42 +314,3 @@ class ProgressDisplay:
     def _refresh(self) -> None:
         if self._live is not None and not self.auto_refresh:
             self._live.refresh()
-
-
-def setup_logging(console: Console, verbosity: int) -> None:
-    """Route `scail.*` log records through a RichHandler on `console` (so they print above the bars).
-
-    verbosity: -1 (or lower) errors only (`-q`), 0 warnings, 1 info (`-v`), 2 and up debug (`-vv`).
-    """
-    from scail.logs import setup_logging as _setup
-
-    _setup(verbose=max(verbosity, 0), quiet=verbosity < 0, console=console)
-
-
-_SUMMARY_COLUMNS = ("example", "stage", "status", "time", "reason")
-
-
-def render_summary_table(rows: Iterable[Mapping[str, Any]], title: str | None = "scail summary") -> Table:
-    """A table of example x stage results.
-
-    Args:
-        rows: dicts with keys example, stage, status, duration_s, reason (missing keys are blank).
-            The example name is shown only on the first of its consecutive rows.
-    """
-    table = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
-    for name in _SUMMARY_COLUMNS:
-        table.add_column(name, justify="right" if name == "time" else "left", no_wrap=name != "reason")
-    previous: str | None = None
-    for row in rows:
-        example = str(row.get("example", ""))
-        status = str(row.get("status", ""))
-        duration = row.get("duration_s")
-        table.add_row(
-            example if example != previous else "",
-            str(row.get("stage", "")),
-            Text(status, style=STATUS_STYLES.get(status, "")),
-            format_duration(float(duration)) if duration is not None else "",
-            Text(str(row.get("reason") or "")),
-        )
-        previous = example
-    return table

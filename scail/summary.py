@@ -16,18 +16,19 @@ if TYPE_CHECKING:
     from scail.doctor import Check
     from scail.engine import Status
 
-_STYLE = {
+STATUS_STYLES = {
     "ran": "green", "fresh": "dim green", "user-provided": "cyan", "skipped": "dim",
     "failed": "bold red", "interrupted": "yellow", "locked": "yellow",
     "stale": "yellow", "missing": "dim", "running": "blue",
 }
+"""The colour of each stage outcome / status (scail.engine.Outcome, Status) in tables and progress lines."""
 
 MAX_ROWS = 200
 """Beyond this many examples, tables list only the examples that need attention."""
 
 
 def _cell(status: str, extra: str = "") -> str:
-    style = _STYLE.get(status, "")
+    style = STATUS_STYLES.get(status, "")
     text = f"{status}{extra}"
     return f"[{style}]{text}[/]" if style else text
 

@@ -8,7 +8,8 @@ import logging
 import pytest
 from rich.console import Console
 
-from scail.progress import ProgressDisplay, format_duration, render_summary_table, setup_logging
+from scail.logs import setup_logging
+from scail.progress import ProgressDisplay, format_duration
 from scail.stage import ProgressEvent
 
 
@@ -153,45 +154,46 @@ def test_quiet_draws_nothing_but_failures(is_tty: bool) -> None:
 
 def test_setup_logging_prints_through_the_console() -> None:
     console, buf = make_console(is_tty=False)
-    setup_logging(console, verbosity=1)
+    setup_logging(verbose=1, console=console)
     logging.getLogger("scail.test").info("loaded 3 examples")
     logging.getLogger("scail.test").debug("hidden at -v")
     assert "loaded 3 examples" in buf.getvalue()
     assert "hidden at -v" not in buf.getvalue()
 
     console, buf = make_console(is_tty=False)
-    setup_logging(console, verbosity=-1)
+    setup_logging(quiet=True, console=console)
     logging.getLogger("scail.test").warning("not shown when quiet")
     logging.getLogger("scail.test").error("disk full")
     assert "not shown" not in buf.getvalue() and "disk full" in buf.getvalue()
 
 
 def test_summary_table() -> None:
-    rows = [
-        {"example": "001", "stage": "pose", "status": "fresh", "duration_s": 0.01, "reason": None},
-        {"example": "001", "stage": "render", "status": "ran", "duration_s": 75.0, "reason": ""},
-        {
-            "example": "002",
-            "stage": "pose",
-            "status": "failed",
-            "duration_s": 1.5,
-            "reason": "driving.mp4: not a readable video",
-        },
+    from scail.batch import BatchSummary, ExampleResult
+    from scail.engine import Outcome, StageOutcome
+    from scail.summary import batch_table
+
+    examples = [
+        ExampleResult("001", "/x/001", [StageOutcome("pose", Outcome.FRESH, 0.01),
+                                         StageOutcome("render", Outcome.RAN, 75.0)]),
+        ExampleResult("002", "/x/002", [StageOutcome("pose", Outcome.FAILED, 1.5,
+                                                     "driving.mp4: not a readable video"),
+                                         StageOutcome("render", Outcome.SKIPPED, 0.0, "pose failed")]),
     ]
+    summary = BatchSummary("tiny-random", {}, examples, started="2026-01-01T00:00:00", duration_s=76.5)
     console = Console(file=io.StringIO(), width=120, color_system=None)
-    console.print(render_summary_table(rows))
+    console.print(batch_table(summary))
     out = console.file.getvalue()  # type: ignore[attr-defined]
     for text in (
         "example",
-        "status",
+        "pose",
         "fresh",
-        "1:15",
-        "failed",
-        "1.5 s",
-        "driving.mp4: not a readable video",
+        "ran 75.0s",
+        "failed 1.5s",
+        "pose: driving.mp4: not a readable video",
+        "1/2 examples ok in 76.5s",
     ):
-        assert text in out
-    assert out.count("001") == 1  # the example name is not repeated on its following rows
+        assert text in out, text
+    assert out.count("001") == 1  # one row per example
 
 
 def test_format_duration() -> None:
