@@ -598,6 +598,7 @@ class Bench:
                 r.psnr_db = psnr(video.cpu(), ref[1])
             rows.append(r)
             self.say(format_row(r))
+            del cache, latent, video  # the cache holds the fp8 model: drop it before `quality` rebuilds
         if self.opts.quality_steps > 0:
             rows += self.quality(shapes[0])
         self.drop_dit()
