@@ -86,14 +86,21 @@ def check_pose_env(settings: Settings) -> Check:
 
 
 def check_weights(settings: Settings) -> Check:
+    """Which SCAIL-Preview files are in the weights folder (`scail weights verify` checks their contents)."""
+    from scail.animate.weights import download_command, locate
+
     d: Path = settings.weights_dir
     if not d.is_dir():
-        return Check("weights", "warn", f"{d} does not exist; 'scail weights --help' explains the download "
+        return Check("weights", "warn", f"{d} does not exist; run `{download_command(d)}` "
                                         "(set SCAIL_WEIGHTS_DIR to use another folder)")
-    files = [p for p in d.rglob("*") if p.is_file()]
-    size_gb = sum(p.stat().st_size for p in files) / 1e9
-    level: Level = "ok" if files else "warn"
-    return Check("weights", level, f"{d}: {len(files)} files, {size_gb:.1f} GB")
+    found = locate(d)
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        return Check("weights", "warn", f"{d}: missing {', '.join(missing)}; run `{download_command(d)}`")
+    files = [f for p in found.values() if p is not None for f in ([p] if p.is_file() else p.rglob("*"))]
+    size_gb = sum(f.stat().st_size for f in files if f.is_file()) / 1e9
+    return Check("weights", "ok", f"{d}: all {len(found)} parts, {size_gb:.1f} GB; "
+                                  "`scail weights verify` checks keys and shapes")
 
 
 def collect(settings: Settings | None = None) -> list[Check]:

@@ -1,0 +1,28 @@
+"""`scail doctor`'s weights line: built on the weights folder layout (scail.animate.weights.locate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scail.config import Settings
+from scail.doctor import check_weights
+
+
+def test_weights_check_names_missing_parts_and_passes_a_complete_folder(tmp_path: Path) -> None:
+    root = tmp_path / "weights"
+    settings = Settings(weights_dir=root, cache_dir=tmp_path)
+    absent = check_weights(settings)
+    assert absent.level == "warn" and f"scail weights download --dir {root}" in absent.detail
+
+    root.mkdir()
+    (root / "Wan2.1_VAE.pth").write_bytes(b"x" * 1000)
+    partial = check_weights(settings)
+    assert partial.level == "warn" and "missing dit, t5, tokenizer, clip;" in partial.detail
+
+    for rel in ("model/1/mp_rank_00_model_states.pt", "umt5-xxl/models_t5_umt5-xxl-enc-bf16.pth",
+                "umt5-xxl/tokenizer.json", "models_clip_open-clip-xlm-roberta-large-vit-huge-14-onlyvisual.pth"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    (root / "model" / "latest").write_text("1")
+    complete = check_weights(settings)
+    assert complete.level == "ok" and "all 5 parts" in complete.detail, complete.detail
