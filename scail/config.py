@@ -122,6 +122,9 @@ class AnimateConfig(_Strict):
     """Torch device: "auto" picks cuda when available, else cpu."""
     offload: Literal["none", "encoders", "blocks"] = "encoders"
     """`encoders`: T5 and CLIP leave the GPU after encoding; `blocks`: DiT blocks stream from CPU too."""
+    vae_tiling: Literal["auto", "on", "off"] = "auto"
+    """Decode the video in overlapping 256-px tiles (the VAE's TileConfig): bounded GPU memory, pixels
+    close to but not equal to a whole-frame decode. `auto`: tiled on a GPU, whole frames on the CPU."""
     size_hw: tuple[int, int] | None = None
     """Output (H, W), both multiples of 32. Default: by the reference's orientation, 512x896 or 896x512."""
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from scail.animate.clip import CLIPImageEncoder
     from scail.animate.dit import DiT
     from scail.animate.t5 import TextEncoder
-    from scail.animate.vae import WanVAE
+    from scail.animate.vae import TileConfig, WanVAE
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class AnimatePipeline:
         device: where the DiT and VAE run (and the encoders while they encode).
         offload: "encoders": T5 and CLIP live on the CPU and visit `device` only to encode.
         label: a short name of the model set for logs and manifests.
+        vae_tile: decode the video in these overlapping spatial tiles (bounded memory), or whole frames.
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class AnimatePipeline:
         device: torch.device | str = "cpu",
         offload: Offload = "encoders",
         label: str = "",
+        vae_tile: TileConfig | None = None,
     ) -> None:
         self.dit = dit
         self.vae = vae
@@ -95,6 +97,7 @@ class AnimatePipeline:
         self.device = torch.device(device)
         self.offload = offload
         self.label = label
+        self.vae_tile = vae_tile
         self.block_offload: object | None = None
         """The DiT's `offload.BlockOffload` when offload == "blocks" (kept alive with the pipeline)."""
 
@@ -199,7 +202,7 @@ class AnimatePipeline:
         timings["sampling_s"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        video = self.vae.decode(latent[None])[0]  # (3, N, H, W) clamped to [-1, 1]
+        video = self.vae.decode(latent[None], tile=self.vae_tile)[0]  # (3, N, H, W) clamped to [-1, 1]
         frames = to_uint8(video).cpu().numpy()
         timings["vae_decode_s"] = time.perf_counter() - t2
         return Animation(frames=frames, latent=latent, video=video, used_cfg=use_cfg, timings_s=timings)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import torch
 
     from scail.animate.pipeline import AnimatePipeline
+    from scail.animate.vae import TileConfig
     from scail.animate.weights import Architectures
     from scail.config import AnimateConfig
 
@@ -48,6 +49,13 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
 
 
+def resolve_vae_tile(mode: str, device: torch.device) -> TileConfig | None:
+    """AnimateConfig.vae_tiling -> the decode tiles: "auto" tiles on a GPU and decodes whole frames on the CPU."""
+    from scail.animate.vae import TileConfig
+
+    return TileConfig() if mode == "on" or (mode == "auto" and device.type != "cpu") else None
+
+
 def weights_dir(config: AnimateConfig) -> Path:
     """AnimateConfig.weights_dir, else $SCAIL_WEIGHTS_DIR, else ~/.cache/scail/weights."""
     from scail.config import Settings
@@ -60,7 +68,9 @@ def weights_dir(config: AnimateConfig) -> Path:
 # ----------------------------------------------------------------------------------------------
 
 
-def build_tiny_random(device: torch.device | str = "cpu", seed: int = TINY_RANDOM_SEED) -> AnimatePipeline:
+def build_tiny_random(
+    device: torch.device | str = "cpu", seed: int = TINY_RANDOM_SEED, vae_tile: TileConfig | None = None
+) -> AnimatePipeline:
     """Tiny random DiT / VAE / umT5 / CLIP in float32 (same structure as the real ones).
 
     The weights depend only on `seed` (the global RNG is left untouched), so two builds are equal.
@@ -96,6 +106,7 @@ def build_tiny_random(device: torch.device | str = "cpu", seed: int = TINY_RANDO
         device=device,
         offload="none",
         label=TINY_RANDOM_LABEL,
+        vae_tile=vae_tile,
     )
 
 
@@ -110,6 +121,7 @@ def build_scail_preview(
     dtype: torch.dtype | None = None,
     offload: str = "encoders",
     architectures: Architectures | None = None,
+    vae_tile: TileConfig | None = None,
 ) -> AnimatePipeline:
     """The released model from a SCAIL-Preview folder (see `weights.py` for the layout).
 
@@ -156,6 +168,7 @@ def build_scail_preview(
         device=device,
         offload="encoders" if offload != "none" else "none",
         label=f"scail-preview-14b ({root})",
+        vae_tile=vae_tile,
     )
     pipeline.block_offload = block_offload
     return pipeline
@@ -164,10 +177,11 @@ def build_scail_preview(
 def build_pipeline(config: AnimateConfig) -> AnimatePipeline:
     """The pipeline `config.model` names, on `config.device`."""
     device = resolve_device(config.device)
+    vae_tile = resolve_vae_tile(config.vae_tiling, device)
     if config.model == "tiny-random":
-        return build_tiny_random(device)
+        return build_tiny_random(device, vae_tile=vae_tile)
     if config.model == "scail-preview-14b":
         return build_scail_preview(
-            weights_dir(config), device, resolve_dtype(config.dtype, device), config.offload
+            weights_dir(config), device, resolve_dtype(config.dtype, device), config.offload, vae_tile=vae_tile
         )
     raise ValueError(f"unknown model {config.model!r}")

@@ -203,3 +203,27 @@ def test_half_precision_path_within_bf16_tolerance() -> None:
     assert errors(out.latent, ref["final_latent"])[1] < 2e-2
     assert errors(out.video, ref["decoded_video"])[1] < 5e-2
 
+
+
+def test_vae_tiling_rule_and_tiled_decode() -> None:
+    """AnimateConfig.vae_tiling reaches the decode: tiles change only the decoded pixels, not the latent."""
+    from scail.animate.presets import build_pipeline, resolve_vae_tile
+    from scail.animate.vae import TileConfig
+    from scail.config import AnimateConfig
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_vae_tile("auto", cpu) is None and resolve_vae_tile("auto", cuda) == TileConfig()
+    assert resolve_vae_tile("on", cpu) == TileConfig() and resolve_vae_tile("off", cuda) is None
+    whole = build_pipeline(AnimateConfig(model="tiny-random", device="cpu"))
+    tiled = build_pipeline(AnimateConfig(model="tiny-random", device="cpu", vae_tiling="on"))
+    assert whole.vae_tile is None and tiled.vae_tile == TileConfig()
+    tiled.vae_tile = TileConfig(size=4, overlap=2)  # three tiles across the 4x8 latent of a 32x64 frame
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(3, 32, 64, generator=g) * 2 - 1
+    pose = torch.rand(3, 5, 16, 32, generator=g) * 2 - 1
+    a = whole.generate(ref, pose, prompt="a dancer", steps=2, seed=3)
+    b = tiled.generate(ref, pose, prompt="a dancer", steps=2, seed=3)
+    assert torch.equal(a.latent, b.latent) and a.frames.shape == b.frames.shape
+    assert torch.equal(a.video, whole.vae.decode(a.latent[None])[0])
+    assert torch.equal(b.video, tiled.vae.decode(b.latent[None], tile=TileConfig(4, 2))[0])
+    assert not torch.equal(a.video, b.video)

@@ -79,6 +79,7 @@ def test_fingerprint_params_cover_settings_and_override(tmp_path: Path) -> None:
     assert a.params() == c.params()  # where weights live and memory handling do not change the video
     assert a.params() != d.params() and d.outputs(ex)[0].name == "ex_8.mp4"
     assert a.params() is a.params()  # one object per stage (the engine caches its JSON)
+    assert a.params() != AnimateStage(_config(vae_tiling="on")).params()  # tiles change the pixels
 
 
 def test_engine_runs_then_skips_fresh_sample(tmp_path: Path) -> None:
