@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -410,6 +410,10 @@ def target_size_hw(h: int, w: int) -> tuple[int, int]:
     return (512, 896) if h < w else (896, 512)
 
 
+@overload
+def resize_crop(frames: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray: ...
+@overload
+def resize_crop(frames: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor: ...
 def resize_crop(frames: np.ndarray | torch.Tensor, size_hw: tuple[int, int]) -> np.ndarray | torch.Tensor:
     """Official `resize_for_rectangle_crop(..., reshape_mode="center")`: cover-resize, then centre crop.
 

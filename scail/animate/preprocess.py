@@ -85,7 +85,7 @@ def prepare_reference(image: torch.Tensor, size_hw: tuple[int, int]) -> torch.Te
     """(3, H0, W0) float in [-1, 1] -> (3, H, W): official cover-resize + centre crop, float32."""
     from scail.video import resize_crop
 
-    return resize_crop(image, size_hw)  # type: ignore[return-value]
+    return resize_crop(image, size_hw)
 
 
 def prepare_pose(frames: np.ndarray, size_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
