@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from scail.config import PipelineConfig
+    from scail.progress import ProgressDisplay
 
 app = typer.Typer(
     name="scail",
@@ -137,21 +138,10 @@ def resolve_config(pipeline: str | None, sets: list[str] | None, *, steps: int |
     return load_pipeline(pipeline, overrides)
 
 
-def _display(quiet: bool, json_mode: bool, err: Console) -> Any:
-    """The Rich progress display (scail/progress.py), or a silent stand-in when it is unavailable."""
-    try:
-        from scail.progress import ProgressDisplay
-    except ImportError:
-        from scail.batch import NullObserver
+def _display(quiet: bool, json_mode: bool, err: Console) -> ProgressDisplay:
+    """The Rich progress display (scail/progress.py): bars on a terminal, plain lines otherwise."""
+    from scail.progress import ProgressDisplay
 
-        class _Silent(NullObserver):
-            def __enter__(self) -> _Silent:
-                return self
-
-            def __exit__(self, *exc: object) -> None:
-                return None
-
-        return _Silent()
     return ProgressDisplay(console=err, quiet=quiet, json_mode=json_mode)
 
 
@@ -160,7 +150,7 @@ def _run(path: Path, stages: tuple[str, ...], *, prompt: str | None, pipeline: s
          quiet: bool, verbose: int, show_traceback: bool, lock_wait_s: float = 0.0,
          **flags: Any) -> None:
     """What `run`, `pose`, `render` and `animate` share: resolve, run the batch, report, exit."""
-    from scail.batch import make_jobs, run_batch
+    from scail.batch import SUMMARY_NAME, make_jobs, run_batch
     from scail.example import discover
     from scail.logs import setup_logging
     from scail.summary import batch_table
@@ -174,7 +164,7 @@ def _run(path: Path, stages: tuple[str, ...], *, prompt: str | None, pipeline: s
         examples = discover(path)
         jobs = make_jobs(examples, config, stages, forced, prompt, lock_wait_s)
         with _display(quiet, json_mode, err) as display:
-            summary = run_batch(jobs, observer=display, json_out=json_out or path / ".scail-summary.json")
+            summary = run_batch(jobs, observer=display, json_out=json_out or path / SUMMARY_NAME)
         if json_mode:
             typer.echo(json.dumps(summary.to_dict(), indent=2))
         elif not quiet or summary.exit_code:

@@ -311,11 +311,3 @@ def verify(root: Path, architectures: Architectures | None = None) -> list[Check
             log.debug("verify %s failed", name, exc_info=True)
             rows.append(CheckResult(name, path, False, size, f"{type(exc).__name__}: {exc}"))
     return rows
-
-
-def state_dict_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of a checkpoint, read memory-mapped (for diagnostics)."""
-    from scail.animate.loaders import read_tensors
-
-    state: dict[str, torch.Tensor] = read_tensors(Path(path))
-    return {k: tuple(v.shape) for k, v in state.items()}
