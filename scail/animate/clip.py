@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scail.animate.loaders import read_state_dict
+from scail.animate.loaders import assign_weights, read_state_dict
 from scail.animate.t5 import check_state_dict
 from scail.errors import CheckpointError
 
@@ -283,7 +283,5 @@ def load_clip(
     state = read_clip_state(path, cfg)
     with torch.device("meta"):
         model = CLIPVisionTower(cfg)
-    state = {k: v.to(dtype=dtype) for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
-    log.debug("loaded %s (%d tensors) as %s", path, len(state), dtype)
-    return model.to(device).eval().requires_grad_(False)
+    log.debug("loading %s (%d tensors) as %s", path, len(state), dtype)
+    return assign_weights(model, state, dtype, device)

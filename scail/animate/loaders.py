@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from scail.errors import CheckpointError
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     import torch
 
     from scail.animate.dit import DiT, DiTConfig
+
+ModuleT = TypeVar("ModuleT", bound="torch.nn.Module")
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +241,17 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: not a state dict of tensors; is this a weight file?")
     return obj
+
+
+def assign_weights(model: ModuleT, state: Mapping[str, torch.Tensor], dtype: torch.dtype,
+                   device: torch.device | str) -> ModuleT:
+    """Fill `model`, built on the meta device, with `state` cast to `dtype` on `device`, strictly.
+
+    The tensors are assigned, not copied, so the weights exist once. Returns the model in eval mode
+    with gradients off. (The DiT keeps some parameters float32 and uses `dit_from_state_dict`.)
+    """
+    model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()}, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
 
 
 def _load_file(file: Path) -> object:

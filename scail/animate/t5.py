@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scail.animate.loaders import read_state_dict
+from scail.animate.loaders import assign_weights, read_state_dict
 from scail.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -312,10 +312,8 @@ def load_t5(
     state = read_t5_state(path, cfg)
     with torch.device("meta"):
         model = T5Encoder(cfg)
-    state = {k: v.to(dtype=dtype) for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
-    log.debug("loaded %s (%d tensors) as %s", path, len(state), dtype)
-    return model.to(device).eval().requires_grad_(False)
+    log.debug("loading %s (%d tensors) as %s", path, len(state), dtype)
+    return assign_weights(model, state, dtype, device)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scail.animate.loaders import read_state_dict
+from scail.animate.loaders import assign_weights, read_state_dict
 from scail.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -619,10 +619,8 @@ def load_vae(
     with torch.device("meta"):
         model = VideoVAE(cfg)
     check_state_dict(model, state, path)
-    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
-    log.info("loaded VAE %s (dim %d, %s, %s)", path, cfg.dim, dtype, device)
-    return WanVAE(model)
+    log.info("loading VAE %s (dim %d, %s, %s)", path, cfg.dim, dtype, device)
+    return WanVAE(assign_weights(model, state, dtype, device))
 
 
 def _infer_config(state: dict[str, torch.Tensor], path: Path) -> VAEConfig:
