@@ -122,6 +122,9 @@ class AnimateConfig(_Strict):
     """Torch device: "auto" picks cuda when available, else cpu."""
     offload: Literal["none", "encoders", "blocks"] = "encoders"
     """`encoders`: T5 and CLIP leave the GPU after encoding; `blocks`: DiT blocks stream from CPU too."""
+    compile: Literal["auto", "on", "off"] = "auto"
+    """torch.compile each DiT block (fused norms/modulation/RoPE; H200: 13.6 -> 11.1 s/step, 51.6 -> 40.4
+    GiB). The first step of a new shape compiles (~25 s). `auto`: on CUDA only."""
     vae_tiling: Literal["auto", "on", "off"] = "auto"
     """Decode the video in overlapping 256-px tiles (the VAE's TileConfig): bounded GPU memory, pixels
     close to but not equal to a whole-frame decode. `auto`: tiled on a GPU, whole frames on the CPU."""

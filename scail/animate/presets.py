@@ -122,6 +122,7 @@ def build_scail_preview(
     offload: str = "encoders",
     architectures: Architectures | None = None,
     vae_tile: TileConfig | None = None,
+    compile_dit: bool = False,
 ) -> AnimatePipeline:
     """The released model from a SCAIL-Preview folder (see `weights.py` for the layout).
 
@@ -154,6 +155,8 @@ def build_scail_preview(
     dit = load_dit(paths.dit, num_heads=arch.dit.num_heads, dtype=dtype, device="cpu" if streamed else device)
     # offload "blocks": the blocks wait in pinned CPU memory and stream to the GPU one ahead of use
     block_offload = offload_dit_blocks(dit, device) if streamed else None
+    if compile_dit:
+        dit.compile_blocks()
     vae = load_vae(paths.vae, dtype=torch.float32, device=device)
     t5 = load_t5(paths.t5, dtype=torch.bfloat16 if on_gpu else torch.float32, device=encoders_at, config=arch.t5)
     clip = load_clip(
@@ -174,6 +177,11 @@ def build_scail_preview(
     return pipeline
 
 
+def resolve_compile(mode: str, device: torch.device) -> bool:
+    """AnimateConfig.compile -> whether to torch.compile the DiT blocks ("auto": on CUDA only)."""
+    return mode == "on" or (mode == "auto" and device.type == "cuda")
+
+
 def build_pipeline(config: AnimateConfig) -> AnimatePipeline:
     """The pipeline `config.model` names, on `config.device`."""
     device = resolve_device(config.device)
@@ -182,6 +190,7 @@ def build_pipeline(config: AnimateConfig) -> AnimatePipeline:
         return build_tiny_random(device, vae_tile=vae_tile)
     if config.model == "scail-preview-14b":
         return build_scail_preview(
-            weights_dir(config), device, resolve_dtype(config.dtype, device), config.offload, vae_tile=vae_tile
+            weights_dir(config), device, resolve_dtype(config.dtype, device), config.offload, vae_tile=vae_tile,
+            compile_dit=resolve_compile(config.compile, device),
         )
     raise ValueError(f"unknown model {config.model!r}")

@@ -32,7 +32,7 @@ TINY_RANDOM_DOWNSCALE = 4
 
 log = logging.getLogger(__name__)
 
-_NOT_IN_FINGERPRINT = frozenset({"weights_dir", "offload"})
+_NOT_IN_FINGERPRINT = frozenset({"weights_dir", "offload", "compile"})
 """Settings that change where weights come from or how memory is managed, not the video."""
 
 
@@ -42,7 +42,7 @@ class AnimateParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     settings: dict[str, Any]
-    """The resolved AnimateConfig, minus weights_dir and offload."""
+    """The resolved AnimateConfig, minus weights_dir, offload and compile (they do not change the video)."""
     prompt_override: str | None = None
     """--prompt; None means each example's prompt.txt (or the empty prompt)."""
 

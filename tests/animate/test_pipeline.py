@@ -205,6 +205,15 @@ def test_half_precision_path_within_bf16_tolerance() -> None:
 
 
 
+def test_compile_rule() -> None:
+    """AnimateConfig.compile: regional torch.compile of the DiT blocks on CUDA unless turned off."""
+    from scail.animate.presets import resolve_compile
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_compile("auto", cuda) and not resolve_compile("auto", cpu)
+    assert resolve_compile("on", cpu) and not resolve_compile("off", cuda)
+
+
 def test_vae_tiling_rule_and_tiled_decode() -> None:
     """AnimateConfig.vae_tiling reaches the decode: tiles change only the decoded pixels, not the latent."""
     from scail.animate.presets import build_pipeline, resolve_vae_tile

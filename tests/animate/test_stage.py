@@ -72,7 +72,7 @@ def test_fingerprint_params_cover_settings_and_override(tmp_path: Path) -> None:
     (ex.root / "prompt.txt").write_text("from file")
     a = AnimateStage(_config())
     b = AnimateStage(_config(), prompt_override="  from cli ")
-    c = AnimateStage(_config(weights_dir=tmp_path, offload="none"))
+    c = AnimateStage(_config(weights_dir=tmp_path, offload="none", compile="on"))
     d = AnimateStage(_config(seed=8))
     assert ex.prompt_file not in b.inputs(ex)  # the override replaces prompt.txt
     assert b.params().prompt_override == "from cli"
