@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -305,7 +306,12 @@ def run_stage(
     except Exception as exc:
         tb = _write_traceback(example, stage.name, exc)
         log.debug("%s: %s crashed", example.name, stage.name, exc_info=exc)
-        reason = f"{type(exc).__name__}: {one_line(exc)}" + (f" (traceback: {tb})" if tb else "")
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # nothing partial is visible (outputs are renamed into place), so a rerun resumes here
+            reason = (f"{example.root}: {stage.name}: the disk is full; free space and rerun "
+                      "(finished stages are kept)")
+        else:
+            reason = f"{type(exc).__name__}: {one_line(exc)}" + (f" (traceback: {tb})" if tb else "")
         _finish(example, running, ctx, t0, status="failed", error=reason, traceback_file=tb,
                 outputs=_present(expected, hashes))
         return StageOutcome(stage.name, Outcome.FAILED, time.perf_counter() - t0, reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import threading
 from pathlib import Path
@@ -126,6 +127,23 @@ def test_unexpected_exception_is_recorded_with_a_traceback_file(make_toy_example
     m = read_manifest(ex, "pose")
     assert m.status == "failed" and m.traceback_file
     assert "ZeroDivisionError" in Path(m.traceback_file).read_text()
+
+
+class _DiskFull(ToyPose):
+    def run(self, example: Example, ctx: StageContext) -> None:
+        with ctx.atomic_output(example.pose_data) as tmp:
+            tmp.write_bytes(b"half a pose")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_is_one_line_and_leaves_no_partial_output(make_toy_example) -> None:
+    ex = Example(make_toy_example())
+    out = run_stage(_DiskFull(PoseConfig()), ex)
+    assert out.outcome is Outcome.FAILED
+    assert out.reason == f"{ex.root}: pose: the disk is full; free space and rerun (finished stages are kept)"
+    assert not ex.pose_data.exists() and not list(ex.state_dir.glob(".pose.tmp-*"))
+    assert read_manifest(ex, "pose").error == out.reason
+    assert run_stage(ToyPose(PoseConfig()), ex).outcome is Outcome.RAN  # the rerun resumes
 
 
 def test_cancel_writes_an_interrupted_manifest_and_no_output(make_toy_example) -> None:
