@@ -42,6 +42,8 @@ def plan_driving(path: Path, fps: float, max_frames: int | None = None) -> Frame
 
     try:
         info = video.probe(path)
+    except InputError:
+        raise  # already one line naming the file and the fix
     except Exception as exc:
         raise InputError(f"{path}: cannot read the driving video ({exc}); is it a video file?") from exc
     if info.width <= 0 or info.height <= 0:

@@ -60,7 +60,7 @@ def test_worker_cli_reports_errors_as_a_final_json_line(tmp_path: Path) -> None:
 def test_client_raises_worker_errors_and_reuses_the_process(tmp_path: Path) -> None:
     worker = PoseWorker(Path(sys.executable))
     try:
-        with pytest.raises(InputError, match=r"nope\.mp4: cannot read the driving video"):
+        with pytest.raises(InputError, match=r"nope\.mp4: video file not found; check the path$"):
             worker.run(_job(tmp_path, tmp_path / "nope.mp4"), lambda e: None)
         pid = worker.proc.pid if worker.proc else None
         video = _tiny_video(tmp_path / "d.mp4")
