@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scail.animate.loaders import assign_weights, read_state_dict
-from scail.animate.t5 import check_state_dict
+from scail.animate.loaders import assign_weights, check_state_dict, read_state_dict
 from scail.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -255,7 +254,7 @@ def read_clip_state(path: Path, config: CLIPConfig | None = None) -> dict[str, t
     state, unused = _split_visual_state(path, read_state_dict(path), cfg)
     with torch.device("meta"):
         model = CLIPVisionTower(cfg)
-    check_state_dict(path, state, model, "the CLIP ViT-H/14 visual tower")
+    check_state_dict(model, state, path, "the CLIP ViT-H/14 visual tower")
     _check_unused(path, unused, cfg)
     return state
 

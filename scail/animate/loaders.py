@@ -475,22 +475,25 @@ def dit_from_state_dict(
     return model.eval().requires_grad_(False)
 
 
-def check_state_dict(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise one CheckpointError listing missing keys, unexpected keys and shape mismatches."""
+def check_state_dict(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str | Path,
+                     what: str = "a complete SCAIL DiT checkpoint") -> None:
+    """Raise one CheckpointError listing missing keys, unexpected keys and shape mismatches.
+
+    The one strict key/shape check of every loader (DiT, VAE, umT5, CLIP); `what` completes the
+    closing question ("is this <what>?").
+    """
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
-    mismatched = [
-        f"{k} {tuple(tensors[k].shape)} != {expected[k]}"
-        for k in expected
-        if k in tensors and tuple(tensors[k].shape) != expected[k]
-    ]
+    mismatched = [k for k in expected if k in tensors and tuple(tensors[k].shape) != expected[k]]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys (e.g. {_few(missing)})")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected keys (e.g. {_few(unexpected)})")
     if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches (e.g. {'; '.join(mismatched[:3])})")
+        k = mismatched[0]
+        problems.append(f"{len(mismatched)} shape mismatches (e.g. {k!r}: file {list(tensors[k].shape)}, "
+                        f"model {list(expected[k])})")
     if problems:
-        raise CheckpointError(f"{source}: {'; '.join(problems)}; is this a complete SCAIL DiT checkpoint?")
+        raise CheckpointError(f"{source}: {'; '.join(problems)}; is this {what}?")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scail.animate.loaders import assign_weights, read_state_dict
-from scail.errors import CheckpointError
+from scail.animate.loaders import assign_weights, check_state_dict, read_state_dict
 
 if TYPE_CHECKING:
     from scail.animate.tokenizer import UMT5Tokenizer
@@ -213,32 +212,6 @@ class T5Encoder(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def _examples(keys: Iterable[str], n: int = 3) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(repr(k) for k in keys[:n])
-    return shown + (", ..." if len(keys) > n else "")
-
-
-def check_state_dict(path: Path, state: dict[str, torch.Tensor], model: nn.Module, what: str) -> None:
-    """Raise a one-line `CheckpointError` unless `state` has exactly the model's keys and shapes."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = expected.keys() - state.keys()
-    unexpected = state.keys() - expected.keys()
-    wrong = [k for k in expected.keys() & state.keys() if tuple(state[k].shape) != expected[k]]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys ({_examples(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({_examples(unexpected)})")
-    if wrong:
-        k = sorted(wrong)[0]
-        problems.append(
-            f"{len(wrong)} shape mismatches (e.g. {k!r}: file {list(state[k].shape)}, model {list(expected[k])})"
-        )
-    if problems:
-        raise CheckpointError(f"{path}: {'; '.join(problems)}; is this {what}?")
-
-
 _HF_T5_NAMES = {
     "layer.0.SelfAttention.q.weight": "attn.q.weight",
     "layer.0.SelfAttention.k.weight": "attn.k.weight",
@@ -287,7 +260,7 @@ def read_t5_state(path: Path, config: T5Config | None = None) -> dict[str, torch
         state = _from_hf_names(state)
     with torch.device("meta"):
         model = T5Encoder(config or T5Config.umt5_xxl())
-    check_state_dict(path, state, model, "the umT5-XXL encoder (models_t5_umt5-xxl-enc-bf16.pth)")
+    check_state_dict(model, state, path, "the umT5-XXL encoder (models_t5_umt5-xxl-enc-bf16.pth)")
     return state
 
 

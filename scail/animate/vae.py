@@ -23,10 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scail.animate.loaders import assign_weights, read_state_dict
+from scail.animate.loaders import assign_weights, check_state_dict, read_state_dict
 from scail.errors import CheckpointError
 
 log = logging.getLogger(__name__)
+
+WAN_VAE = "a Wan2.1 VAE checkpoint"
+"""What the key check calls the file it expected (`check_state_dict`'s closing question)."""
 
 ProgressFn = Callable[[int, int], None]
 
@@ -618,7 +621,7 @@ def load_vae(
     cfg = cfg or _infer_config(state, path)
     with torch.device("meta"):
         model = VideoVAE(cfg)
-    check_state_dict(model, state, path)
+    check_state_dict(model, state, path, WAN_VAE)
     log.info("loading VAE %s (dim %d, %s, %s)", path, cfg.dim, dtype, device)
     return WanVAE(assign_weights(model, state, dtype, device))
 
@@ -636,24 +639,3 @@ def _infer_config(state: dict[str, torch.Tensor], path: Path) -> VAEConfig:
     return VAEConfig(dim=state["encoder.conv1.weight"].shape[0], z_dim=state["conv2.weight"].shape[0])
 
 
-def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """Raise one-line CheckpointError naming missing, unexpected and mis-shaped keys."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} != {expected[k]}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != expected[k]
-    ]
-    problems = [
-        f"{len(names)} {what} (e.g. {', '.join(repr(n) for n in names[:3])})"
-        for what, names in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", wrong),
-        )
-        if names
-    ]
-    if problems:
-        raise CheckpointError(f"{path}: {'; '.join(problems)}; is this a Wan2.1 VAE checkpoint?")

@@ -243,13 +243,13 @@ def _check_dit(path: Path, arch: Architectures) -> str:
 def _check_vae(path: Path, arch: Architectures) -> str:
     import torch
 
-    from scail.animate.loaders import read_state_dict
-    from scail.animate.vae import VideoVAE, check_state_dict
+    from scail.animate.loaders import check_state_dict, read_state_dict
+    from scail.animate.vae import WAN_VAE, VideoVAE
 
     state = read_state_dict(path)
     with torch.device("meta"):
         model = VideoVAE(arch.vae)
-    check_state_dict(model, state, path)
+    check_state_dict(model, state, path, WAN_VAE)
     return f"{_summary(state)}; keys and shapes match the Wan VAE"
 
 

@@ -136,8 +136,8 @@ def test_loader_errors(fixture_path: Callable[..., Path], tmp_path: Path) -> Non
         load_clip(path, config=tiny)
     message = str(info.value)
     assert "\n" not in message
-    assert "1 missing keys ('transformer.0.attn.to_qkv.bias')" in message
-    assert "1 unexpected keys ('transformer.5.norm1.weight')" in message
+    assert "1 missing keys (e.g. 'transformer.0.attn.to_qkv.bias')" in message
+    assert "1 unexpected keys (e.g. 'transformer.5.norm1.weight')" in message
 
     wrong_head = dict(state)
     wrong_head["visual.head"] = torch.zeros(32, 8)

@@ -148,7 +148,7 @@ def test_wrong_shape(tmp_path: Path, tiny_state: dict[str, torch.Tensor]) -> Non
     save_file({**tiny_state, "blocks.0.ffn.2.bias": torch.zeros(65)}, str(file))
     with pytest.raises(CheckpointError) as exc:
         load_dit(file, num_heads=2)
-    assert "1 shape mismatches (e.g. blocks.0.ffn.2.bias (65,) != (64,))" in one_line_error(exc)
+    assert "1 shape mismatches (e.g. 'blocks.0.ffn.2.bias': file [65], model [64])" in one_line_error(exc)
 
 
 def test_unknown_sat_key(tmp_path: Path, tiny_state: dict[str, torch.Tensor]) -> None:

@@ -178,8 +178,8 @@ def test_loader_errors(fixture_path: Callable[..., Path], tmp_path: Path) -> Non
         load_t5(path, config=tiny)
     message = str(info.value)
     assert "\n" not in message
-    assert "1 missing keys ('blocks.1.ffn.fc2.weight')" in message
-    assert "1 unexpected keys ('blocks.1.extra.weight')" in message
+    assert "1 missing keys (e.g. 'blocks.1.ffn.fc2.weight')" in message
+    assert "1 unexpected keys (e.g. 'blocks.1.extra.weight')" in message
     assert "'norm.weight': file [7], model [32]" in message
     assert "umT5-XXL" in message
 

@@ -296,7 +296,7 @@ def test_missing_and_unexpected_and_misshaped_keys(
     assert "1 missing keys (e.g. 'decoder.head.2.bias')" in message
     assert "1 unexpected keys (e.g. 'decoder.extra.weight')" in message
     assert (
-        "1 shape mismatches (e.g. 'encoder.middle.1.proj.weight (3, 3, 1, 1) != (16, 16, 1, 1)')" in message
+        "1 shape mismatches (e.g. 'encoder.middle.1.proj.weight': file [3, 3, 1, 1], model [16, 16, 1, 1])" in message
     )
 
 
