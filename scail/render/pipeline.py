@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +20,7 @@ import numpy as np
 from scail.errors import InputError
 from scail.pose.schema import PoseData, load_pose
 from scail.render.align import AlignBounds, Alignment, align_overlay, fit_alignment
-from scail.render.overlay import draw_overlay
+from scail.render.overlay import OverlayMarks, overlay_marks
 from scail.render.raycast import Camera, DepthShading, default_chunk_frames, render_capsules
 from scail.render.retarget import retarget as retarget_joints
 from scail.render.skeleton import Capsules, capsules_from_joints, palettes_for, valid_joints
@@ -143,6 +142,54 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _to_numpy(frames: torch.Tensor, dst: np.ndarray | None) -> np.ndarray:
+    """The rendered chunk as numpy, copied once: into `dst` when given (device -> dst directly)."""
+    import torch
+
+    if dst is None:
+        if frames.device.type == "cpu":
+            return frames.numpy()                                                 # no copy
+        dst = np.empty(tuple(frames.shape), dtype=np.uint8)
+    if frames.device.type == "cpu":
+        np.copyto(dst, frames.numpy())
+    else:
+        torch.from_numpy(dst).copy_(frames)                                       # one device -> host copy
+    return dst
+
+
+def _chunk_marks(overlay: tuple[np.ndarray, np.ndarray, np.ndarray], sl: slice,
+                 size_hw: tuple[int, int]) -> OverlayMarks:
+    body, face, hands = overlay
+    return overlay_marks(body[sl], face[sl], hands[sl], size_hw)
+
+
+def _render_chunks(prep: PreparedRender, dev: torch.device, chunk: int, cpu_threads: int | None,
+                   out: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """Yield the frames of each chunk (n, H, W, 3) uint8 with the overlay pasted (in `out` when given).
+
+    The overlay marks need only the 2D points, so a worker thread computes them one chunk ahead
+    while the 3D pass renders (torch, OpenCV and large numpy operations release the GIL); pasting
+    them is one indexed assignment per chunk.
+    """
+    total = prep.num_frames
+    slices = [slice(s, min(s + chunk, total)) for s in range(0, total, chunk)]
+    overlay = prep.overlay
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scail-overlay") as pool:
+        pending: dict[int, Future[OverlayMarks]] = {}
+        for k, sl in enumerate(slices):
+            if overlay is not None:
+                for ahead in (k, k + 1):                                          # this chunk and the next
+                    if ahead < len(slices) and ahead not in pending:
+                        pending[ahead] = pool.submit(_chunk_marks, overlay, slices[ahead], prep.size_hw)
+            with _torch_threads(cpu_threads if dev.type == "cpu" else None):
+                frames = render_capsules(prep.capsules.select(sl), prep.camera, prep.depth, prep.radius_mm, dev)
+            frames_np = _to_numpy(frames, out[sl] if out is not None else None)
+            del frames
+            if overlay is not None:
+                pending.pop(k).result().paste(frames_np)
+            yield frames_np
+
+
 def iter_frames(prep: PreparedRender, device: str | torch.device = "cpu", chunk_frames: int | None = None,
                 on_progress: ProgressFn | None = None, cpu_threads: int | None = 1) -> Iterator[np.ndarray]:
     """Second pass: yield (H, W, 3) uint8 RGB frames, rendered `chunk_frames` at a time on `device`.
@@ -150,28 +197,18 @@ def iter_frames(prep: PreparedRender, device: str | torch.device = "cpu", chunk_
     On CPU the 3D pass runs with `cpu_threads` torch threads (None: torch's default). One thread
     is the default: the per-op work is small, and on a shared machine OpenMP barriers between
     ~100 small ops per chunk cost far more than a second core gains (measured 10x slower at load 10).
+    The 2D overlay of a chunk is computed by a worker thread while the 3D pass runs.
     """
     dev = resolve_device(device)
     total = prep.num_frames
     chunk = chunk_frames or default_chunk_frames(prep.camera, dev.type == "cuda")
-    # On a GPU the 2D overlay (OpenCV, ~2 ms/frame on one core) is the bottleneck: draw a chunk's
-    # frames in parallel threads (cv2 and numpy release the GIL; every frame is its own array).
-    workers = min(8, os.cpu_count() or 1) if dev.type == "cuda" and prep.overlay is not None else 1
     done = 0
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, total, chunk):
-            sl = slice(start, min(start + chunk, total))
-            with _torch_threads(cpu_threads if dev.type == "cpu" else None):
-                frames = render_capsules(prep.capsules.select(sl), prep.camera, prep.depth, prep.radius_mm, dev)
-            frames_np = frames.cpu().numpy()
-            if prep.overlay is not None:
-                body, face, hands = (part[sl] for part in prep.overlay)
-                list(pool.map(draw_overlay, frames_np, body, face, hands))
-            for i in range(frames_np.shape[0]):
-                done += 1
-                if on_progress is not None:
-                    on_progress(done, total)
-                yield frames_np[i]
+    for frames in _render_chunks(prep, dev, chunk, cpu_threads):
+        for i in range(frames.shape[0]):
+            done += 1
+            if on_progress is not None:
+                on_progress(done, total)
+            yield frames[i]
 
 
 def iter_render_pose(pose: PoseData | Path | str, overlay: bool = True,
@@ -216,7 +253,14 @@ def render_pose(pose: PoseData | Path | str, overlay: bool = True, reference: Po
     for msg in prep.warnings:
         log.warning("render: %s", msg)
     h, w = prep.size_hw
-    out = np.zeros((prep.num_frames, h, w, 3), dtype=np.uint8)
-    for i, frame in enumerate(iter_frames(prep, device, chunk_frames, on_progress, cpu_threads)):
-        out[i] = frame
+    dev = resolve_device(device)
+    total = prep.num_frames
+    chunk = chunk_frames or default_chunk_frames(prep.camera, dev.type == "cuda")
+    out = np.empty((total, h, w, 3), dtype=np.uint8)
+    done = 0
+    for frames in _render_chunks(prep, dev, chunk, cpu_threads, out):                # written into out
+        for _ in range(frames.shape[0]):
+            done += 1
+            if on_progress is not None:
+                on_progress(done, total)
     return out
