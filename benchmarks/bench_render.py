@@ -9,7 +9,10 @@ The pose is a synthetic dancer (scail/render/synthetic.py) unless --pose names a
   included), ms per frame of that call;
 * steady state: the best of --repeats further calls;
 * "3D only", "3D + overlay" (the rendered.mp4 frames, returned as numpy), and "3D kernel on
-  device" (frames left on the device, no copy back, no overlay: what a GPU pipeline would use).
+  device" (frames left on the device, no copy back, no overlay: what a GPU pipeline would use);
+* "2D overlay alone" on the CPU (whatever --device), on black frames: the OpenCV reference
+  (`draw_overlay`, frame by frame) and the vectorised marks `render_pose` uses (`overlay_marks`
+  per chunk + paste; the pipeline computes them in a worker thread while the 3D pass runs).
 
 Reference (issue 3): the official taichi renderer takes ~300 ms/frame here in steady state plus
 ~1.7 s of kernel compilation per call; targets are <= 60 ms/frame on 2 CPU cores and >= 500
@@ -48,10 +51,12 @@ def main() -> None:
     args = ap.parse_args()
 
     t_import = time.perf_counter()
+    import numpy as np
     import torch
 
     from scail.pose.schema import load_pose
     from scail.render import prepare_render, render_pose
+    from scail.render.overlay import draw_overlay, overlay_marks
     from scail.render.pipeline import resolve_device
     from scail.render.raycast import Camera, default_chunk_frames, render_capsules
     from scail.render.synthetic import dancer_pose
@@ -88,6 +93,25 @@ def main() -> None:
 
     times = [_timed(kernel_only, sync) for _ in range(args.repeats)]
     rows.append(("steady state, 3D kernel on device", min(times)))
+
+    # the 2D overlay alone, on the CPU whatever --device: the OpenCV reference frame by frame, and the
+    # vectorised marks the pipeline computes (in a worker thread, during the 3D pass) and pastes
+    body, face, hands = prepare_render(pose, overlay=True).overlay or ()
+    canvas = np.zeros((n, h, w, 3), np.uint8)
+
+    def overlay_reference() -> None:
+        for t in range(n):
+            draw_overlay(canvas[t], body[t], face[t], hands[t])
+
+    def overlay_vectorised() -> None:
+        for start in range(0, n, chunk):
+            sl = slice(start, min(start + chunk, n))
+            overlay_marks(body[sl], face[sl], hands[sl], (h, w)).paste(canvas[sl])
+
+    for label, fn in (("2D overlay alone, OpenCV reference (CPU)", overlay_reference),
+                      ("2D overlay alone, vectorised marks (CPU)", overlay_vectorised)):
+        times = [_timed(fn, lambda: None) for _ in range(args.repeats)]
+        rows.append((label, min(times)))
 
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     try:

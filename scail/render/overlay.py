@@ -367,7 +367,6 @@ class _Geometry:
 
     def draw(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(index, value) channel writes of `frames` (indices into (T, H, W, 3))."""
-        h, w = self.size_hw
         canv = _Canvases(self, frames)
         nf, p = frames.size, self.p
         fi = np.broadcast_to(np.arange(nf)[:, None], (nf, p))                     # (F, P) batch frame
@@ -395,15 +394,15 @@ class _Geometry:
                   _ID_FACE_DOT)
 
         # compositing: colours, uint8 sum over people (wrapping), non-zero channels replace the frame's
-        pos = canv.touched()                                                       # (n,) crop positions
-        ids = canv.buf[:, pos]                                                     # (P, n)
-        color = _palette()[ids[0]] if p == 1 else _palette()[ids].sum(0, dtype=np.uint8)   # (n, 3)
-        f = np.searchsorted(canv.off, pos, side="right") - 1
-        local = pos - canv.off[f]
-        cw = canv.cw[f]
-        pix = ((frames[f] * h + canv.y0[f] + local // cw) * w + canv.x0[f] + local % cw) * 3
-        keep = color != 0
-        return (pix[:, None] + np.arange(3))[keep], color[keep]
+        pos, pix = canv.touched()                                                  # (n,) canvas, frame pixel
+        pal = _palette()
+        if p == 1:
+            color = np.take(pal, canv.flat[pos], axis=0)                           # (n, 3)
+        else:
+            color = np.take(pal, canv.buf[:, pos % canv.s], axis=0).sum(0, dtype=np.uint8)
+        k = np.flatnonzero(color)
+        q, c = np.divmod(k, 3)
+        return pix[q] * 3 + c, color.reshape(-1)[k]
 
     def _ellipses(self, frames: np.ndarray, canv: _Canvases) -> None:
         import cv2
@@ -414,6 +413,7 @@ class _Geometry:
         if not todo.size:
             return
         xs_all, ys_all = self.head_x64[frames], self.head_y64[frames]
+        pairs_list = pairs.tolist()
         for f, i in todo.tolist():
             img = canv.canvas(f, i)
             ox, oy = int(canv.x0[f]), int(canv.y0[f])
@@ -421,20 +421,22 @@ class _Geometry:
             xs, ys = xs_all[f, i].tolist(), ys_all[f, i].tolist()
             rect = [_COORD_CLAMP, _COORD_CLAMP, -_COORD_CLAMP, -_COORD_CLAMP]
             for line, (a, b) in enumerate(_HEAD_LINES_LOCAL):
-                if not pairs[f, i, line]:
+                if not pairs_list[f][i][line]:
                     continue
                 mx, my = (xs[a] + xs[b]) / 2, (ys[a] + ys[b]) / 2
                 length = ((ys[a] - ys[b]) ** 2 + (xs[a] - xs[b]) ** 2) ** 0.5
                 angle = math.degrees(math.atan2(ys[a] - ys[b], xs[a] - xs[b]))
                 if not max(abs(mx), abs(my), length) < _COORD_CLAMP:
                     continue                                                       # beyond OpenCV's ints
-                cx, cy, axis = int(mx), int(my), int(length / 2)
-                poly = np.asarray(cv2.ellipse2Poly((cx, cy), (axis, _HEAD_HALF_WIDTH_PX), int(angle), 0, 360, 1))
+                cx, cy, axis, deg = int(mx), int(my), int(length / 2), int(angle)
+                poly = np.asarray(cv2.ellipse2Poly((cx, cy), (axis, _HEAD_HALF_WIDTH_PX), deg, 0, 360, 1))
                 cv2.fillConvexPoly(img, poly - origin, _ID_ELLIPSE + line)
-                # the polygon's vertices lie within max(axes) of the centre, rounded
-                r = max(axis, _HEAD_HALF_WIDTH_PX) + 1
-                rect = [min(rect[0], cx - ox - r), min(rect[1], cy - oy - r),
-                        max(rect[2], cx - ox + r + 1), max(rect[3], cy - oy + r + 1)]
+                # the filled pixels lie within the bounding box of the rotated ellipse, + rounding
+                co, si = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+                rx = int(math.hypot(axis * co, _HEAD_HALF_WIDTH_PX * si)) + 2
+                ry = int(math.hypot(axis * si, _HEAD_HALF_WIDTH_PX * co)) + 2
+                rect = [min(rect[0], cx - ox - rx), min(rect[1], cy - oy - ry),
+                        max(rect[2], cx - ox + rx + 1), max(rect[3], cy - oy + ry + 1)]
             canv.touch_rect(f, i, (rect[0], rect[1], rect[2], rect[3]))
 
     def _hand_edges(self, hx: np.ndarray, hy: np.ndarray, ok: np.ndarray, canv: _Canvases) -> None:
@@ -455,11 +457,11 @@ class _Geometry:
         e_idx, f_idx, p_idx = np.nonzero(fast.transpose(2, 0, 1))
         seg, xs, ys = line_pixels(ax[f_idx, p_idx, e_idx], ay[f_idx, p_idx, e_idx],
                                   bx[f_idx, p_idx, e_idx], by[f_idx, p_idx, e_idx])
-        pos = canv.positions(f_idx[seg], p_idx[seg], xs, ys)
+        pos, pix = canv.positions(f_idx[seg], p_idx[seg], xs, ys)
         bounds = np.searchsorted(e_idx[seg], np.arange(len(HAND_EDGES) + 1))
         slow = np.argwhere(seg_ok & ~fast).tolist()                               # clipped or thick: OpenCV
         for e in range(len(HAND_EDGES)):
-            canv.write(pos[bounds[e]:bounds[e + 1]], _ID_HAND_EDGE + e)
+            canv.write(pos[bounds[e]:bounds[e + 1]], pix[bounds[e]:bounds[e + 1]], _ID_HAND_EDGE + e)
             for f, i, edge in slow:
                 if edge != e:
                     continue
@@ -477,30 +479,35 @@ class _Canvases:
 
     buf: (P, S), person-major; frame f of the batch owns buf[:, off[f]:off[f] + ch[f] * cw[f]], a
     (ch, cw) canvas per person whose pixel (0, 0) is the frame pixel (x0, y0). Every write also
-    records its positions, so compositing reads only the touched pixels.
+    records its positions and frame pixels (t * H + y) * W + x, so compositing reads only those.
     """
 
     def __init__(self, geo: _Geometry, frames: np.ndarray):
+        h, w = geo.size_hw
+        self.w = w
         self.x0, self.y0, self.cw, self.ch = geo.x0[frames], geo.y0[frames], geo.cw[frames], geo.ch[frames]
         self.area = self.cw * self.ch
         self.off = np.cumsum(self.area) - self.area
         self.s = int(self.area.sum())
         self.buf = np.zeros((geo.p, self.s), np.uint8)
         self.flat = self.buf.reshape(-1)
-        # flat position of frame pixel (x, y) on canvas (f, i): base[f, i] + y * cw[f] + x
+        # position of frame pixel (x, y) on canvas (f, i): base[f, i] + y * cw[f] + x
         self.base = np.arange(geo.p)[None, :] * self.s + (self.off - self.y0 * self.cw - self.x0)[:, None]
-        self._touched: list[np.ndarray] = []
+        self.frame_base = frames.astype(np.int64) * h * w                         # (F,) first pixel of frame
+        self._pos: list[np.ndarray] = []
+        self._pix: list[np.ndarray] = []
 
     def canvas(self, f: int, i: int) -> np.ndarray:
         return self.buf[i, self.off[f]:self.off[f] + self.area[f]].reshape(int(self.ch[f]), int(self.cw[f]))
 
-    def positions(self, f: np.ndarray, i: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Flat positions of frame pixels (x, y) on canvases (f, i); all must lie inside the crops."""
-        return self.base[f, i] + y * self.cw[f] + x
+    def positions(self, f: np.ndarray, i: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(canvas position, frame pixel) of frame pixels (x, y) on canvases (f, i), inside the crops."""
+        return self.base[f, i] + y * self.cw[f] + x, self.frame_base[f] + y * self.w + x
 
-    def write(self, pos: np.ndarray, ids: int) -> None:
+    def write(self, pos: np.ndarray, pix: np.ndarray, ids: int) -> None:
         self.flat[pos] = ids
-        self._touched.append(pos)
+        self._pos.append(pos)
+        self._pix.append(pix)
 
     def dots(self, f: np.ndarray, i: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: int, ids: int) -> None:
         """OpenCV filled circles at integer centres (n,) on canvases (f, i), clipped to the crops."""
@@ -510,7 +517,10 @@ class _Canvases:
         x, y = cx[:, None] + dx[None], cy[:, None] + dy[None]                      # (n, stamp)
         x0, y0 = self.x0[f][:, None], self.y0[f][:, None]
         inside = (x >= x0) & (x < x0 + self.cw[f][:, None]) & (y >= y0) & (y < y0 + self.ch[f][:, None])
-        self.write((self.base[f, i][:, None] + y * self.cw[f][:, None] + x)[inside], ids)
+        x, y = x[inside], y[inside]
+        fs, ps = np.broadcast_to(f[:, None], inside.shape)[inside], np.broadcast_to(i[:, None], inside.shape)[inside]
+        pos, pix = self.positions(fs, ps, x, y)
+        self.write(pos, pix, ids)
 
     def touch_rect(self, f: int, i: int, rect: tuple[int, int, int, int]) -> None:
         """Record the pixels of canvas (f, i) that OpenCV may have written inside rect (x0, y0, x1, y1)."""
@@ -519,11 +529,12 @@ class _Canvases:
         if rx1 <= rx0 or ry1 <= ry0:
             return
         yy, xx = np.nonzero(self.canvas(f, i)[ry0:ry1, rx0:rx1])
-        self._touched.append(i * self.s + self.off[f] + (yy + ry0) * cw + xx + rx0)
+        yy, xx = yy + ry0, xx + rx0
+        self._pos.append(i * self.s + self.off[f] + yy * cw + xx)
+        self._pix.append(self.frame_base[f] + (yy + self.y0[f]) * self.w + xx + self.x0[f])
 
-    def touched(self) -> np.ndarray:
-        """Crop positions (0 <= pos < S) written on any person's canvas: a superset, repeats allowed."""
-        if not self._touched:
-            return np.zeros(0, np.int64)
-        pos = np.concatenate(self._touched)
-        return pos % self.s if self.buf.shape[0] > 1 else pos
+    def touched(self) -> tuple[np.ndarray, np.ndarray]:
+        """(canvas positions, frame pixels) written on any canvas: a superset, repeats allowed."""
+        if not self._pos:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(self._pos), np.concatenate(self._pix)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -142,18 +143,43 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _to_numpy(frames: torch.Tensor, dst: np.ndarray | None) -> np.ndarray:
-    """The rendered chunk as numpy, copied once: into `dst` when given (device -> dst directly)."""
+def _copy_frames(dst: np.ndarray, src: np.ndarray, pool: ThreadPoolExecutor, workers: int) -> None:
+    """dst[:] = src, split over frames between `workers` threads of `pool` (np.copyto releases the GIL).
+
+    A fresh output array is mostly first-touch page faults; several threads take them in parallel.
+    """
+    n = src.shape[0]
+    if workers <= 1 or n < 2:
+        np.copyto(dst, src)
+        return
+    bounds = np.linspace(0, n, min(workers, n) + 1).astype(int).tolist()
+    list(pool.map(lambda a, b: np.copyto(dst[a:b], src[a:b]), bounds[:-1], bounds[1:]))
+
+
+def _to_numpy(frames: torch.Tensor, dst: np.ndarray | None, copy_pool: ThreadPoolExecutor,
+              copy_workers: int) -> np.ndarray:
+    """The rendered chunk as numpy: into `dst` when given, else a new array (or the CPU tensor's own memory).
+
+    From a GPU: one DMA into page-locked memory (torch caches it between calls), then a parallel
+    copy into `dst`; where page-locked memory is unavailable, one pageable copy straight into `dst`.
+    """
     import torch
 
-    if dst is None:
-        if frames.device.type == "cpu":
-            return frames.numpy()                                                 # no copy
-        dst = np.empty(tuple(frames.shape), dtype=np.uint8)
     if frames.device.type == "cpu":
+        if dst is None:
+            return frames.numpy()                                                 # no copy
         np.copyto(dst, frames.numpy())
-    else:
-        torch.from_numpy(dst).copy_(frames)                                       # one device -> host copy
+        return dst
+    if dst is None:
+        dst = np.empty(tuple(frames.shape), dtype=np.uint8)
+    try:
+        host = torch.empty(tuple(frames.shape), dtype=torch.uint8, pin_memory=True)
+    except RuntimeError:                                                          # no page-locked memory
+        torch.from_numpy(dst).copy_(frames)
+        return dst
+    host.copy_(frames, non_blocking=True)
+    torch.cuda.current_stream(frames.device).synchronize()
+    _copy_frames(dst, host.numpy(), copy_pool, copy_workers)
     return dst
 
 
@@ -174,7 +200,9 @@ def _render_chunks(prep: PreparedRender, dev: torch.device, chunk: int, cpu_thre
     total = prep.num_frames
     slices = [slice(s, min(s + chunk, total)) for s in range(0, total, chunk)]
     overlay = prep.overlay
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scail-overlay") as pool:
+    copy_workers = min(8, os.cpu_count() or 1) if dev.type == "cuda" else 1
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scail-overlay") as pool, \
+            ThreadPoolExecutor(max_workers=copy_workers, thread_name_prefix="scail-copy") as copy_pool:
         pending: dict[int, Future[OverlayMarks]] = {}
         for k, sl in enumerate(slices):
             if overlay is not None:
@@ -183,7 +211,7 @@ def _render_chunks(prep: PreparedRender, dev: torch.device, chunk: int, cpu_thre
                         pending[ahead] = pool.submit(_chunk_marks, overlay, slices[ahead], prep.size_hw)
             with _torch_threads(cpu_threads if dev.type == "cpu" else None):
                 frames = render_capsules(prep.capsules.select(sl), prep.camera, prep.depth, prep.radius_mm, dev)
-            frames_np = _to_numpy(frames, out[sl] if out is not None else None)
+            frames_np = _to_numpy(frames, out[sl] if out is not None else None, copy_pool, copy_workers)
             del frames
             if overlay is not None:
                 pending.pop(k).result().paste(frames_np)
