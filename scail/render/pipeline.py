@@ -156,6 +156,16 @@ def _copy_frames(dst: np.ndarray, src: np.ndarray, pool: ThreadPoolExecutor, wor
     list(pool.map(lambda a, b: np.copyto(dst[a:b], src[a:b]), bounds[:-1], bounds[1:]))
 
 
+def _page_locked(shape: tuple[int, ...]) -> torch.Tensor | None:
+    """An uninitialised page-locked uint8 host tensor (torch caches these between calls), or None."""
+    import torch
+
+    try:
+        return torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+    except RuntimeError:                                                          # none to be had here
+        return None
+
+
 def _to_numpy(frames: torch.Tensor, dst: np.ndarray | None, copy_pool: ThreadPoolExecutor,
               copy_workers: int) -> np.ndarray:
     """The rendered chunk as numpy: into `dst` when given, else a new array (or the CPU tensor's own memory).
@@ -172,10 +182,9 @@ def _to_numpy(frames: torch.Tensor, dst: np.ndarray | None, copy_pool: ThreadPoo
         return dst
     if dst is None:
         dst = np.empty(tuple(frames.shape), dtype=np.uint8)
-    try:
-        host = torch.empty(tuple(frames.shape), dtype=torch.uint8, pin_memory=True)
-    except RuntimeError:                                                          # no page-locked memory
-        torch.from_numpy(dst).copy_(frames)
+    host = _page_locked(tuple(frames.shape)) if frames.device.type == "cuda" else None
+    if host is None:
+        torch.from_numpy(dst).copy_(frames)                                       # one pageable copy
         return dst
     host.copy_(frames, non_blocking=True)
     torch.cuda.current_stream(frames.device).synchronize()

@@ -180,3 +180,17 @@ def test_render_pose_pastes_the_reference_overlay() -> None:
     expected = _reference(*prep.overlay, plain)
     assert np.array_equal(render_pose(pose, overlay=True, chunk_frames=3), expected)
     assert np.array_equal(render_pose(pose, overlay=False, chunk_frames=3), plain)
+
+
+def test_parallel_frame_copy() -> None:
+    """The CUDA path's host copy, split between threads, copies every frame exactly."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scail.render.pipeline import _copy_frames
+
+    src = np.random.default_rng(0).integers(0, 256, (11, 6, 5, 3), dtype=np.uint8)
+    for workers in (1, 3, 16):
+        dst = np.zeros_like(src)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            _copy_frames(dst, src, pool, workers)
+        assert np.array_equal(dst, src)
