@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -125,11 +125,24 @@ class AnimateConfig(_Strict):
     compile: Literal["auto", "on", "off"] = "auto"
     """torch.compile each DiT block (fused norms/modulation/RoPE; H200: 13.6 -> 11.1 s/step, 51.6 -> 40.4
     GiB). The first step of a new shape compiles (~25 s). `auto`: on CUDA only."""
+    fast: bool = False
+    """Opt-in fast mode, NOT numerically the official model: FP8 block linears, FP8 self-attention (with
+    flash-attn 3 on Hopper) and a step cache that reuses the blocks' output while their input barely
+    changes (`fast_cache_threshold`). Its cost in quality and its speed are measured in NOTES-gpu.md."""
+    fast_cache_threshold: float = Field(0.1, ge=0)
+    """Step-cache threshold of fast mode: accumulated relative change under which a step is skipped (0: none)."""
     vae_tiling: Literal["auto", "on", "off"] = "auto"
     """Decode the video in overlapping 256-px tiles (the VAE's TileConfig): bounded GPU memory, pixels
     close to but not equal to a whole-frame decode. `auto`: tiled on a GPU, whole frames on the CPU."""
     size_hw: tuple[int, int] | None = None
     """Output (H, W), both multiples of 32. Default: by the reference's orientation, 512x896 or 896x512."""
+
+    @model_validator(mode="after")
+    def _fast_without_block_offload(self) -> AnimateConfig:
+        if self.fast and self.offload == "blocks":
+            raise ValueError("animate.fast cannot be combined with animate.offload=blocks: FP8 halves the DiT "
+                             "weights to ~16 GB, so try fast with offload=encoders, or turn fast off")
+        return self
 
     @field_validator("size_hw")
     @classmethod

@@ -14,6 +14,13 @@ Backends, probed once per process:
 ``auto`` (the default) takes flash-attn 3, then 2, when they apply, else ``sdpa_cudnn`` for
 float16/bfloat16 CUDA tensors (the fastest SDPA kernel on Hopper; NOTES-gpu.md), else ``sdpa``. A backend that does
 not apply to the inputs (CPU tensors, float32 for flash-attn) falls back to ``sdpa`` and logs once.
+
+FP8 self-attention (`set_fp8`, part of the opt-in fast mode): queries, keys and values of the long
+attentions (at least `FP8_MIN_KEYS` keys, i.e. the self-attention, not the text/CLIP cross-attention)
+are quantized to float8 e4m3 with one scale per (row, head) and multiplied by flash-attn 3's FP8
+kernel on Hopper. Where that kernel is missing the CUDA path stays bf16 (logged once: emulating FP8
+there would cost quality and buy no speed); on the CPU the same quantized values run through SDPA,
+so the tests exercise the arithmetic.
 """
 
 from __future__ import annotations
@@ -34,6 +41,11 @@ AttentionBackend = Literal[
 BACKENDS: tuple[str, ...] = get_args(AttentionBackend)
 
 _selected: str = "auto"
+_fp8: bool = False
+
+FP8_MIN_KEYS = 1024
+"""Attentions with at least this many keys run in FP8 when `set_fp8(True)` (the self-attention)."""
+FP8_MAX = 448.0  # largest finite float8 e4m3fn value
 
 
 @functools.cache
@@ -72,6 +84,37 @@ def set_backend(name: AttentionBackend) -> None:
         raise ValueError(f"attention backend {name!r} needs the flash-attn package, which is not installed")
     global _selected
     _selected = name
+
+
+def set_fp8(on: bool) -> None:
+    """FP8 (e4m3) self-attention for this process (fast mode); see the module docstring."""
+    global _fp8
+    _fp8 = on
+
+
+def fp8_enabled() -> bool:
+    return _fp8
+
+
+def fp8_kernel_available(device: torch.device) -> bool:
+    """Whether flash-attn 3's FP8 kernel can run on `device` (Hopper, package importable)."""
+    import torch
+
+    return (
+        device.type == "cuda"
+        and torch.cuda.get_device_capability(device)[0] == 9
+        and _has_module("flash_attn_interface")
+    )
+
+
+def quantize_heads(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L, N, Dh) -> (float8 e4m3 values (B, L, N, Dh), descale (B, N) float32), x ~= values * descale."""
+    import torch
+
+    amax = x.abs().amax(dim=(1, 3)).float().clamp_(min=1e-12)  # (B, N)
+    descale = amax / FP8_MAX
+    inv = (1.0 / descale)[:, None, :, None].to(x.dtype)
+    return (x * inv).to(torch.float8_e4m3fn), descale
 
 
 def get_backend() -> str:
@@ -158,6 +201,10 @@ def _op_registered() -> bool:
 
 
 def _attention_eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    if _fp8 and k.shape[1] >= FP8_MIN_KEYS:
+        out = _attention_fp8(q, k, v)
+        if out is not None:
+            return out
     backend = resolve_backend(q)
     if backend == "flash_attn_3":
         import flash_attn_interface
@@ -169,6 +216,41 @@ def _attention_eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
 
         return flash_attn.flash_attn_func(q, k, v)
     return _sdpa(q, k, v, backend)
+
+
+@functools.cache
+def _log_no_fp8_kernel() -> None:
+    log.warning("FP8 attention needs flash-attn 3 on a Hopper GPU; the attention stays bf16 (FP8 linears still apply)")
+
+
+def _attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+    """FP8 attention, or None where it does not apply (the caller runs the usual backend).
+
+    Keys and values are centred over the tokens first, which changes nothing in exact arithmetic
+    (softmax ignores a per-query constant, and its weights sum to 1, so the values' mean is added
+    back after) but leaves FP8 a smaller range to cover when the tokens share a large component.
+    """
+    import torch
+
+    if q.is_cuda and not fp8_kernel_available(q.device):
+        _log_no_fp8_kernel()
+        return None
+    k = k - torch.mean(k, dim=1, keepdim=True, dtype=torch.float32).to(k.dtype)
+    v_mean = torch.mean(v, dim=1, keepdim=True, dtype=torch.float32)  # (B, 1, N, Dh)
+    v = v - v_mean.to(v.dtype)
+    (q8, dq), (k8, dk), (v8, dv) = quantize_heads(q), quantize_heads(k), quantize_heads(v)
+    if q.is_cuda:
+        import flash_attn_interface
+
+        out = flash_attn_interface.flash_attn_func(q8, k8, v8, q_descale=dq, k_descale=dk, v_descale=dv)
+        out = out[0] if isinstance(out, tuple) else out
+    else:  # CPU: the same quantized values multiplied in the inputs' dtype (tests exercise the arithmetic)
+
+        def back(x8: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+            return x8.to(q.dtype) * d[:, None, :, None].to(q.dtype)
+
+        out = _sdpa(back(q8, dq), back(k8, dk), back(v8, dv), "sdpa")
+    return (out.float() + v_mean).to(q.dtype)
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:

@@ -296,6 +296,8 @@ class Options:
     quality_steps: int = 0  # >0: a separate bf16-vs-fast comparison with this many steps (first shape)
     tile: int = 0  # VAE decode tile side in latent pixels (0: untiled)
     ffn_chunks: int = 1  # DiT FFN token chunks (same output; 1 and 4 measured alike on the H200)
+    rows_in_turn: bool = True  # the CFG pair through each block one row after the other (less memory)
+    fp8_attention: bool = True  # fast mode: FP8 self-attention too (flash-attn 3 on Hopper)
     seed: int = 0
     json_path: str = ""
 
@@ -358,25 +360,29 @@ class Bench:
 
     # -- building ----------------------------------------------------------------------------
 
-    def build_dit(self, fast: bool = False) -> None:
+    def build_dit(self, fast: bool = False, rows_in_turn: bool | None = None) -> None:
         import torch
+
+        from scail.animate import attention
+        from scail.animate.fast import enable_fast
 
         self.drop_dit()
         t0 = time.perf_counter()
         dit = random_dit(self.dit_cfg, self.device, self.dtype, self.opts.seed)
+        attention.set_fp8(False)
         if fast:
-            from scail.animate.fast import quantize_fp8
-
-            quantize_fp8(dit)
+            enable_fast(dit, fp8_attention=self.opts.fp8_attention)
         dit.set_ffn_chunks(self.opts.ffn_chunks)
+        dit.set_rows_in_turn(self.opts.rows_in_turn if rows_in_turn is None else rows_in_turn)
         if self.opts.compile and self.cuda:  # on the CPU inductor's C++ build costs minutes for nothing
             dit.compile_blocks()
         self.dit = dit
         if self.cuda:
             torch.cuda.synchronize()
+        fp8_attn = fast and self.opts.fp8_attention and attention.fp8_kernel_available(self.device)
         self.say(
-            f"DiT {'fp8' if fast else 'bf16'} built on {self.device} in {time.perf_counter() - t0:.1f}s, "
-            f"{allocated_gib(self.device):.2f} GiB allocated"
+            f"DiT {'fp8 linears' + (' + fp8 attention' if fp8_attn else '') if fast else 'bf16'} built on "
+            f"{self.device} in {time.perf_counter() - t0:.1f}s, {allocated_gib(self.device):.2f} GiB allocated"
         )
 
     def drop_dit(self) -> None:
@@ -546,7 +552,8 @@ class Bench:
                 meter, latent, video = self.sample(shape, opts.steps)
                 r = self.row(shape, "resident", meter, opts.steps)
                 r.warmup_s = warm
-                r.notes = f"{str(self.dtype).removeprefix('torch.')}, {self.attention}, compile={opts.compile and self.cuda}"
+                r.notes = (f"{str(self.dtype).removeprefix('torch.')}, {self.attention}, compile={opts.compile and self.cuda}, "
+                           f"rows {'in turn' if opts.rows_in_turn else 'batched'}")
                 rows.append(r)
                 self.say(format_row(r))
                 reference[str(shape)] = (latent.cpu(), video.cpu())
@@ -591,7 +598,11 @@ class Bench:
             meter, latent, video = self.sample(shape, self.opts.steps, denoiser=cache)
             r = self.row(shape, "fast", meter, self.opts.steps, calls=cache.computed)
             r.warmup_s = warm
-            r.notes = f"fp8 linears + step cache {self.opts.cache_thresholds[0]} ({cache.skipped}/{self.opts.steps} skipped)"
+            from scail.animate import attention
+
+            attn = "fp8 attention" if attention.fp8_enabled() and attention.fp8_kernel_available(self.device) else "bf16 attention"
+            r.notes = (f"fp8 linears + {attn} + step cache {self.opts.cache_thresholds[0]} "
+                       f"({cache.skipped}/{self.opts.steps} skipped)")
             ref = reference.get(str(shape))
             if ref is not None:
                 r.latent_rel_err = relative_error(latent.cpu(), ref[0])
@@ -619,9 +630,18 @@ class Bench:
             note = f"fp8 + cache {threshold}: {cache.skipped}/{n} skipped"
             runs.append((f"fast x{n}", m, lat.cpu(), vid.cpu(), cache.computed, note))
             del cache, lat, vid
+        from scail.animate import attention
+
+        fp8_attn = attention.fp8_enabled() and attention.fp8_kernel_available(self.device)
         m, lat, vid = self.sample(shape, n)  # fp8, every step
-        runs.append((f"fp8 x{n}", m, lat.cpu(), vid.cpu(), n, "fp8 linears, every step"))
+        runs.append((f"fp8 x{n}", m, lat.cpu(), vid.cpu(), n,
+                     "fp8 linears" + (" + fp8 attention" if fp8_attn else "") + ", every step"))
         del lat, vid
+        if fp8_attn:  # the same model with the attention back in bf16 (the op reads the switch per call)
+            attention.set_fp8(False)
+            m, lat, vid = self.sample(shape, n)
+            runs.append((f"fp8 lin x{n}", m, lat.cpu(), vid.cpu(), n, "fp8 linears, bf16 attention, every step"))
+            del lat, vid
         self.build_dit()
         self.warmup(shape)
         m_ref, lat_ref, vid_ref = self.sample(shape, n)
@@ -734,6 +754,18 @@ def bench_attention(seq: int, heads: int = 40, head_dim: int = 128, batch: int =
         except Exception as exc:  # a kernel that does not apply to this shape/GPU
             log.warning("attention backend %s failed: %s", name, exc)
     attn.set_backend(before)  # type: ignore[arg-type]
+    if attn.fp8_kernel_available(q.device):
+        attn.set_fp8(True)
+        try:
+            attn.attention(q, k, v)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                attn.attention(q, k, v)  # includes quantizing q, k, v
+            torch.cuda.synchronize()
+            out["flash_attn_3_fp8"] = flops * reps / (time.perf_counter() - t0) / 1e12
+        finally:
+            attn.set_fp8(False)
     return out
 
 
@@ -741,7 +773,9 @@ def bench_step(
     opts: Options, shape: Shape, variants: Sequence[str] = ("eager", "compiled"), reps: int = 1,
     on_line: Callable[[str], None] = lambda s: None,
 ) -> list[Row]:
-    """s/step of the DiT alone (one CFG-pair forward) at `shape`, per variant: eager, compiled, fp8."""
+    """s/step of the DiT alone (one CFG-pair forward) at `shape`, per variant: eager, compiled, fp8 (linears),
+    fast (fp8 linears + fp8 attention); a "-batched" suffix runs the CFG pair as one batch through the
+    blocks, else as `opts.rows_in_turn` says."""
     import torch
 
     bench = Bench(dataclasses.replace(opts, compile=False), on_line)
@@ -750,8 +784,10 @@ def bench_step(
     f, h, w = shape.latent
     flops = dit_flops(bench.dit_cfg, f, h // 2, w // 2)
     for variant in variants:
-        bench.opts.compile = variant != "eager"
-        bench.build_dit(fast=variant == "fp8")
+        kind, _, batched = variant.partition("-")
+        bench.opts.compile = kind != "eager"
+        bench.opts.fp8_attention = kind == "fast"
+        bench.build_dit(fast=kind in ("fp8", "fast"), rows_in_turn=False if batched else None)
         dev, c = bench.device, bench.dit_cfg
         args = (
             torch.randn(2, f, 16, h, w, device=dev),
@@ -772,7 +808,7 @@ def bench_step(
         r.tflops = flops.total / r.s_per_step / 1e12
         r.peak_denoise_gib = meter.peak_gib.get("denoise", float("nan"))
         r.warmup_s = meter.seconds["warmup"]
-        r.notes = f"warmup {r.warmup_s:.1f}s, {bench.attention}"
+        r.notes = f"warmup {r.warmup_s:.1f}s, {bench.attention}, rows {'batched' if batched else ('in turn' if opts.rows_in_turn else 'batched')}"
         rows.append(r)
         on_line(format_row(r))
         bench.drop_dit()
@@ -833,6 +869,7 @@ def cold_start(folder: str, opts: Options, on_line: Callable[[str], None]) -> Ro
     Meter(bench.device).sync()
     t_dit = time.time() - t_launch
     dit.set_ffn_chunks(opts.ffn_chunks)
+    dit.set_rows_in_turn(opts.rows_in_turn)
     if opts.compile:
         dit.compile_blocks()
     bench.dit = dit
@@ -892,11 +929,15 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, argparse.Nam
     p.add_argument("--quality-steps", type=int, default=0)
     p.add_argument("--tile", type=int, default=0, help="VAE decode tile side in latent pixels (0: untiled)")
     p.add_argument("--ffn-chunks", type=int, default=1)
+    p.add_argument("--rows", choices=("in-turn", "batched"), default="in-turn",
+                   help="CFG pair through each block one row after the other (less memory) or as one batch")
+    p.add_argument("--no-fp8-attention", action="store_true", help="fast mode keeps the attention in bf16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--write-sat", default="", help="write a random full-size DiT in the released SAT layout to this folder")
     p.add_argument("--cold-start", default="", help="time launch -> first denoising step loading the DiT from this folder")
     p.add_argument("--json", default="")
-    p.add_argument("--micro", default="", help="comma-separated: attention, step-eager, step-compiled, step-fp8")
+    p.add_argument("--micro", default="", help="comma-separated: attention, profile, step-eager, step-compiled, "
+                   "step-fp8, step-fast, and any step variant with -batched (e.g. step-compiled-batched)")
     a = p.parse_args(argv)
     opts = Options(
         preset=a.preset,
@@ -910,6 +951,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, argparse.Nam
         quality_steps=a.quality_steps,
         tile=a.tile,
         ffn_chunks=a.ffn_chunks,
+        rows_in_turn=a.rows == "in-turn",
+        fp8_attention=not a.no_fp8_attention,
         seed=a.seed,
         json_path=a.json,
     )

@@ -5,6 +5,8 @@ official model; the benchmark measures what it costs (latent relative error, PSN
   become `FP8Linear`: float8 e4m3 weights with one scale per output row, activations quantized per
   token on the fly, product through `torch._scaled_mm` (Hopper / Ada; float32-emulated elsewhere,
   so the CPU tests run the same arithmetic). Halves the block weights' memory.
+* FP8 self-attention (`scail.animate.attention.set_fp8`): q, k, v in float8 e4m3 with one scale per
+  (row, head), through flash-attn 3's FP8 kernel on Hopper. `enable_fast` turns on both.
 * `StepCache`: TeaCache-style skipping. At each step the modulated input of the first block is
   compared with the one at the previous step; the relative L1 changes are accumulated, and while
   the sum stays under `threshold` the blocks are skipped and the residual they added at the last
@@ -97,6 +99,16 @@ def quantize_fp8(dit: DiT, names: tuple[str, ...] = FP8_LINEARS) -> DiT:
                 setattr(parent, child, FP8Linear(linear))
     if any(p.is_cuda for p in dit.blocks.parameters()):
         torch.cuda.empty_cache()
+    return dit
+
+
+def enable_fast(dit: DiT, fp8_attention: bool = True) -> DiT:
+    """Fast mode's arithmetic on `dit`: FP8 block linears (`quantize_fp8`) and, for the whole process,
+    FP8 self-attention (`attention.set_fp8`; bf16 where flash-attn 3 on Hopper is missing)."""
+    from scail.animate import attention
+
+    quantize_fp8(dit)
+    attention.set_fp8(fp8_attention)
     return dit
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from scail.animate.clip import CLIPImageEncoder
     from scail.animate.dit import DiT
+    from scail.animate.fast import StepCache
     from scail.animate.t5 import TextEncoder
     from scail.animate.vae import TileConfig, WanVAE
 
@@ -100,6 +101,8 @@ class AnimatePipeline:
         self.vae_tile = vae_tile
         self.block_offload: object | None = None
         """The DiT's `offload.BlockOffload` when offload == "blocks" (kept alive with the pipeline)."""
+        self.step_cache: StepCache | None = None
+        """Fast mode's `fast.StepCache` around the DiT (None: every step runs the DiT)."""
 
     # ------------------------------------------------------------------------------------------
     # encoders
@@ -188,11 +191,16 @@ class AnimatePipeline:
         elif tuple(noise.shape) != (z, f, h, w):
             raise ValueError(f"noise must be {(z, f, h, w)}, got {tuple(noise.shape)}")
 
+        net: Callable[..., torch.Tensor] = self.dit
+        if self.step_cache is not None:
+            self.step_cache.reset(steps)
+            net = self.step_cache
+
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             xin = x.permute(1, 0, 2, 3)[None]  # (1, F, 16, h, w)
             if use_cfg:
                 xin = xin.expand(2, -1, -1, -1, -1)
-            v = self.dit(xin, t, context, ref_latent, pose_latent, clip_features)  # (B, F, 16, h, w) f32
+            v = net(xin, t, context, ref_latent, pose_latent, clip_features)  # (B, F, 16, h, w) f32
             v = v.permute(0, 2, 1, 3, 4)  # (B, 16, F, h, w)
             return guided(v[1], v[0], guide_scale) if use_cfg else v[0]
 
@@ -200,6 +208,9 @@ class AnimatePipeline:
         schedule = make_schedule(solver, steps, shift)
         latent = sample(denoise, noise.to(dev), schedule, on_progress)  # (16, F, h, w) float32
         timings["sampling_s"] = time.perf_counter() - t1
+        if self.step_cache is not None:
+            timings["cache_skipped_steps"] = float(self.step_cache.skipped)
+            log.info("step cache: %d of %d steps skipped", self.step_cache.skipped, steps)
 
         t2 = time.perf_counter()
         video = self.vae.decode(latent[None], tile=self.vae_tile)[0]  # (3, N, H, W) clamped to [-1, 1]
@@ -212,7 +223,7 @@ class AnimatePipeline:
         remove = getattr(self.block_offload, "remove", None)
         if remove is not None:
             remove()
-        for name in ("dit", "vae", "text_encoder", "image_encoder", "block_offload"):
+        for name in ("dit", "vae", "text_encoder", "image_encoder", "block_offload", "step_cache"):
             setattr(self, name, None)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

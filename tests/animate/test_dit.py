@@ -191,6 +191,24 @@ def test_cfg_batch_equals_single_calls(tiny_dit: DiT) -> None:
         assert_close(call(tiny_dit, one), both[row : row + 1], rel_l2=1e-6, max_abs=1e-5)
 
 
+def test_rows_in_turn_equals_batched(tiny_dit: DiT) -> None:
+    """Rows in turn (the memory mode) gives the batched output, also through the blocks alone with
+    tokens the caller keeps (StepCache reuses them: they must not be overwritten)."""
+    i = tiny_inputs(batch=2)
+    both = call(tiny_dit, i)
+    tokens, cond = tiny_dit.embed(i["x"], i["t"], i["context"], i["ref_latent"], i["pose_latent"], i["clip"])
+    kept = tokens.clone()
+    try:
+        tiny_dit.set_rows_in_turn(True)
+        assert_close(call(tiny_dit, i), both, rel_l2=1e-6, max_abs=1e-5)
+        with torch.no_grad():
+            blocks_out = tiny_dit.run_blocks(tokens, cond)
+    finally:
+        tiny_dit.set_rows_in_turn(False)
+    assert torch.equal(tokens, kept) and blocks_out.data_ptr() != tokens.data_ptr()
+    assert_close(tiny_dit.unembed(blocks_out, cond), both, rel_l2=1e-6, max_abs=1e-5)
+
+
 def test_rope_float32_tables_close_to_float64(tiny_dit: DiT) -> None:
     """The SAT-branch float32 RoPE and the wan-branch float64 RoPE agree to float32 precision."""
     i = tiny_inputs(batch=1, frames=3, h=16, w=8)

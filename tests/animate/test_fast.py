@@ -96,3 +96,57 @@ def test_psnr_and_relative_error() -> None:
     assert psnr(a, a) == float("inf")
     assert psnr(b, a) == pytest.approx(10 * torch.log10(torch.tensor(4 / 0.02**2)).item())
     assert relative_error(a + 1, torch.ones(100)) == 0.0
+
+
+def test_quantize_heads_scales_per_row_and_head() -> None:
+    from scail.animate.attention import FP8_MAX, quantize_heads
+
+    x = torch.randn(2, 64, 3, 16) * torch.tensor([1.0, 10.0, 0.1])[None, None, :, None]
+    x8, descale = quantize_heads(x)
+    assert x8.dtype == torch.float8_e4m3fn and descale.shape == (2, 3)
+    back = x8.float() * descale[:, None, :, None]
+    assert relative_error(back, x) < 0.05  # e4m3 keeps 3 mantissa bits
+    assert torch.allclose(x8.float().abs().amax(dim=(1, 3)), torch.full((2, 3), FP8_MAX))
+
+
+def test_fp8_attention_applies_to_long_attention_only() -> None:
+    from scail.animate import attention as attn
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, attn.FP8_MIN_KEYS, 2, 16, generator=gen) for _ in range(3))
+    short = (q[:, :64], k[:, :64], v[:, :64])
+    exact, exact_short = attn.attention(q, k, v), attn.attention(*short)
+    attn.set_fp8(True)
+    try:
+        fast, fast_short = attn.attention(q, k, v), attn.attention(*short)
+    finally:
+        attn.set_fp8(False)
+    assert torch.equal(fast_short, exact_short)  # cross-attention-sized: untouched
+    err = relative_error(fast, exact)
+    assert 1e-4 < err < 0.1, err  # quantized, but close
+
+
+def test_fast_mode_through_the_pipeline_config() -> None:
+    """animate.fast=true builds the FP8 model with a step cache; the video differs from, but stays near, the exact one."""
+    from pydantic import ValidationError
+
+    from scail.animate import attention as attn
+    from scail.animate.presets import build_pipeline
+    from scail.config import AnimateConfig
+
+    gen = torch.Generator().manual_seed(3)
+    ref, pose = torch.rand(3, 64, 96, generator=gen) * 2 - 1, torch.rand(3, 5, 32, 48, generator=gen) * 2 - 1
+    kw = {"prompt": "a dancer", "steps": 6, "seed": 1}
+    exact = build_pipeline(AnimateConfig(model="tiny-random", device="cpu")).generate(ref, pose, **kw)
+    try:
+        pipe = build_pipeline(AnimateConfig(model="tiny-random", device="cpu", fast=True, fast_cache_threshold=1e9))
+        assert pipe.step_cache is not None and "[fast]" in pipe.label and attn.fp8_enabled()
+        assert isinstance(pipe.dit.blocks[0].ffn[0], FP8Linear)
+        out = pipe.generate(ref, pose, **kw)
+    finally:
+        attn.set_fp8(False)
+    assert out.timings_s["cache_skipped_steps"] >= 1
+    assert out.frames.shape == exact.frames.shape and not torch.equal(out.latent, exact.latent)
+    assert relative_error(out.latent, exact.latent) < 0.5
+    with pytest.raises(ValidationError, match="offload=blocks"):
+        AnimateConfig(fast=True, offload="blocks")
