@@ -26,3 +26,11 @@ def test_weights_check_names_missing_parts_and_passes_a_complete_folder(tmp_path
     (root / "model" / "latest").write_text("1")
     complete = check_weights(settings)
     assert complete.level == "ok" and "all 5 parts" in complete.detail, complete.detail
+
+
+def test_attention_check_names_the_kernel() -> None:
+    from scail.doctor import check_attention
+
+    got = check_attention()
+    assert got.level in ("ok", "warn") and got.detail  # on this CPU machine: torch SDPA on the CPU
+    assert "SDPA" in got.detail or "sdpa" in got.detail or "flash_attn" in got.detail
