@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -143,6 +144,25 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+_POOLS: dict[str, tuple[int, ThreadPoolExecutor]] = {}
+_POOLS_LOCK = threading.Lock()
+COPY_THREADS = 8
+"""Threads that copy GPU frames from page-locked memory into the output (at most the CPU count)."""
+
+
+def _shared_pool(name: str, workers: int) -> ThreadPoolExecutor:
+    """A thread pool created on first use and reused across calls (starting threads costs ~0.1 ms each).
+
+    After a fork the child gets a new pool: it has none of the parent's threads.
+    """
+    with _POOLS_LOCK:
+        pid, pool = _POOLS.get(name, (-1, None))
+        if pool is None or pid != os.getpid():
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"scail-render-{name}")
+            _POOLS[name] = (os.getpid(), pool)
+        return pool
+
+
 def _copy_frames(dst: np.ndarray, src: np.ndarray, pool: ThreadPoolExecutor, workers: int) -> None:
     """dst[:] = src, split over frames between `workers` threads of `pool` (np.copyto releases the GIL).
 
@@ -209,15 +229,16 @@ def _render_chunks(prep: PreparedRender, dev: torch.device, chunk: int, cpu_thre
     total = prep.num_frames
     slices = [slice(s, min(s + chunk, total)) for s in range(0, total, chunk)]
     overlay = prep.overlay
-    copy_workers = min(8, os.cpu_count() or 1) if dev.type == "cuda" else 1
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scail-overlay") as pool, \
-            ThreadPoolExecutor(max_workers=copy_workers, thread_name_prefix="scail-copy") as copy_pool:
-        pending: dict[int, Future[OverlayMarks]] = {}
+    copy_workers = min(COPY_THREADS, os.cpu_count() or 1)
+    copy_pool = _shared_pool("copy", copy_workers)
+    marks_pool = _shared_pool("overlay", 1)
+    pending: dict[int, Future[OverlayMarks]] = {}
+    try:
         for k, sl in enumerate(slices):
             if overlay is not None:
                 for ahead in (k, k + 1):                                          # this chunk and the next
                     if ahead < len(slices) and ahead not in pending:
-                        pending[ahead] = pool.submit(_chunk_marks, overlay, slices[ahead], prep.size_hw)
+                        pending[ahead] = marks_pool.submit(_chunk_marks, overlay, slices[ahead], prep.size_hw)
             with _torch_threads(cpu_threads if dev.type == "cpu" else None):
                 frames = render_capsules(prep.capsules.select(sl), prep.camera, prep.depth, prep.radius_mm, dev)
             frames_np = _to_numpy(frames, out[sl] if out is not None else None, copy_pool, copy_workers)
@@ -225,6 +246,9 @@ def _render_chunks(prep: PreparedRender, dev: torch.device, chunk: int, cpu_thre
             if overlay is not None:
                 pending.pop(k).result().paste(frames_np)
             yield frames_np
+    finally:
+        for fut in pending.values():                                              # stopped early
+            fut.cancel()
 
 
 def iter_frames(prep: PreparedRender, device: str | torch.device = "cpu", chunk_frames: int | None = None,

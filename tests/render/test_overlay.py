@@ -194,3 +194,40 @@ def test_parallel_frame_copy() -> None:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             _copy_frames(dst, src, pool, workers)
         assert np.array_equal(dst, src)
+
+
+def test_streaming_stopped_early_then_rendering_again() -> None:
+    from scail.render import iter_render_pose
+
+    pose = dancer_pose(9, LANDSCAPE, 1)
+    full = render_pose(pose, overlay=True, chunk_frames=2)
+    frames = iter_render_pose(pose, overlay=True, chunk_frames=2)
+    first = [next(frames) for _ in range(3)]
+    frames.close()                                                                  # consumer stops
+    assert all(np.array_equal(a, b) for a, b in zip(first, full, strict=False))
+    assert np.array_equal(render_pose(pose, overlay=True, chunk_frames=4), full)
+
+
+def _render_in_child(queue: object) -> None:
+    pose = dancer_pose(3, LANDSCAPE, 1)
+    queue.put(render_pose(pose, overlay=True, chunk_frames=2).sum(dtype=np.int64))  # type: ignore[attr-defined]
+
+
+def test_render_after_fork_uses_fresh_worker_threads() -> None:
+    """The reused worker pools are per process: a forked child renders with threads of its own."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    expected = render_pose(dancer_pose(3, LANDSCAPE, 1), overlay=True, chunk_frames=2).sum(dtype=np.int64)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_render_in_child, args=(queue,))
+    child.start()
+    try:
+        got = queue.get(timeout=60)                                                 # a stale pool hangs here
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0 and got == expected
