@@ -147,7 +147,7 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 _POOLS: dict[str, tuple[int, ThreadPoolExecutor]] = {}
 _POOLS_LOCK = threading.Lock()
 COPY_THREADS = 8
-"""Threads that copy GPU frames from page-locked memory into the output (at most the CPU count)."""
+"""Threads that copy rendered frames into the output array (at most the CPU count)."""
 
 
 def _shared_pool(name: str, workers: int) -> ThreadPoolExecutor:
@@ -198,7 +198,7 @@ def _to_numpy(frames: torch.Tensor, dst: np.ndarray | None, copy_pool: ThreadPoo
     if frames.device.type == "cpu":
         if dst is None:
             return frames.numpy()                                                 # no copy
-        np.copyto(dst, frames.numpy())
+        _copy_frames(dst, frames.numpy(), copy_pool, copy_workers)
         return dst
     if dst is None:
         dst = np.empty(tuple(frames.shape), dtype=np.uint8)
