@@ -10,6 +10,11 @@ and the compositing of `render_nlf_as_images` (research/scail-pose.md §3.4):
 
 Pixel coordinates are `int(x * W)`, `int(y * H)` (truncation); hands and face points are drawn only
 when both are > 0.01, as in the official code.
+
+`draw_overlay` paints one frame with OpenCV, call by call: it is the reference. `overlay_marks`
+computes the same pixels for many frames at once, vectorised, as `OverlayMarks` (sparse channel
+writes) that need no 3D frame: the render pipeline computes them while the 3D pass runs, then
+pastes them (tests/render/test_overlay.py checks both are bit-identical).
 """
 
 from __future__ import annotations
@@ -198,9 +203,9 @@ _BUFFER_BYTES = 16 << 20
 class OverlayMarks:
     """The 2D overlay of `num_frames` frames as channel writes: `frames.reshape(-1)[index] = value`.
 
-    index: (M,) int64 flat indices into a (num_frames, H, W, 3) array, each at most once;
-    value: (M,) uint8 (only the non-zero channels of the summed person canvases, as the official
-    compositing replaces a channel where the overlay is non-zero).
+    index: (M,) int64 flat indices into a (num_frames, H, W, 3) array (an index may repeat, always
+    with the same value); value: (M,) uint8, only the non-zero channels of the summed person
+    canvases (the official compositing replaces a channel where the overlay is non-zero).
     """
 
     num_frames: int
