@@ -435,7 +435,8 @@ class _Geometry:
                     continue                                                       # beyond OpenCV's ints
                 cx, cy, axis, deg = int(mx), int(my), int(length / 2), int(angle)
                 poly = np.asarray(cv2.ellipse2Poly((cx, cy), (axis, _HEAD_HALF_WIDTH_PX), deg, 0, 360, 1))
-                cv2.fillConvexPoly(img, poly - origin, _ID_ELLIPSE + line)
+                poly -= origin
+                cv2.fillConvexPoly(img, poly, _ID_ELLIPSE + line)
                 # the filled pixels lie within the bounding box of the rotated ellipse, + rounding
                 co, si = math.cos(math.radians(deg)), math.sin(math.radians(deg))
                 rx = int(math.hypot(axis * co, _HEAD_HALF_WIDTH_PX * si)) + 2
