@@ -150,3 +150,45 @@ def test_fast_mode_through_the_pipeline_config() -> None:
     assert relative_error(out.latent, exact.latent) < 0.5
     with pytest.raises(ValidationError, match="offload=blocks"):
         AnimateConfig(fast=True, offload="blocks")
+
+
+def test_fp8_attention_centres_keys_and_values() -> None:
+    """A large component shared by every key and value (softmax-neutral) costs FP8 no precision."""
+    from scail.animate import attention as attn
+
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, attn.FP8_MIN_KEYS, 2, 16, generator=gen) for _ in range(3))
+    k_off, v_off = k + 20.0, v + 20.0
+    exact = _exact(q, k, v)  # = attention(q, k_off, v_off) - 20 in exact arithmetic
+    attn.set_fp8(True)
+    try:
+        err = relative_error(attn.attention(q, k, v), exact)
+        err_off = relative_error(attn.attention(q, k_off, v_off) - 20.0, exact)
+    finally:
+        attn.set_fp8(False)
+    assert 1e-4 < err < 0.1 and err_off < 2 * err, (err, err_off)
+
+
+def _exact(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    from scail.animate import attention as attn
+
+    return attn.attention(q.double(), k.double(), v.double()).float()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fp8_attention_on_cuda_is_close() -> None:
+    """flash-attn 3's FP8 kernel (Hopper) against float64 attention; elsewhere the bf16 fallback."""
+    from scail.animate import attention as attn
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(2, 4096, 4, 128, generator=g, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    v = v + 3.0  # a shared component, removed by the centring
+    ref = _exact(q, k, v)  # (fp8 is off here)
+    attn.set_fp8(True)
+    try:
+        out = attn.attention(q, k, v)
+    finally:
+        attn.set_fp8(False)
+    assert out.dtype == torch.bfloat16 and out.shape == q.shape
+    assert relative_error(out.float(), ref) < 0.05
