@@ -298,6 +298,7 @@ class Options:
     ffn_chunks: int = 1  # DiT FFN token chunks (same output; 1 and 4 measured alike on the H200)
     rows_in_turn: bool = True  # the CFG pair through each block one row after the other (less memory)
     fp8_attention: bool = True  # fast mode: FP8 self-attention too (flash-attn 3 on Hopper)
+    uncond_every: int = 2  # fast mode: CFG's unconditional branch every n-th step (fast.GuidanceReuse)
     seed: int = 0
     json_path: str = ""
 
@@ -454,14 +455,17 @@ class Bench:
         steps: int,
         denoiser: Callable[..., torch.Tensor] | None = None,
         cfg_pair: bool = True,
+        uncond_every: int = 1,
     ) -> tuple[Meter, torch.Tensor, torch.Tensor]:
-        """One whole sample: encoders, VAE encode, `steps` Euler steps (CFG as batch 2), tiled decode.
+        """One whole sample: encoders, VAE encode, `steps` Euler steps (CFG as batch 2, the unconditional
+        branch every `uncond_every` steps), tiled decode.
 
         Returns (meter, final latent (16, F, h, w), decoded video (3, N, H, W)).
         """
         import torch
 
-        from scail.animate.sampler import guided, make_schedule, sample
+        from scail.animate.fast import GuidanceReuse
+        from scail.animate.sampler import make_schedule, sample
         from scail.animate.vae import TileConfig
 
         meter = Meter(self.device)
@@ -479,10 +483,15 @@ class Bench:
         noise = torch.randn(16, f, h, w, generator=torch.Generator().manual_seed(self.opts.seed + 20))
         net = denoiser or self.dit
 
+        guidance = GuidanceReuse(4.0, uncond_every)
+
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            xin = x.permute(1, 0, 2, 3)[None].expand(batch, -1, -1, -1, -1)  # (B, F, 16, h, w)
-            v = net(xin, t, context, ref_latent, pose_latent, clip_features).permute(0, 2, 1, 3, 4)
-            return guided(v[1], v[0], 4.0) if cfg_pair else v[0]
+            def run(pair: bool) -> torch.Tensor:  # as the pipeline: [uncond, cond] or [cond]
+                xin = x.permute(1, 0, 2, 3)[None].expand(2 if pair else 1, -1, -1, -1, -1)  # (B, F, 16, h, w)
+                ctx = context if pair else context[-1:]
+                return net(xin, t, ctx, ref_latent, pose_latent, clip_features).permute(0, 2, 1, 3, 4)
+
+            return guidance.velocity(run) if cfg_pair else run(False)[0]
 
         schedule = make_schedule("euler", steps, 5.0)
         with meter.stage("denoise"), torch.no_grad():
@@ -512,7 +521,7 @@ class Bench:
         Meter(self.device).sync()
         return time.perf_counter() - t0
 
-    def row(self, shape: Shape, mode: str, meter: Meter, steps: int, calls: int | None = None) -> Row:
+    def row(self, shape: Shape, mode: str, meter: Meter, steps: int, calls: float | None = None) -> Row:
         f, h, w = shape.latent
         ph, pw = self.dit_cfg.patch_size[1:]
         flops = dit_flops(self.dit_cfg, f, h // ph, w // pw, batch=2)
@@ -595,14 +604,15 @@ class Bench:
             cache = StepCache(self.dit, self.opts.cache_thresholds[0])
             warm = self.warmup(shape)
             cache.reset(self.opts.steps)
-            meter, latent, video = self.sample(shape, self.opts.steps, denoiser=cache)
-            r = self.row(shape, "fast", meter, self.opts.steps, calls=cache.computed)
+            meter, latent, video = self.sample(shape, self.opts.steps, denoiser=cache, uncond_every=self.opts.uncond_every)
+            r = self.row(shape, "fast", meter, self.opts.steps, calls=cache.computed_rows / 2)
             r.warmup_s = warm
             from scail.animate import attention
 
             attn = "fp8 attention" if attention.fp8_enabled() and attention.fp8_kernel_available(self.device) else "bf16 attention"
             r.notes = (f"fp8 linears + {attn} + step cache {self.opts.cache_thresholds[0]} "
-                       f"({cache.skipped}/{self.opts.steps} skipped)")
+                       f"({cache.skipped}/{self.opts.steps} skipped) + uncond every {self.opts.uncond_every} "
+                       f"({2 * cache.computed - cache.computed_rows}/{self.opts.steps} steps cond only)")
             ref = reference.get(str(shape))
             if ref is not None:
                 r.latent_rel_err = relative_error(latent.cpu(), ref[0])
@@ -626,9 +636,11 @@ class Bench:
         for threshold in self.opts.cache_thresholds:
             cache = StepCache(self.dit, threshold)
             cache.reset(n)
-            m, lat, vid = self.sample(shape, n, denoiser=cache)
-            note = f"fp8 + cache {threshold}: {cache.skipped}/{n} skipped"
-            runs.append((f"fast x{n}", m, lat.cpu(), vid.cpu(), cache.computed, note))
+            m, lat, vid = self.sample(shape, n, denoiser=cache, uncond_every=self.opts.uncond_every)
+            cond_only = 2 * cache.computed - cache.computed_rows
+            note = (f"fp8 + cache {threshold}: {cache.skipped}/{n} skipped; uncond every {self.opts.uncond_every}: "
+                    f"{cond_only}/{n} steps cond only")
+            runs.append((f"fast x{n}", m, lat.cpu(), vid.cpu(), cache.computed_rows / 2, note))
             del cache, lat, vid
         from scail.animate import attention
 
@@ -932,6 +944,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, argparse.Nam
     p.add_argument("--rows", choices=("in-turn", "batched"), default="in-turn",
                    help="CFG pair through each block one row after the other (less memory) or as one batch")
     p.add_argument("--no-fp8-attention", action="store_true", help="fast mode keeps the attention in bf16")
+    p.add_argument("--uncond-every", type=int, default=2, help="fast mode: CFG's unconditional branch every n-th step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--write-sat", default="", help="write a random full-size DiT in the released SAT layout to this folder")
     p.add_argument("--cold-start", default="", help="time launch -> first denoising step loading the DiT from this folder")
@@ -953,6 +966,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, argparse.Nam
         ffn_chunks=a.ffn_chunks,
         rows_in_turn=a.rows == "in-turn",
         fp8_attention=not a.no_fp8_attention,
+        uncond_every=a.uncond_every,
         seed=a.seed,
         json_path=a.json,
     )

@@ -7,6 +7,8 @@ official model; the benchmark measures what it costs (latent relative error, PSN
   so the CPU tests run the same arithmetic). Halves the block weights' memory.
 * FP8 self-attention (`scail.animate.attention.set_fp8`): q, k, v in float8 e4m3 with one scale per
   (row, head), through flash-attn 3's FP8 kernel on Hopper. `enable_fast` turns on both.
+* `GuidanceReuse`: the unconditional CFG branch every n-th step only, its difference to the
+  conditional one reused in between (FasterCache's CFG cache).
 * `StepCache`: TeaCache-style skipping. At each step the modulated input of the first block is
   compared with the one at the previous step; the relative L1 changes are accumulated, and while
   the sum stays under `threshold` the blocks are skipped and the residual they added at the last
@@ -16,11 +18,14 @@ official model; the benchmark measures what it costs (latent relative error, PSN
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from scail.animate.sampler import guided
 
 if TYPE_CHECKING:
     from scail.animate.dit import DiT, DiTBlock
@@ -135,6 +140,7 @@ class StepCache:
         self.steps = steps
         self.step = 0
         self.computed = 0
+        self.computed_rows = 0  # rows through the blocks (a CFG pair is 2, a reused-guidance step 1)
         self.skipped = 0
         self._acc = 0.0
         self._in_row = 0
@@ -142,9 +148,10 @@ class StepCache:
         self._residual: torch.Tensor | None = None
 
     def _indicator(self, tokens: torch.Tensor, e0: torch.Tensor) -> torch.Tensor:
+        """The first block's modulated input of the last row (the conditional one of a CFG pair)."""
         block = cast("DiTBlock", self.dit.blocks[0])
-        shift, scale = (block.modulation.float() + e0)[:, :2].unbind(1)  # (B, D) each
-        sub = tokens[:, :: self.stride]
+        shift, scale = (block.modulation.float() + e0[-1:])[:, :2].unbind(1)  # (1, D) each
+        sub = tokens[-1:, :: self.stride]
         return block.norm1(sub) * (1 + scale[:, None]) + shift[:, None]
 
     @torch.no_grad()
@@ -160,8 +167,11 @@ class StepCache:
         dit = self.dit
         tokens, cond = dit.embed(x, timesteps, context, ref_latent, pose_latent, clip_features)
         ind = self._indicator(tokens, cond.e0)
+        b = tokens.shape[0]
         last = self.steps is not None and self.step >= self.steps - 1
-        compute = self._prev is None or self._residual is None or last or self.threshold <= 0
+        # rows line up from the end: a batch of 1 is the conditional row of the pair ([uncond, cond])
+        have = self._residual is not None and self._residual.shape[0] >= b
+        compute = self._prev is None or not have or last or self.threshold <= 0
         if not compute:
             assert self._prev is not None
             rel = ((ind - self._prev).abs().mean() / self._prev.abs().mean().clamp(min=1e-12)).item()
@@ -169,17 +179,57 @@ class StepCache:
             compute = self._acc >= self.threshold or self._in_row >= self.max_skips
         if compute:
             out = dit.run_blocks(tokens, cond)
-            self._residual = out - tokens
+            residual = out - tokens
+            if self._residual is not None and self._residual.shape[0] > b:
+                self._residual[-b:] = residual  # keep the older rows this step did not compute
+            else:
+                self._residual = residual
             self._acc, self._in_row = 0.0, 0
             self.computed += 1
+            self.computed_rows += b
         else:
             assert self._residual is not None
-            out = tokens + self._residual
+            out = tokens + self._residual[-b:]
             self._in_row += 1
             self.skipped += 1
         self._prev = ind
         self.step += 1
         return dit.unembed(out, cond)
+
+
+class GuidanceReuse:
+    """Classifier-free guidance that runs the unconditional branch only every `every`-th step.
+
+    CFG is v = v_u + s (v_c - v_u) = v_c + (s - 1) d with d = v_c - v_u. The difference d changes
+    slowly from step to step (FasterCache's observation on video DiTs), so in between it is reused
+    from the last step that computed both branches, and only the conditional row runs: with the
+    CFG rows in turn through the blocks, such a step costs half. `every` = 1 is plain CFG (exact).
+
+    Call `velocity(run)` once per sampler step, where `run(pair)` returns the velocities of
+    [uncond, cond] (pair) or of [cond] alone as (B, ...).
+    """
+
+    def __init__(self, scale: float, every: int = 1) -> None:
+        if every < 1:
+            raise ValueError(f"guidance reuse interval must be >= 1, got {every}")
+        self.scale, self.every = scale, every
+        self.reset()
+
+    def reset(self) -> None:
+        self.step = 0
+        self.reused = 0
+        self._delta: torch.Tensor | None = None
+
+    def velocity(self, run: Callable[[bool], torch.Tensor]) -> torch.Tensor:
+        step = self.step
+        self.step += 1
+        if self.every > 1 and self._delta is not None and step % self.every:
+            self.reused += 1
+            return run(False)[0] + (self.scale - 1.0) * self._delta
+        v = run(True)
+        if self.every > 1:
+            self._delta = v[1] - v[0]
+        return guided(v[1], v[0], self.scale)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, value_range: float = 2.0) -> float:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from scail.animate.sampler import Solver, guided, make_schedule, sample
+from scail.animate.sampler import Solver, make_schedule, sample
 
 if TYPE_CHECKING:
     import numpy as np
@@ -103,6 +103,8 @@ class AnimatePipeline:
         """The DiT's `offload.BlockOffload` when offload == "blocks" (kept alive with the pipeline)."""
         self.step_cache: StepCache | None = None
         """Fast mode's `fast.StepCache` around the DiT (None: every step runs the DiT)."""
+        self.uncond_every = 1
+        """Fast mode: run CFG's unconditional branch every n-th step only (`fast.GuidanceReuse`; 1: exact)."""
 
     # ------------------------------------------------------------------------------------------
     # encoders
@@ -196,18 +198,25 @@ class AnimatePipeline:
             self.step_cache.reset(steps)
             net = self.step_cache
 
+        from scail.animate.fast import GuidanceReuse
+
+        guidance = GuidanceReuse(guide_scale, self.uncond_every)
+
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            xin = x.permute(1, 0, 2, 3)[None]  # (1, F, 16, h, w)
-            if use_cfg:
-                xin = xin.expand(2, -1, -1, -1, -1)
-            v = net(xin, t, context, ref_latent, pose_latent, clip_features)  # (B, F, 16, h, w) f32
-            v = v.permute(0, 2, 1, 3, 4)  # (B, 16, F, h, w)
-            return guided(v[1], v[0], guide_scale) if use_cfg else v[0]
+            def run(pair: bool) -> torch.Tensor:  # [uncond, cond] or [cond] -> (B, 16, F, h, w) f32
+                xin = x.permute(1, 0, 2, 3)[None]  # (1, F, 16, h, w)
+                xin = xin.expand(2, -1, -1, -1, -1) if pair else xin
+                ctx = context if pair else context[-1:]
+                return net(xin, t, ctx, ref_latent, pose_latent, clip_features).permute(0, 2, 1, 3, 4)
+
+            return guidance.velocity(run) if use_cfg else run(False)[0]
 
         t1 = time.perf_counter()
         schedule = make_schedule(solver, steps, shift)
         latent = sample(denoise, noise.to(dev), schedule, on_progress)  # (16, F, h, w) float32
         timings["sampling_s"] = time.perf_counter() - t1
+        if use_cfg and self.uncond_every > 1:
+            timings["uncond_reused_steps"] = float(guidance.reused)
         if self.step_cache is not None:
             timings["cache_skipped_steps"] = float(self.step_cache.skipped)
             log.info("step cache: %d of %d steps skipped", self.step_cache.skipped, steps)

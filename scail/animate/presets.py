@@ -68,14 +68,17 @@ def weights_dir(config: AnimateConfig) -> Path:
 # ----------------------------------------------------------------------------------------------
 
 
-def apply_fast_mode(pipeline: AnimatePipeline, cache_threshold: float) -> AnimatePipeline:
-    """Opt-in fast mode on a built pipeline: FP8 linears and self-attention, step cache (`fast.py`)."""
+def apply_fast_mode(pipeline: AnimatePipeline, cache_threshold: float, uncond_every: int = 1) -> AnimatePipeline:
+    """Opt-in fast mode on a built pipeline: FP8 linears and self-attention, step cache, the CFG
+    unconditional branch every `uncond_every` steps (`fast.py`)."""
     from scail.animate.fast import StepCache, enable_fast
 
-    log.warning("fast mode: FP8 and a step cache (threshold %g); the video is not the official model's "
-                "bit for bit (quality cost measured in NOTES-gpu.md)", cache_threshold)
+    log.warning("fast mode: FP8, a step cache (threshold %g), unconditional branch every %d steps; the video "
+                "is not the official model's bit for bit (quality cost measured in NOTES-gpu.md)",
+                cache_threshold, uncond_every)
     enable_fast(pipeline.dit)
     pipeline.step_cache = StepCache(pipeline.dit, cache_threshold)
+    pipeline.uncond_every = uncond_every
     pipeline.label += " [fast]"
     return pipeline
 
@@ -210,4 +213,6 @@ def build_pipeline(config: AnimateConfig) -> AnimatePipeline:
         )
     else:
         raise ValueError(f"unknown model {config.model!r}")
-    return apply_fast_mode(pipeline, config.fast_cache_threshold) if config.fast else pipeline
+    if config.fast:
+        return apply_fast_mode(pipeline, config.fast_cache_threshold, config.fast_uncond_every)
+    return pipeline

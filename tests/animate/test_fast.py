@@ -145,7 +145,7 @@ def test_fast_mode_through_the_pipeline_config() -> None:
         out = pipe.generate(ref, pose, **kw)
     finally:
         attn.set_fp8(False)
-    assert out.timings_s["cache_skipped_steps"] >= 1
+    assert out.timings_s["cache_skipped_steps"] >= 1 and out.timings_s["uncond_reused_steps"] >= 1
     assert out.frames.shape == exact.frames.shape and not torch.equal(out.latent, exact.latent)
     assert relative_error(out.latent, exact.latent) < 0.5
     with pytest.raises(ValidationError, match="offload=blocks"):
@@ -192,3 +192,57 @@ def test_fp8_attention_on_cuda_is_close() -> None:
         attn.set_fp8(False)
     assert out.dtype == torch.bfloat16 and out.shape == q.shape
     assert relative_error(out.float(), ref) < 0.05
+
+
+def run_guided(net: object, steps: int, every: int) -> tuple[torch.Tensor, list[bool]]:
+    """`run` with CFG through `GuidanceReuse`, recording which steps ran the pair."""
+    from scail.animate.fast import GuidanceReuse
+
+    context2 = torch.cat([inputs()[0], inputs()[0].flip(1)])  # [uncond, cond] texts differ
+    _, ref, pose, clip, noise, _ = inputs()
+    guidance = GuidanceReuse(4.0, every)
+    pairs: list[bool] = []
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def run_rows(pair: bool) -> torch.Tensor:
+            pairs.append(pair)
+            xin = x.permute(1, 0, 2, 3)[None].expand(2 if pair else 1, -1, -1, -1, -1)
+            ctx = context2 if pair else context2[-1:]
+            return net(xin, t, ctx, ref, pose, clip).permute(0, 2, 1, 3, 4)  # type: ignore[operator]
+
+        return guidance.velocity(run_rows)
+
+    with torch.no_grad():
+        return sample(denoise, noise, make_schedule("euler", steps, 5.0)), pairs
+
+
+def test_guidance_reuse_runs_the_pair_every_nth_step() -> None:
+    from scail.animate.fast import GuidanceReuse
+
+    dit = random_dit(DiTConfig.tiny(), torch.device("cpu"), torch.float32, seed=4)
+    exact, pairs1 = run_guided(dit, 6, every=1)
+    assert pairs1 == [True] * 6
+    out, pairs2 = run_guided(dit, 6, every=2)
+    assert pairs2 == [True, False] * 3
+    assert not torch.equal(out, exact) and relative_error(out, exact) < 0.5
+    # a reused step is cond + (s - 1) * (cond - uncond) of the last pair
+    g = GuidanceReuse(3.0, every=2)
+    first = g.velocity(lambda pair: torch.tensor([[1.0], [2.0]]))  # uncond 1, cond 2
+    second = g.velocity(lambda pair: torch.tensor([[5.0]]))  # cond only
+    assert first.item() == 1.0 + 3.0 * (2.0 - 1.0) and second.item() == 5.0 + 2.0 * (2.0 - 1.0)
+    assert g.reused == 1
+    with pytest.raises(ValueError, match=">= 1"):
+        GuidanceReuse(4.0, every=0)
+
+
+def test_step_cache_follows_batch_changes_of_guidance_reuse() -> None:
+    """With reused guidance the cache sees batches of 2 and 1; threshold 0 stays exact."""
+    dit = random_dit(DiTConfig.tiny(), torch.device("cpu"), torch.float32, seed=4)
+    cache = StepCache(dit, threshold=0.0)
+    cache.reset(6)
+    assert torch.equal(run_guided(cache, 6, every=2)[0], run_guided(dit, 6, every=2)[0])
+    assert (cache.computed, cache.computed_rows) == (6, 9)
+    skipping = StepCache(dit, threshold=1e9, max_skips=2)
+    skipping.reset(6)
+    out, _ = run_guided(skipping, 6, every=2)
+    assert skipping.skipped >= 1 and torch.isfinite(out).all()
