@@ -131,9 +131,10 @@ class AnimateConfig(_Strict):
     changes (`fast_cache_threshold`). Its cost in quality and its speed are measured in NOTES-gpu.md."""
     fast_cache_threshold: float = Field(0.1, ge=0)
     """Step-cache threshold of fast mode: accumulated relative change under which a step is skipped (0: none)."""
-    fast_uncond_every: int = Field(2, ge=1)
-    """Fast mode runs CFG's unconditional branch only every n-th step and reuses its difference to the
-    conditional branch in between (such a step costs half; 1: every step)."""
+    fast_uncond_every: int = Field(1, ge=1)
+    """Fast mode: run CFG's unconditional branch only every n-th step, reusing its difference to the
+    conditional branch in between (such a step costs half). 2 measured 5.7 s/step but 26.9 dB on random
+    weights (NOTES-gpu.md), so the default is 1: every step."""
     vae_tiling: Literal["auto", "on", "off"] = "auto"
     """Decode the video in overlapping 256-px tiles (the VAE's TileConfig): bounded GPU memory, pixels
     close to but not equal to a whole-frame decode. `auto`: tiled on a GPU, whole frames on the CPU."""

@@ -298,7 +298,7 @@ class Options:
     ffn_chunks: int = 1  # DiT FFN token chunks (same output; 1 and 4 measured alike on the H200)
     rows_in_turn: bool = True  # the CFG pair through each block one row after the other (less memory)
     fp8_attention: bool = True  # fast mode: FP8 self-attention too (flash-attn 3 on Hopper)
-    uncond_every: int = 2  # fast mode: CFG's unconditional branch every n-th step (fast.GuidanceReuse)
+    uncond_every: int = 1  # fast mode: CFG's unconditional branch every n-th step (fast.GuidanceReuse)
     seed: int = 0
     json_path: str = ""
 
@@ -944,7 +944,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, argparse.Nam
     p.add_argument("--rows", choices=("in-turn", "batched"), default="in-turn",
                    help="CFG pair through each block one row after the other (less memory) or as one batch")
     p.add_argument("--no-fp8-attention", action="store_true", help="fast mode keeps the attention in bf16")
-    p.add_argument("--uncond-every", type=int, default=2, help="fast mode: CFG's unconditional branch every n-th step")
+    p.add_argument("--uncond-every", type=int, default=1, help="fast mode: CFG's unconditional branch every n-th step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--write-sat", default="", help="write a random full-size DiT in the released SAT layout to this folder")
     p.add_argument("--cold-start", default="", help="time launch -> first denoising step loading the DiT from this folder")

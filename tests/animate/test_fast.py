@@ -139,7 +139,8 @@ def test_fast_mode_through_the_pipeline_config() -> None:
     kw = {"prompt": "a dancer", "steps": 6, "seed": 1}
     exact = build_pipeline(AnimateConfig(model="tiny-random", device="cpu")).generate(ref, pose, **kw)
     try:
-        pipe = build_pipeline(AnimateConfig(model="tiny-random", device="cpu", fast=True, fast_cache_threshold=1e9))
+        pipe = build_pipeline(AnimateConfig(model="tiny-random", device="cpu", fast=True, fast_cache_threshold=1e9,
+                                            fast_uncond_every=2))
         assert pipe.step_cache is not None and "[fast]" in pipe.label and attn.fp8_enabled()
         assert isinstance(pipe.dit.blocks[0].ffn[0], FP8Linear)
         out = pipe.generate(ref, pose, **kw)
