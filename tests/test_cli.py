@@ -121,8 +121,8 @@ def test_status_and_clean(toy_stages, make_toy_example, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--pipeline", "nope"], "error: unknown pipeline 'nope'; choose one of scail-preview-512p, scail-wan-unipc, "
-                             "tiny-random or pass a .yaml file"),
+    (["--pipeline", "nope"], "error: unknown pipeline 'nope'; choose one of scail-preview-512p, scail-preview-fast, "
+                             "scail-wan-unipc, tiny-random or pass a .yaml file"),
     (["--set", "animate.stepz=4"], "error: --set animate.stepz: unknown key 'animate.stepz'"),
     (["--set", "animate.steps=0"], "error: --set animate.steps=0: Input should be greater than or equal to 1"),
     (["--set", "steps"], "error: --set steps: expected KEY=VALUE, e.g. --set animate.steps=4"),
@@ -173,12 +173,14 @@ def test_presets_ship_inside_the_package(repo_root) -> None:
     assert sorted(p.name for p in packaged.glob("*.yaml")) == sorted(p.name for p in (repo_root / "pipelines").glob("*.yaml"))
     data = tomllib.loads((repo_root / "pyproject.toml").read_text())
     assert "pipelines/*.yaml" in data["tool"]["setuptools"]["package-data"]["scail"]
-    assert list_presets() == ["scail-preview-512p", "scail-wan-unipc", "tiny-random"]
+    assert list_presets() == ["scail-preview-512p", "scail-preview-fast", "scail-wan-unipc", "tiny-random"]
     default = load_pipeline()
     assert (default.name, default.animate.solver, default.animate.steps, default.animate.shift,
             default.animate.guide_scale, default.animate.negative_prompt) == ("scail-preview-512p", "euler", 50, 5.0, 4.0, "")
     wan = load_pipeline("scail-wan-unipc").animate
     assert (wan.solver, wan.steps, wan.shift, wan.guide_scale) == ("unipc", 40, 3.0, 5.0)
+    fast = load_pipeline("scail-preview-fast").animate
+    assert (fast.fast, fast.steps, fast.solver) == (True, 50, "euler")
     tiny = load_pipeline("tiny-random")
     assert (tiny.animate.model, tiny.animate.device, tiny.animate.dtype, tiny.pose.backend) == (
         "tiny-random", "cpu", "float32", "mediapipe")
