@@ -96,6 +96,11 @@ def fp8_enabled() -> bool:
     return _fp8
 
 
+def fp8_active(device: torch.device) -> bool:
+    """Whether long attentions on `device` actually run in FP8 now (switched on and a kernel there)."""
+    return _fp8 and (device.type == "cpu" or fp8_kernel_available(device))
+
+
 def fp8_kernel_available(device: torch.device) -> bool:
     """Whether flash-attn 3's FP8 kernel can run on `device` (Hopper, package importable)."""
     import torch

@@ -380,7 +380,7 @@ class Bench:
         self.dit = dit
         if self.cuda:
             torch.cuda.synchronize()
-        fp8_attn = fast and self.opts.fp8_attention and attention.fp8_kernel_available(self.device)
+        fp8_attn = fast and attention.fp8_active(self.device)
         self.say(
             f"DiT {'fp8 linears' + (' + fp8 attention' if fp8_attn else '') if fast else 'bf16'} built on "
             f"{self.device} in {time.perf_counter() - t0:.1f}s, {allocated_gib(self.device):.2f} GiB allocated"
@@ -465,6 +465,7 @@ class Bench:
         import torch
 
         from scail.animate.fast import GuidanceReuse
+        from scail.animate.pipeline import velocity_fn
         from scail.animate.sampler import make_schedule, sample
         from scail.animate.vae import TileConfig
 
@@ -483,15 +484,8 @@ class Bench:
         noise = torch.randn(16, f, h, w, generator=torch.Generator().manual_seed(self.opts.seed + 20))
         net = denoiser or self.dit
 
-        guidance = GuidanceReuse(4.0, uncond_every)
-
-        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            def run(pair: bool) -> torch.Tensor:  # as the pipeline: [uncond, cond] or [cond]
-                xin = x.permute(1, 0, 2, 3)[None].expand(2 if pair else 1, -1, -1, -1, -1)  # (B, F, 16, h, w)
-                ctx = context if pair else context[-1:]
-                return net(xin, t, ctx, ref_latent, pose_latent, clip_features).permute(0, 2, 1, 3, 4)
-
-            return guidance.velocity(run) if cfg_pair else run(False)[0]
+        guidance = GuidanceReuse(4.0, uncond_every) if cfg_pair else None
+        denoise = velocity_fn(net, context, ref_latent, pose_latent, clip_features, guidance)
 
         schedule = make_schedule("euler", steps, 5.0)
         with meter.stage("denoise"), torch.no_grad():
@@ -609,10 +603,10 @@ class Bench:
             r.warmup_s = warm
             from scail.animate import attention
 
-            attn = "fp8 attention" if attention.fp8_enabled() and attention.fp8_kernel_available(self.device) else "bf16 attention"
+            attn = "fp8 attention" if attention.fp8_active(self.device) else "bf16 attention"
             r.notes = (f"fp8 linears + {attn} + step cache {self.opts.cache_thresholds[0]} "
                        f"({cache.skipped}/{self.opts.steps} skipped) + uncond every {self.opts.uncond_every} "
-                       f"({2 * cache.computed - cache.computed_rows}/{self.opts.steps} steps cond only)")
+                       f"({cache.one_row_steps}/{self.opts.steps} steps cond only)")
             ref = reference.get(str(shape))
             if ref is not None:
                 r.latent_rel_err = relative_error(latent.cpu(), ref[0])
@@ -637,14 +631,13 @@ class Bench:
             cache = StepCache(self.dit, threshold)
             cache.reset(n)
             m, lat, vid = self.sample(shape, n, denoiser=cache, uncond_every=self.opts.uncond_every)
-            cond_only = 2 * cache.computed - cache.computed_rows
             note = (f"fp8 + cache {threshold}: {cache.skipped}/{n} skipped; uncond every {self.opts.uncond_every}: "
-                    f"{cond_only}/{n} steps cond only")
+                    f"{cache.one_row_steps}/{n} steps cond only")
             runs.append((f"fast x{n}", m, lat.cpu(), vid.cpu(), cache.computed_rows / 2, note))
             del cache, lat, vid
         from scail.animate import attention
 
-        fp8_attn = attention.fp8_enabled() and attention.fp8_kernel_available(self.device)
+        fp8_attn = attention.fp8_active(self.device)
         m, lat, vid = self.sample(shape, n)  # fp8, every step
         runs.append((f"fp8 x{n}", m, lat.cpu(), vid.cpu(), n,
                      "fp8 linears" + (" + fp8 attention" if fp8_attn else "") + ", every step"))

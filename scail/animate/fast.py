@@ -147,6 +147,11 @@ class StepCache:
         self._prev: torch.Tensor | None = None
         self._residual: torch.Tensor | None = None
 
+    @property
+    def one_row_steps(self) -> int:
+        """Computed steps that ran the cond row alone (reused guidance) instead of the CFG pair."""
+        return 2 * self.computed - self.computed_rows
+
     def _indicator(self, tokens: torch.Tensor, e0: torch.Tensor) -> torch.Tensor:
         """The first block's modulated input of the last row (the conditional one of a CFG pair)."""
         block = cast("DiTBlock", self.dit.blocks[0])

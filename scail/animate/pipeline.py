@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from scail.animate.fast import GuidanceReuse
 from scail.animate.sampler import Solver, make_schedule, sample
 
 if TYPE_CHECKING:
@@ -64,6 +65,35 @@ def to_uint8(video: torch.Tensor) -> torch.Tensor:
     """(3, N, H, W) in [-1, 1] -> (N, H, W, 3) uint8, truncating as the official writers do."""
     x = (video.clamp(-1, 1) + 1) / 2 * 255  # official: ((x + 1) / 2 * 255).to(uint8), no rounding
     return x.to(torch.uint8).permute(1, 2, 3, 0)
+
+
+def velocity_fn(
+    net: Callable[..., torch.Tensor],
+    context: torch.Tensor,
+    ref_latent: torch.Tensor,
+    pose_latent: torch.Tensor,
+    clip_features: torch.Tensor,
+    guidance: GuidanceReuse | None,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The sampler's `denoise(x, t)` around a DiT (or a `StepCache`): the (guided) velocity.
+
+    x is the wan-layout latent (16, F, h, w). With `guidance`, `context` is [uncond, cond] and the
+    DiT sees the CFG pair as batch 2 (or the cond row alone on steps that reuse the guidance);
+    without, `context` is the one prompt.
+    """
+
+    def run(x: torch.Tensor, t: torch.Tensor, pair: bool) -> torch.Tensor:  # -> (B, 16, F, h, w) f32
+        xin = x.permute(1, 0, 2, 3)[None]  # (1, F, 16, h, w)
+        xin = xin.expand(2, -1, -1, -1, -1) if pair else xin
+        ctx = context if pair else context[-1:]
+        return net(xin, t, ctx, ref_latent, pose_latent, clip_features).permute(0, 2, 1, 3, 4)
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if guidance is None:
+            return run(x, t, False)[0]
+        return guidance.velocity(lambda pair: run(x, t, pair))
+
+    return denoise
 
 
 class AnimatePipeline:
@@ -198,24 +228,14 @@ class AnimatePipeline:
             self.step_cache.reset(steps)
             net = self.step_cache
 
-        from scail.animate.fast import GuidanceReuse
-
-        guidance = GuidanceReuse(guide_scale, self.uncond_every)
-
-        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            def run(pair: bool) -> torch.Tensor:  # [uncond, cond] or [cond] -> (B, 16, F, h, w) f32
-                xin = x.permute(1, 0, 2, 3)[None]  # (1, F, 16, h, w)
-                xin = xin.expand(2, -1, -1, -1, -1) if pair else xin
-                ctx = context if pair else context[-1:]
-                return net(xin, t, ctx, ref_latent, pose_latent, clip_features).permute(0, 2, 1, 3, 4)
-
-            return guidance.velocity(run) if use_cfg else run(False)[0]
+        guidance = GuidanceReuse(guide_scale, self.uncond_every) if use_cfg else None
+        denoise = velocity_fn(net, context, ref_latent, pose_latent, clip_features, guidance)
 
         t1 = time.perf_counter()
         schedule = make_schedule(solver, steps, shift)
         latent = sample(denoise, noise.to(dev), schedule, on_progress)  # (16, F, h, w) float32
         timings["sampling_s"] = time.perf_counter() - t1
-        if use_cfg and self.uncond_every > 1:
+        if guidance is not None and self.uncond_every > 1:
             timings["uncond_reused_steps"] = float(guidance.reused)
         if self.step_cache is not None:
             timings["cache_skipped_steps"] = float(self.step_cache.skipped)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -11,6 +13,18 @@ from scail.animate.bench import random_dit
 from scail.animate.dit import DiTConfig
 from scail.animate.fast import FP8Linear, StepCache, psnr, quantize_fp8, relative_error
 from scail.animate.sampler import make_schedule, sample
+
+
+@contextlib.contextmanager
+def fp8_attention() -> Iterator[None]:
+    """FP8 self-attention on for the block (a process-wide switch), off again afterwards."""
+    from scail.animate import attention
+
+    attention.set_fp8(True)
+    try:
+        yield
+    finally:
+        attention.set_fp8(False)
 
 
 def inputs() -> tuple[torch.Tensor, ...]:
@@ -116,11 +130,8 @@ def test_fp8_attention_applies_to_long_attention_only() -> None:
     q, k, v = (torch.randn(1, attn.FP8_MIN_KEYS, 2, 16, generator=gen) for _ in range(3))
     short = (q[:, :64], k[:, :64], v[:, :64])
     exact, exact_short = attn.attention(q, k, v), attn.attention(*short)
-    attn.set_fp8(True)
-    try:
+    with fp8_attention():
         fast, fast_short = attn.attention(q, k, v), attn.attention(*short)
-    finally:
-        attn.set_fp8(False)
     assert torch.equal(fast_short, exact_short)  # cross-attention-sized: untouched
     err = relative_error(fast, exact)
     assert 1e-4 < err < 0.1, err  # quantized, but close
@@ -161,12 +172,9 @@ def test_fp8_attention_centres_keys_and_values() -> None:
     q, k, v = (torch.randn(1, attn.FP8_MIN_KEYS, 2, 16, generator=gen) for _ in range(3))
     k_off, v_off = k + 20.0, v + 20.0
     exact = _exact(q, k, v)  # = attention(q, k_off, v_off) - 20 in exact arithmetic
-    attn.set_fp8(True)
-    try:
+    with fp8_attention():
         err = relative_error(attn.attention(q, k, v), exact)
         err_off = relative_error(attn.attention(q, k_off, v_off) - 20.0, exact)
-    finally:
-        attn.set_fp8(False)
     assert 1e-4 < err < 0.1 and err_off < 2 * err, (err, err_off)
 
 
@@ -186,11 +194,8 @@ def test_fp8_attention_on_cuda_is_close() -> None:
     q, k, v = (torch.randn(2, 4096, 4, 128, generator=g, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     v = v + 3.0  # a shared component, removed by the centring
     ref = _exact(q, k, v)  # (fp8 is off here)
-    attn.set_fp8(True)
-    try:
+    with fp8_attention():
         out = attn.attention(q, k, v)
-    finally:
-        attn.set_fp8(False)
     assert out.dtype == torch.bfloat16 and out.shape == q.shape
     assert relative_error(out.float(), ref) < 0.05
 
@@ -242,7 +247,7 @@ def test_step_cache_follows_batch_changes_of_guidance_reuse() -> None:
     cache = StepCache(dit, threshold=0.0)
     cache.reset(6)
     assert torch.equal(run_guided(cache, 6, every=2)[0], run_guided(dit, 6, every=2)[0])
-    assert (cache.computed, cache.computed_rows) == (6, 9)
+    assert (cache.computed, cache.computed_rows, cache.one_row_steps) == (6, 9, 3)
     skipping = StepCache(dit, threshold=1e9, max_skips=2)
     skipping.reset(6)
     out, _ = run_guided(skipping, 6, every=2)
