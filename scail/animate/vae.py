@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -351,35 +351,58 @@ class VideoVAE(nn.Module):
         """
         stride = self.cfg.temporal_stride
         num_latent = 1 + (video.shape[2] - 1) // stride
+        chunks = (video[:, :, 0 if i == 0 else 1 + stride * (i - 1) : 1 + stride * i] for i in range(num_latent))
+        return torch.cat(list(self.encode_stream(chunks, on_chunk)), dim=2)
+
+    def encode_stream(
+        self, chunks: Iterable[torch.Tensor], on_chunk: Callable[[], None] | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Encode a video given as consecutive chunks: the first frame alone, then 4 frames each.
+
+        Yields mu (B, z_dim, 1, H/8, W/8) per chunk. Equal, bit for bit, to `encode` of the whole
+        video: every layer is either causal with a cache or per frame, and the moments projection
+        runs per latent frame too (one 1x1x1 conv over the whole latent would sum in another
+        order for another length, so a prefix would differ from the full encode by float rounding).
+        """
+        stride = self.cfg.temporal_stride
         cache = CausalCache()
-        chunks = []
-        for i in range(num_latent):
-            start = 0 if i == 0 else 1 + stride * (i - 1)
-            end = 1 + stride * i
-            chunks.append(self.encoder(video[:, :, start:end], cache))  # (B, 2Z, 1, h, w)
+        for i, chunk in enumerate(chunks):
+            want = 1 if i == 0 else stride
+            if chunk.shape[2] != want:
+                raise ValueError(f"encode_stream: chunk {i} has {chunk.shape[2]} frames, expected {want}")
+            moments = self.conv1(self.encoder(chunk, cache))  # (B, 2Z, 1, h, w)
             if on_chunk is not None:
                 on_chunk()
-        moments = self.conv1(torch.cat(chunks, dim=2))  # (B, 2Z, F, h, w)
-        return moments[:, : self.cfg.z_dim]  # the log-variance half is unused
+            yield moments[:, : self.cfg.z_dim]  # the log-variance half is unused
 
     def decode(self, z: torch.Tensor, on_chunk: Callable[[], None] | None = None) -> torch.Tensor:
         """z: (B, z_dim, F, h, w) -> video (B, 3, T, 8h, 8w) float32, T = 1 + 4 (F - 1), unclamped."""
-        x = self.conv2(z)
-        cache = CausalCache()
         out: torch.Tensor | None = None
         t = 0
-        for i in range(x.shape[2]):
-            frames = self.decoder(x[:, :, i : i + 1], cache)  # (B, 3, 1 or 4, H, W)
+        for frames in self.decode_stream(z, on_chunk):  # (B, 3, 1 or 4, H, W)
             if out is None:
                 b, c, _, h, w = frames.shape
-                total = 1 + self.cfg.temporal_stride * (x.shape[2] - 1)
+                total = 1 + self.cfg.temporal_stride * (z.shape[2] - 1)
                 out = frames.new_empty(b, c, total, h, w, dtype=torch.float32)  # filled in place
             out[:, :, t : t + frames.shape[2]] = frames
             t += frames.shape[2]
-            if on_chunk is not None:
-                on_chunk()
         assert out is not None and t == out.shape[2]
         return out
+
+    def decode_stream(self, z: torch.Tensor, on_chunk: Callable[[], None] | None = None) -> Iterator[torch.Tensor]:
+        """Decode latent frame by latent frame: yields (B, 3, 1, H, W) first, then (B, 3, 4, H, W) each.
+
+        Only one latent frame's activations and the causal caches are alive at a time, so memory
+        does not grow with the length. A prefix of the latent decodes to exactly (bit for bit) the
+        same frames as the whole latent: the latent projection `conv2` runs per frame (see
+        `encode_stream` for why), the decoder is causal with its cache.
+        """
+        cache = CausalCache()
+        for i in range(z.shape[2]):
+            frames = self.decoder(self.conv2(z[:, :, i : i + 1]), cache)  # (B, 3, 1 or 4, H, W)
+            if on_chunk is not None:
+                on_chunk()
+            yield frames
 
 
 # ----------------------------------------------------------------------------------------------
@@ -568,6 +591,62 @@ class WanVAE:
                 lambda t: self.model.decode(t, counter.step), z, grid, 1, self.cfg.spatial_stride, tile
             )
         return video.clamp_(-1.0, 1.0)
+
+
+    @torch.inference_mode()
+    def encode_stream(
+        self, chunks: Iterable[torch.Tensor], on_chunk: Callable[[], None] | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Encode a video streamed as chunks (B, 3, 1 | 4, H, W) in [-1, 1]: the first frame alone,
+        then 4 frames each. Yields (B, z_dim, 1, H/8, W/8) float32 normalised latents, bit for bit
+        the frames of `encode` of the whole video (untiled); only one chunk is in memory at a time."""
+        def moved() -> Iterator[torch.Tensor]:
+            for chunk in chunks:
+                yield chunk.to(device=self.device, dtype=self.dtype)
+
+        for mu in self.model.encode_stream(moved(), on_chunk):
+            yield self.normalize(mu)
+
+    @torch.inference_mode()
+    def decode_stream(
+        self, latent: torch.Tensor, tile: TileConfig | None = None, on_chunk: Callable[[], None] | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Decode latent frame by latent frame: yields (B, 3, 1, 8h, 8w), then (B, 3, 4, 8h, 8w) pieces
+        clamped to [-1, 1], bit for bit the frames of `decode(latent, tile)`.
+
+        Peak memory is that of one latent frame (per tile), whatever the length: with tiles, every
+        tile keeps its own causal cache and the tiles of one latent frame are blended as `decode` does.
+        """
+        if latent.ndim != 5 or latent.shape[1] != self.cfg.z_dim:
+            raise ValueError(
+                f"decode expects latents (B, {self.cfg.z_dim}, F, h, w), got {tuple(latent.shape)}"
+            )
+        z = self.denormalize(latent.to(self.device)).to(self.dtype)
+        if tile is None:
+            for frames in self.model.decode_stream(z, on_chunk):
+                yield frames.float().clamp_(-1.0, 1.0)
+            return
+        grid = (z.shape[3], z.shape[4])
+        s = self.cfg.spatial_stride
+        rows = _tile_spans(grid[0], tile.size, tile.overlap)
+        cols = _tile_spans(grid[1], tile.size, tile.overlap)
+        tiles = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
+        streams = [
+            self.model.decode_stream(z[..., rows[r][0] : rows[r][1], cols[c][0] : cols[c][1]]) for r, c in tiles
+        ]
+        weights = [
+            _ramp(rows, r, s, z.device)[:, None] * _ramp(cols, c, s, z.device)[None, :] for r, c in tiles
+        ]  # (h, w) each
+        for pieces in zip(*streams, strict=True):  # one latent frame of every tile
+            out = pieces[0].new_zeros(*pieces[0].shape[:3], grid[0] * s, grid[1] * s, dtype=torch.float32)
+            weight_sum = torch.zeros(grid[0] * s, grid[1] * s, device=z.device)
+            for (r, c), y, weight in zip(tiles, pieces, weights, strict=True):
+                region = (slice(rows[r][0] * s, rows[r][1] * s), slice(cols[c][0] * s, cols[c][1] * s))
+                out[..., region[0], region[1]] += y.float() * weight
+                weight_sum[region[0], region[1]] += weight
+            if on_chunk is not None:
+                on_chunk()
+            yield out.div_(weight_sum).clamp_(-1.0, 1.0)
 
 
 def _num_tiles(grid_hw: tuple[int, int], tile: TileConfig | None) -> int:
