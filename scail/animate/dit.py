@@ -463,6 +463,7 @@ class Conditioning:
     rope_cos: torch.Tensor  # (L, Dh/2)
     rope_sin: torch.Tensor  # (L, Dh/2)
     shape: tuple[int, int, int, int]  # (B, T, h, w) of the latent x
+    prefix_tokens: int = 0  # tokens before the reference's (SCAIL-2's extra references)
 
 
 class DiT(nn.Module):
@@ -550,15 +551,25 @@ class DiT(nn.Module):
         pose = pose.flatten(2).transpose(1, 2)  # (B, T*hp/2*wp/2, D)
         tokens = torch.cat([video, pose], dim=1).float()  # (B, L, D) residual stream in float32
 
+        e, e0, text, image = self.embed_conditions(b, timesteps, context, clip_features)
+        rope_cos, rope_sin = self.rope_tables(t // pt, hp, wp, x.device)  # (L, Dh/2) each
+        cond = Conditioning(e, e0, text, image, rope_cos, rope_sin, (b, t, h, w))
+        return tokens, cond
+
+    def embed_conditions(
+        self, b: int, timesteps: torch.Tensor, context: torch.Tensor, clip_features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Time, text and CLIP embeddings for a batch of b rows: e (B, D) and e0 (B, 6, D) float32,
+        text (B, Lt, D) and image (B, Li, D) in the compute dtype (inputs of batch 1 are shared)."""
+        cfg = self.config
+        dtype = self.patch_embedding.weight.dtype
         timesteps = timesteps.reshape(-1).expand(b)
         tdtype = next(self.time_projection.parameters()).dtype  # float32 unless the whole model was cast
         e = self.time_embedding(timestep_embedding(timesteps, cfg.freq_dim).to(tdtype)).float()  # (B, D)
         e0 = self.time_projection(e.to(tdtype)).float().unflatten(1, (6, cfg.dim))  # (B, 6, D) float32
         text = self.text_embedding(context.to(dtype)).expand(b, -1, -1)  # (B, Lt, D)
         image = self.img_emb(clip_features).expand(b, -1, -1)  # (B, Li, D)
-        rope_cos, rope_sin = self.rope_tables(t // pt, hp, wp, x.device)  # (L, Dh/2) each
-        cond = Conditioning(e, e0, text, image, rope_cos, rope_sin, (b, t, h, w))
-        return tokens, cond
+        return e, e0, text, image
 
     def rope_tables(self, frames: int, grid_h: int, grid_w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """`scail_rope_tables` for this model, built once per (shape, device) and kept."""
@@ -590,7 +601,7 @@ class DiT(nn.Module):
         b, t, h, w = cond.shape
         pt, ph, pw = cfg.patch_size
         hp, wp = h // ph, w // pw
-        ref_len, video_len = hp * wp, (t // pt) * hp * wp
+        ref_len, video_len = cond.prefix_tokens + hp * wp, (t // pt) * hp * wp
         out = self.head(tokens[:, ref_len : ref_len + video_len], cond.e)  # (B, T*hp*wp, pt*ph*pw*16)
         out = out.view(b, t // pt, hp, wp, pt, ph, pw, cfg.latent_channels)
         out = out.permute(0, 1, 4, 7, 2, 5, 3, 6)  # (B, T/pt, pt, C, hp, ph, wp, pw)
