@@ -2,22 +2,39 @@
 
 Nothing heavy is imported at start-up (no torch, cv2, decord, av): `scail --help` stays instant.
 Every expected failure is a `ScailError`, printed once as `error: <msg>` with an exit code
-(0 ok, 1 error, 2 some examples failed, 130 Ctrl-C); `--traceback` shows the Python traceback.
+(0 ok, 1 error, 2 some examples failed, 130 Ctrl-C) by the one error boundary, `ScailGroup.invoke`,
+for every command and sub-app; `--traceback` (anywhere on the line) shows the Python traceback.
+
+How options reach the config
+  The options that run/pose/render/animate/status share are the fields of `Options`, declared once;
+  `@shared_options` gives each command those parameters and hands it one typed `Options` object.
+  `CONFIG_FLAGS` maps the flags that set config fields; `resolve_config` applies them over the
+  preset and `--set`, and an invalid value is reported as the user typed it (`--steps 0`).
+
+Adding a flag
+  - Shared by the five commands: one field on `Options` (an `Annotated[..., typer.Option(...)]`
+    with its default). If it sets config fields, one entry in `CONFIG_FLAGS`:
+        lora: Annotated[Path | None, typer.Option("--lora", help="...")] = None
+        CONFIG_FLAGS["lora"] = ("animate.lora",)
+  - For one command only: a parameter of that command's function, as `until` is for `run`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
+import functools
+import inspect
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
+from typer.core import TyperGroup
 
-from scail.errors import ExitCode, ScailError
+from scail.errors import ExitCode, Interrupted, ScailError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -25,8 +42,44 @@ if TYPE_CHECKING:
     from scail.config import PipelineConfig
     from scail.progress import ProgressDisplay
 
+# ----------------------------------------------------------------------------------------------
+# The error boundary
+# ----------------------------------------------------------------------------------------------
+
+TRACEBACK_FLAG = "--traceback"
+_TRACEBACK_KEY = "scail.traceback"
+
+
+class ScailGroup(TyperGroup):
+    """The root group: `--traceback` is accepted anywhere, and every command's errors end here."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        """Move `--traceback` (before any `--`) to the front, where the root callback reads it.
+
+        So `scail weights download --traceback` works although the sub-app does not declare it.
+        """
+        end = args.index("--") if "--" in args else len(args)
+        if TRACEBACK_FLAG in args[:end]:
+            args = [TRACEBACK_FLAG, *(a for a in args[:end] if a != TRACEBACK_FLAG), *args[end:]]
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        """Run the command; a `ScailError` or Ctrl-C becomes one line on stderr and an exit code."""
+        try:
+            return super().invoke(ctx)
+        except (ScailError, KeyboardInterrupt) as exc:
+            if ctx.meta.get(_TRACEBACK_KEY):
+                raise
+            if isinstance(exc, ScailError) and not isinstance(exc, Interrupted):
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(int(ExitCode.ERROR)) from None
+            typer.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
 app = typer.Typer(
     name="scail",
+    cls=ScailGroup,
     help="Studio-grade character animation with SCAIL: driving video + reference image -> animation.\n\n"
     "An example folder holds driving.mp4, ref.jpg and optionally prompt.txt. Three cached stages run on it: "
     "pose (.scail/pose.npz) -> render (rendered.mp4) -> animate (samples/*.mp4). Fresh stages are skipped; "
@@ -38,6 +91,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    traceback: Annotated[bool, typer.Option(
+        TRACEBACK_FLAG, help="Show the Python traceback of an error (accepted anywhere on the command line).")] = False,
+) -> None:
+    ctx.meta[_TRACEBACK_KEY] = traceback
+
+
+# ----------------------------------------------------------------------------------------------
+# Option types
+# ----------------------------------------------------------------------------------------------
 
 
 class StageChoice(str, Enum):
@@ -53,9 +120,23 @@ class ForceChoice(str, Enum):
     animate = "animate"
 
 
-# ----------------------------------------------------------------------------------------------
-# Shared options
-# ----------------------------------------------------------------------------------------------
+class PoseBackendChoice(str, Enum):
+    """`--pose-backend`: the values of `PoseConfig.backend` (a test keeps the two equal)."""
+
+    auto = "auto"
+    mediapipe = "mediapipe"
+    nlf = "nlf"
+
+
+def _device_option(text: str) -> str:
+    """`--device` is checked while the command line is parsed, before any work."""
+    from scail.device import parse_device
+
+    try:
+        return parse_device(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
 
 PathArg = Annotated[Path, typer.Argument(
     exists=True, file_okay=False, dir_okay=True, show_default=False,
@@ -64,33 +145,122 @@ PipelineOpt = Annotated[str | None, typer.Option(
     "--pipeline", "-p", metavar="NAME|FILE",
     help="Preset name from pipelines/ (scail-preview-512p, scail-wan-unipc, tiny-random) or a YAML file. "
          "Default: scail-preview-512p.")]
-SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", metavar="KEY=VALUE",
-    help="Override any preset value, repeatable: --set animate.steps=4 --set render.overlay=false")]
-StepsOpt = Annotated[int | None, typer.Option(help="Denoising steps (animate.steps).", show_default=False)]
-SeedOpt = Annotated[int | None, typer.Option(help="Sampling seed (animate.seed).", show_default=False)]
-DeviceOpt = Annotated[str | None, typer.Option(
-    help="Torch device for render and animate: cpu, cuda, cuda:1 or auto.", show_default=False)]
-WeightsOpt = Annotated[Path | None, typer.Option(
-    "--weights-dir", help="Folder of the SCAIL-Preview weights (animate.weights_dir).", show_default=False)]
-PoseBackendOpt = Annotated[str | None, typer.Option(
-    "--pose-backend", help="auto, mediapipe or nlf (pose.backend).", show_default=False)]
-PromptOpt = Annotated[str | None, typer.Option(
-    help="Text prompt for every example (overrides prompt.txt; default: prompt.txt, else empty).",
-    show_default=False)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; errors only.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")]
 ForceOpt = Annotated[list[ForceChoice] | None, typer.Option(
     "--force", metavar="[STAGE]",
     help="Redo STAGE even when fresh or user-provided; --force alone redoes every stage. Repeatable.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
-JsonOutOpt = Annotated[Path | None, typer.Option(
-    "--json-out", help="Where to write the JSON summary (default: PATH/.scail-summary.json).",
-    show_default=False)]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; errors only.")]
-VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")]
-TracebackOpt = Annotated[bool, typer.Option("--traceback", help="Show the Python traceback of an error.")]
-LockWaitOpt = Annotated[float, typer.Option(
-    "--lock-wait", metavar="SECONDS",
-    help="How long to wait for an example another runner holds before reporting it as locked.")]
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The options shared by run/pose/render/animate/status, as typed; one field is one flag.
+
+    Built by `@shared_options` from the command line, or directly from Python:
+    `resolve_config(Options(path, steps=4))` is what `scail run PATH --steps 4` runs with.
+    """
+
+    path: PathArg
+    pipeline: PipelineOpt = None
+    sets: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="KEY=VALUE",
+        help="Override any preset value, repeatable: --set animate.steps=4 --set render.overlay=false")] = None
+    prompt: Annotated[str | None, typer.Option(
+        "--prompt", show_default=False,
+        help="Text prompt for every example (overrides prompt.txt; default: prompt.txt, else empty).")] = None
+    seed: Annotated[int | None, typer.Option("--seed", help="Sampling seed (animate.seed).", show_default=False)] = None
+    steps: Annotated[int | None, typer.Option(
+        "--steps", help="Denoising steps (animate.steps).", show_default=False)] = None
+    device: Annotated[str | None, typer.Option(
+        "--device", parser=_device_option, metavar="auto|cpu|cuda|cuda:N", show_default=False,
+        help="Torch device for render and animate: auto (cuda when available), cpu, cuda or cuda:N.")] = None
+    weights_dir: Annotated[Path | None, typer.Option(
+        "--weights-dir", file_okay=False, show_default=False,
+        help="Folder of the SCAIL-Preview weights (animate.weights_dir; default $SCAIL_WEIGHTS_DIR).")] = None
+    pose_backend: Annotated[PoseBackendChoice | None, typer.Option(
+        "--pose-backend", help="Pose model (pose.backend).", show_default=False)] = None
+    json_mode: Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")] = False
+    quiet: QuietOpt = False
+    verbose: VerboseOpt = 0
+
+
+CONFIG_FLAGS: dict[str, tuple[str, ...]] = {
+    # `Options` field -> the config fields its flag sets (over the preset and --set).
+    "steps": ("animate.steps",),
+    "seed": ("animate.seed",),
+    "device": ("animate.device", "render.device"),
+    "weights_dir": ("animate.weights_dir",),
+    "pose_backend": ("pose.backend",),
+}
+
+
+def flag_name(field: str) -> str:
+    """The flag a user types for an `Options` field (`weights_dir` -> `--weights-dir`)."""
+    info = get_type_hints(Options, include_extras=True)[field].__metadata__[0]
+    decls = [d for d in (info.default, *(info.param_decls or ())) if isinstance(d, str) and d.startswith("--")]
+    return decls[0] if decls else "--" + field.replace("_", "-")
+
+
+def config_overrides(opts: Options) -> tuple[dict[str, Any], dict[str, str]]:
+    """The dotted overrides of `opts` (--set, then flags) and, per key, how the user typed it."""
+    from scail.config import parse_override
+
+    overrides: dict[str, Any] = {}
+    typed: dict[str, str] = {}
+    for text in opts.sets or []:
+        key, value = parse_override(text)
+        overrides[key], typed[key] = value, f"--set {key}={text.partition('=')[2]}"
+    for field, keys in CONFIG_FLAGS.items():
+        value = getattr(opts, field)
+        if value is None:
+            continue
+        value = value.value if isinstance(value, Enum) else str(value) if isinstance(value, Path) else value
+        for key in keys:
+            overrides[key], typed[key] = value, f"{flag_name(field)} {value}"
+    return overrides, typed
+
+
+def resolve_config(opts: Options) -> PipelineConfig:
+    """Preset < --set values < first-class flags, validated into a `PipelineConfig`.
+
+    An invalid value is reported as the user typed it: `--steps 0: ...` or `--set animate.steps=0: ...`.
+    """
+    from scail.config import load_pipeline
+
+    overrides, typed = config_overrides(opts)
+    return load_pipeline(opts.pipeline, overrides, typed)
+
+
+def shared_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """Give a command `fn(opts: Options, **own)` the CLI parameters of `Options` plus its own.
+
+    Typer reads a command's parameters from its signature; this builds that signature from the
+    fields of `Options` (first) and `fn`'s own parameters after `opts`, and calls `fn` with one
+    `Options` object, so the shared options are declared only on `Options`.
+    """
+    hints = get_type_hints(Options, include_extras=True)
+    fields = dataclasses.fields(Options)
+    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
+                                default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
+              for f in fields]
+    own_sig = inspect.signature(fn, eval_str=True)
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in list(own_sig.parameters.values())[1:]]
+    names = {f.name for f in fields}
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> None:
+        opts = Options(**{k: kwargs.pop(k) for k in names})
+        fn(opts, **kwargs)
+
+    del command.__wrapped__  # typer must read the signature below, not fn's
+    command.__signature__ = inspect.Signature([*shared, *own])  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in (*shared, *own)}
+    return command
+
+
+# ----------------------------------------------------------------------------------------------
+# What the commands share
+# ----------------------------------------------------------------------------------------------
 
 
 def _consoles() -> tuple[Console, Console]:
@@ -100,44 +270,6 @@ def _consoles() -> tuple[Console, Console]:
     return Console(), Console(stderr=True)
 
 
-@contextlib.contextmanager
-def _errors(show_traceback: bool) -> Iterator[None]:
-    """The one place a `ScailError` becomes `error: <msg>` on stderr and an exit code."""
-    from scail.errors import Interrupted
-
-    try:
-        yield
-    except Interrupted as exc:
-        if show_traceback:
-            raise
-        typer.echo(f"interrupted: {exc}", err=True)
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-    except ScailError as exc:
-        if show_traceback:
-            raise
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(int(ExitCode.ERROR)) from None
-    except KeyboardInterrupt:
-        if show_traceback:
-            raise
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-
-
-def resolve_config(pipeline: str | None, sets: list[str] | None, *, steps: int | None = None,
-                   seed: int | None = None, device: str | None = None, weights_dir: Path | None = None,
-                   pose_backend: str | None = None) -> PipelineConfig:
-    """Preset < --set values < first-class flags, validated into a `PipelineConfig`."""
-    from scail.config import load_pipeline, parse_override
-
-    overrides: dict[str, Any] = dict(parse_override(s) for s in sets or [])
-    flags = {"animate.steps": steps, "animate.seed": seed, "animate.device": device,
-             "render.device": device, "animate.weights_dir": str(weights_dir) if weights_dir else None,
-             "pose.backend": pose_backend}
-    overrides.update({k: v for k, v in flags.items() if v is not None})
-    return load_pipeline(pipeline, overrides)
-
-
 def _display(quiet: bool, json_mode: bool, err: Console) -> ProgressDisplay:
     """The Rich progress display (scail/progress.py): bars on a terminal, plain lines otherwise."""
     from scail.progress import ProgressDisplay
@@ -145,32 +277,29 @@ def _display(quiet: bool, json_mode: bool, err: Console) -> ProgressDisplay:
     return ProgressDisplay(console=err, quiet=quiet, json_mode=json_mode)
 
 
-def _run(path: Path, stages: tuple[str, ...], *, prompt: str | None, pipeline: str | None,
-         sets: list[str] | None, force: list[ForceChoice] | None, json_mode: bool, json_out: Path | None,
-         quiet: bool, verbose: int, show_traceback: bool, lock_wait_s: float = 0.0,
-         **flags: Any) -> None:
-    """What `run`, `pose`, `render` and `animate` share: resolve, run the batch, report, exit."""
+def _run(opts: Options, stages: Sequence[str], *, force: list[ForceChoice] | None = None,
+         json_out: Path | None = None, lock_wait_s: float = 0.0) -> None:
+    """What `run`, `pose`, `render`, `animate` and `demo` share: resolve, run the batch, report, exit."""
     from scail.batch import SUMMARY_NAME, make_jobs, run_batch
     from scail.example import discover
     from scail.logs import setup_logging
     from scail.summary import batch_table
 
     out, err = _consoles()
-    with _errors(show_traceback):
-        setup_logging(verbose, quiet, console=err)
-        config = resolve_config(pipeline, sets, **flags)
-        forced = {f.value for f in force or []}
-        forced = set(stages) if "all" in forced else forced & set(stages)
-        examples = discover(path)
-        jobs = make_jobs(examples, config, stages, forced, prompt, lock_wait_s)
-        with _display(quiet, json_mode, err) as display:
-            summary = run_batch(jobs, observer=display, json_out=json_out or path / SUMMARY_NAME)
-        if json_mode:
-            typer.echo(json.dumps(summary.to_dict(), indent=2))
-        elif not quiet or summary.exit_code:
-            out.print(batch_table(summary))
-        if summary.exit_code:
-            raise typer.Exit(int(summary.exit_code))
+    setup_logging(opts.verbose, opts.quiet, console=err)
+    config = resolve_config(opts)
+    forced = {f.value for f in force or []}
+    forced = set(stages) if "all" in forced else forced & set(stages)
+    examples = discover(opts.path)
+    jobs = make_jobs(examples, config, stages, forced, opts.prompt, lock_wait_s)
+    with _display(opts.quiet, opts.json_mode, err) as display:
+        summary = run_batch(jobs, observer=display, json_out=json_out or opts.path / SUMMARY_NAME)
+    if opts.json_mode:
+        typer.echo(json.dumps(summary.to_dict(), indent=2))
+    elif not opts.quiet or summary.exit_code:
+        out.print(batch_table(summary))
+    if summary.exit_code:
+        raise typer.Exit(int(summary.exit_code))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,24 +308,17 @@ def _run(path: Path, stages: tuple[str, ...], *, prompt: str | None, pipeline: s
 
 
 @app.command()
+@shared_options
 def run(
-    path: PathArg,
-    prompt: PromptOpt = None,
-    pipeline: PipelineOpt = None,
+    opts: Options,
     until: Annotated[StageChoice | None, typer.Option(help="Stop after this stage.", show_default=False)] = None,
     force: ForceOpt = None,
-    set_: SetOpt = None,
-    steps: StepsOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    weights_dir: WeightsOpt = None,
-    pose_backend: PoseBackendOpt = None,
-    json_mode: JsonOpt = False,
-    json_out: JsonOutOpt = None,
-    lock_wait: LockWaitOpt = 0.0,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = 0,
-    traceback: TracebackOpt = False,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json-out", help="Where to write the JSON summary (default: PATH/.scail-summary.json).",
+        show_default=False)] = None,
+    lock_wait: Annotated[float, typer.Option(
+        "--lock-wait", metavar="SECONDS",
+        help="How long to wait for an example another runner holds before reporting it as locked.")] = 0.0,
 ) -> None:
     """Run pose -> render -> animate on every example; fresh stages are skipped.
 
@@ -211,81 +333,39 @@ def run(
     from scail.config import STAGES
 
     stages = STAGES[: STAGES.index(until.value) + 1] if until else STAGES
-    _run(path, stages, prompt=prompt, pipeline=pipeline, sets=set_, force=force, json_mode=json_mode,
-         json_out=json_out, quiet=quiet, verbose=verbose, show_traceback=traceback, lock_wait_s=lock_wait,
-         steps=steps, seed=seed, device=device, weights_dir=weights_dir, pose_backend=pose_backend)
+    _run(opts, stages, force=force, json_out=json_out, lock_wait_s=lock_wait)
 
 
 @app.command()
-def pose(
-    path: PathArg,
-    pipeline: PipelineOpt = None,
-    force: ForceOpt = None,
-    set_: SetOpt = None,
-    pose_backend: PoseBackendOpt = None,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = 0,
-    traceback: TracebackOpt = False,
-) -> None:
+@shared_options
+def pose(opts: Options, force: ForceOpt = None) -> None:
     """Extract 3D + 2D pose from driving.mp4 and the reference image into .scail/pose.npz."""
-    _run(path, ("pose",), prompt=None, pipeline=pipeline, sets=set_, force=force, json_mode=json_mode,
-         json_out=None, quiet=quiet, verbose=verbose, show_traceback=traceback, pose_backend=pose_backend)
+    _run(opts, ("pose",), force=force)
 
 
 @app.command()
-def render(
-    path: PathArg,
-    pipeline: PipelineOpt = None,
-    force: ForceOpt = None,
-    set_: SetOpt = None,
-    device: DeviceOpt = None,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = 0,
-    traceback: TracebackOpt = False,
-) -> None:
+@shared_options
+def render(opts: Options, force: ForceOpt = None) -> None:
     """Draw the skeleton videos (rendered.mp4, rendered_aligned.mp4) from .scail/pose.npz."""
-    _run(path, ("render",), prompt=None, pipeline=pipeline, sets=set_, force=force, json_mode=json_mode,
-         json_out=None, quiet=quiet, verbose=verbose, show_traceback=traceback, device=device)
+    _run(opts, ("render",), force=force)
 
 
 @app.command()
-def animate(
-    path: PathArg,
-    prompt: PromptOpt = None,
-    pipeline: PipelineOpt = None,
-    force: ForceOpt = None,
-    set_: SetOpt = None,
-    steps: StepsOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    weights_dir: WeightsOpt = None,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = 0,
-    traceback: TracebackOpt = False,
-) -> None:
+@shared_options
+def animate(opts: Options, force: ForceOpt = None) -> None:
     """Generate samples/*.mp4 from the skeleton video, the reference image and the prompt.
 
     Works on a hand-made rendered.mp4 too: drop it in the example folder and run only this command.
     """
-    _run(path, ("animate",), prompt=prompt, pipeline=pipeline, sets=set_, force=force, json_mode=json_mode,
-         json_out=None, quiet=quiet, verbose=verbose, show_traceback=traceback, steps=steps, seed=seed,
-         device=device, weights_dir=weights_dir)
+    _run(opts, ("animate",), force=force)
 
 
 @app.command()
-def status(
-    path: PathArg,
-    pipeline: PipelineOpt = None,
-    set_: SetOpt = None,
-    json_mode: JsonOpt = False,
-    traceback: TracebackOpt = False,
-) -> None:
+@shared_options
+def status(opts: Options) -> None:
     """Show each example's stages: fresh, stale, failed, missing, user-provided, interrupted, running.
 
-    Nothing runs and nothing heavy loads. Pass the same --pipeline/--set as the run, since stages are compared by fingerprint.
+    Nothing runs and nothing heavy loads. Pass the same options as the run (--pipeline, --set, --steps, ...), since stages are compared by fingerprint.
     """
     from scail.batch import build_stages
     from scail.config import STAGES
@@ -294,14 +374,13 @@ def status(
     from scail.summary import status_json, status_table
 
     out, _ = _consoles()
-    with _errors(traceback):
-        config = resolve_config(pipeline, set_)
-        stages = build_stages(config, STAGES)
-        rows = [(ex.name, example_status(stages, ex)) for ex in discover(path)]
-        if json_mode:
-            typer.echo(json.dumps(status_json(STAGES, rows), indent=2))
-        else:
-            out.print(status_table(STAGES, rows))
+    config = resolve_config(opts)
+    stages = build_stages(config, STAGES, opts.prompt)
+    rows = [(ex.name, example_status(stages, ex)) for ex in discover(opts.path)]
+    if opts.json_mode:
+        typer.echo(json.dumps(status_json(STAGES, rows), indent=2))
+    else:
+        out.print(status_table(STAGES, rows))
 
 
 @app.command()
@@ -309,17 +388,15 @@ def clean(
     path: PathArg,
     stage: Annotated[StageChoice | None, typer.Option(help="Only this stage (default: all).",
                                                       show_default=False)] = None,
-    traceback: TracebackOpt = False,
 ) -> None:
     """Delete what scail wrote (recorded outputs, manifests, temp files); user-provided files stay."""
     from scail.config import STAGES
     from scail.engine import clean_example
     from scail.example import discover
 
-    with _errors(traceback):
-        names = (stage.value,) if stage else STAGES
-        removed = [p for ex in discover(path) for p in clean_example(ex, names)]
-        typer.echo(f"removed {len(removed)} file(s)")
+    names = (stage.value,) if stage else STAGES
+    removed = [p for ex in discover(path) for p in clean_example(ex, names)]
+    typer.echo(f"removed {len(removed)} file(s)")
 
 
 @app.command()
@@ -342,21 +419,17 @@ def demo(
     pipeline: PipelineOpt = "tiny-random",
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
-    traceback: TracebackOpt = False,
 ) -> None:
     """Write the bundled synthetic example to OUT_DIR and run the pipeline on it (offline).
 
     With the default tiny-random preset the video is noise: it proves the plumbing, not the model. The pose data comes from the generator's own 3D motion (user-provided), so no pose model is needed.
     """
+    from scail.config import STAGES
     from scail.demo import write_demo_example
 
-    with _errors(traceback):
-        example = write_demo_example(out_dir / "dance")
-        typer.echo(f"wrote {example}", err=True)
-    from scail.config import STAGES
-
-    _run(out_dir, STAGES, prompt=None, pipeline=pipeline, sets=None, force=None, json_mode=False,
-         json_out=None, quiet=quiet, verbose=verbose, show_traceback=traceback)
+    example = write_demo_example(out_dir / "dance")
+    typer.echo(f"wrote {example}", err=True)
+    _run(Options(out_dir, pipeline=pipeline, quiet=quiet, verbose=verbose), STAGES)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -25,6 +25,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _device_name(v: str) -> str:
+    """`*.device` fields take what `--device` takes (scail/device.py), checked before any work."""
+    from scail.device import parse_device
+
+    return parse_device(v)
+
+
 # ----------------------------------------------------------------------------------------------
 # Pose stage (owned by scail/pose)
 # ----------------------------------------------------------------------------------------------
@@ -52,6 +59,8 @@ class PoseConfig(_Strict):
     """Run the pose worker in this interpreter instead of the isolated pose venv."""
     timeout_s: float = Field(3600.0, gt=0)
     """Kill the pose worker if one example takes longer than this."""
+
+    _device = field_validator("device")(_device_name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,6 +95,8 @@ class RenderConfig(_Strict):
     """H.264 quality of the skeleton videos (official moviepy default: 23)."""
     cpu_threads: int | None = Field(1, ge=1)
     """Torch threads of the CPU renderer (null: torch's default); 1 is fastest on busy shared machines."""
+
+    _device = field_validator("device")(_device_name)
 
     @field_validator("align_scale", "align_stretch", "align_face_scale")
     @classmethod
@@ -140,6 +151,8 @@ class AnimateConfig(_Strict):
     close to but not equal to a whole-frame decode. `auto`: tiled on a GPU, whole frames on the CPU."""
     size_hw: tuple[int, int] | None = None
     """Output (H, W), both multiples of 32. Default: by the reference's orientation, 512x896 or 896x512."""
+
+    _device = field_validator("device")(_device_name)
 
     @model_validator(mode="after")
     def _fast_without_block_offload(self) -> AnimateConfig:
@@ -254,10 +267,13 @@ def parse_override(text: str) -> tuple[str, object]:
     return key, value
 
 
-def load_pipeline(name_or_file: str | None = None, overrides: dict[str, object] | None = None) -> PipelineConfig:
+def load_pipeline(name_or_file: str | None = None, overrides: dict[str, object] | None = None,
+                  typed: dict[str, str] | None = None) -> PipelineConfig:
     """Resolve a preset (name or YAML file) plus dotted overrides into a validated `PipelineConfig`.
 
     Precedence: model defaults < preset < overrides. Unknown keys are errors naming the key and file.
+    `typed` says how the user wrote each override (`"--steps 0"`); an invalid value is reported that
+    way. Default: `--set KEY=VALUE`.
     """
     import yaml
     from pydantic import ValidationError
@@ -274,17 +290,19 @@ def load_pipeline(name_or_file: str | None = None, overrides: dict[str, object] 
         raise InputError(f"{path}: expected a mapping of stage blocks (pose:, render:, animate:)")
     doc.setdefault("name", path.stem)
     overrides = overrides or {}
+    typed = {key: f"--set {key}={value}" for key, value in overrides.items()} | (typed or {})
     for key, value in overrides.items():
-        _set_dotted(doc, key, value, f"--set {key}")
+        _set_dotted(doc, key, value, typed[key].partition('=')[0])
     try:
         return PipelineConfig.model_validate(doc)
     except ValidationError as exc:
         err = exc.errors()[0]
+        err["msg"] = err["msg"].removeprefix("Value error, ")  # our validators' messages stand alone
         loc = ".".join(str(x) for x in err["loc"])
         if loc in overrides:
             if err["type"] == "extra_forbidden":
-                raise InputError(f"--set {loc}: unknown key '{loc}'") from None
-            raise InputError(f"--set {loc}={overrides[loc]}: {err['msg']}") from None
+                raise InputError(f"{typed[loc].partition('=')[0]}: unknown key '{loc}'") from None
+            raise InputError(f"{typed[loc]}: {err['msg']}") from None
         if err["type"] == "extra_forbidden":
             raise InputError(f"{path}: unknown key '{loc}'") from None
         raise InputError(f"{path}: {loc}: {err['msg']}") from None

@@ -205,3 +205,98 @@ def test_ctrl_c_through_the_real_cli_exits_130(make_toy_example, tmp_path) -> No
     assert "interrupted" in out  # the summary table says so
     manifest = json.loads((path / ".scail" / "pose.json").read_text())
     assert manifest["status"] == "interrupted" and manifest["error"] == "interrupted by the user"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--steps", "0"], "error: --steps 0: Input should be greater than or equal to 1"),
+    (["--set", "animate.steps=4", "--steps", "0"], "error: --steps 0: Input should be greater than or equal to 1"),
+    (["--set", "animate.seed=x"], "error: --set animate.seed=x: Input should be a valid integer, unable to parse "
+                                  "string as an integer"),
+])
+def test_flag_errors_name_the_flag_the_user_typed(args, message, make_toy_example) -> None:
+    """A flag's bad value is reported as that flag, not as the --set it is turned into."""
+    path = make_toy_example("001")
+    result = runner.invoke(app, ["run", str(path), *args])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == message
+
+
+@pytest.mark.parametrize(("args", "bad"), [
+    (["--device", "gpu"], "'--device'"),
+    (["--device", "cpu:1"], "'--device'"),
+    (["--pose-backend", "openpose"], "'--pose-backend'"),
+])
+def test_device_and_pose_backend_are_checked_before_any_work(args, bad, toy_stages, make_toy_example) -> None:
+    path = make_toy_example("001")
+    result = runner.invoke(app, ["run", str(path), "-p", "tiny-random", *args])
+    assert result.exit_code == 2  # a usage error, reported by the parser
+    assert f"Invalid value for {bad}" in result.stderr
+    assert toy_stages == [] and not (path / ".scail").exists()  # nothing was built or written
+
+
+def test_valid_devices_reach_render_and_animate(make_toy_example) -> None:
+    from scail.cli import Options, resolve_config
+
+    path = make_toy_example("001")
+    for typed, expected in (("CUDA:1", "cuda:1"), ("cpu", "cpu"), ("auto", "auto")):
+        result = runner.invoke(app, ["status", str(path), "-p", "tiny-random", "--device", typed, "--json"])
+        assert result.exit_code == 0, result.output
+        config = resolve_config(Options(path, pipeline="tiny-random", device=expected))
+        assert (config.render.device, config.animate.device) == (expected, expected)
+
+
+def test_every_config_flag_names_an_option_and_a_config_field() -> None:
+    import dataclasses
+    import typing
+
+    from scail.cli import CONFIG_FLAGS, Options, PoseBackendChoice, flag_name
+    from scail.config import PipelineConfig, PoseConfig
+
+    fields = {f.name for f in dataclasses.fields(Options)}
+    for field, keys in CONFIG_FLAGS.items():
+        assert field in fields
+        assert flag_name(field).startswith("--")
+        for key in keys:
+            block, name = key.split(".")
+            assert name in PipelineConfig.model_fields[block].annotation.model_fields
+    assert flag_name("weights_dir") == "--weights-dir" and flag_name("sets") == "--set"
+    assert [c.value for c in PoseBackendChoice] == list(typing.get_args(PoseConfig.model_fields["backend"].annotation))
+
+
+def test_status_takes_the_same_configuration_options_as_run(toy_stages, make_toy_example) -> None:
+    path = make_toy_example("001")
+    assert runner.invoke(app, ["run", str(path), "-p", "tiny-random", "--steps", "3", "-q"]).exit_code == 0
+
+    def statuses(*args: str) -> dict:
+        result = runner.invoke(app, ["status", str(path), "-p", "tiny-random", *args, "--json"])
+        assert result.exit_code == 0, result.output
+        return {k: v["status"] for k, v in json.loads(result.stdout)["examples"][0]["stages"].items()}
+
+    assert statuses("--steps", "3") == {"pose": "fresh", "render": "fresh", "animate": "fresh"}
+    assert statuses("--steps", "4")["animate"] == "stale"
+    assert statuses("--set", "animate.steps=3") == statuses("--steps", "3")
+
+
+def test_traceback_is_accepted_anywhere_and_reraises_in_sub_apps(tmp_path) -> None:
+    result = runner.invoke(app, ["--traceback", "run", str(tmp_path)])
+    assert type(result.exception).__name__ == "InputError"
+    result = runner.invoke(app, ["weights", "verify", "--dir", str(tmp_path / "nope"), "--traceback", "--json"])
+    assert result.exit_code == 1 and json.loads(result.stdout)["ok"] is False  # a plain exit 1 is no error
+
+
+def test_weights_download_offline_is_one_error_line(tmp_path) -> None:
+    """Sub-apps go through the same error boundary: one line naming the fix, exit 1, no traceback."""
+    import os
+
+    target = tmp_path / "w"
+    cmd = [sys.executable, "-m", "scail", "weights", "download", "--dir", str(target)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: cannot download zai-org/SCAIL-Preview into {target}: the Hugging Face hub is "
+                      "unreachable or offline mode is on (HF_HUB_OFFLINE); connect to the internet, or copy the "
+                      f"SCAIL-Preview files there and run `scail weights verify --dir {target}`"]
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([*cmd, "--traceback"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "ScailError" in proc.stderr

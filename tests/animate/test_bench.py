@@ -107,9 +107,9 @@ def test_scail_bench_animate_cli_tiny_cpu() -> None:
 def test_scail_bench_animate_bad_shape_is_one_line_error() -> None:
     from typer.testing import CliRunner
 
-    from scail.bench_cli import bench_app
-    from scail.errors import ScailError
+    from scail.cli import app
 
-    result = CliRunner().invoke(bench_app, ["animate", "--preset", "tiny", "--device", "cpu", "--shapes", "33x64x5"])
-    assert isinstance(result.exception, ScailError)
-    assert "multiples of 32" in str(result.exception)
+    result = CliRunner().invoke(app, ["bench", "animate", "--preset", "tiny", "--device", "cpu", "--shapes", "33x64x5"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: scail bench animate: ") and "multiples of 32" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
