@@ -54,10 +54,10 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from scail.device import resolve_device
     from scail.pose.schema import load_pose
     from scail.render import prepare_render, render_pose
     from scail.render.overlay import draw_overlay, overlay_marks
-    from scail.render.pipeline import resolve_device
     from scail.render.raycast import Camera, default_chunk_frames, render_capsules
     from scail.render.synthetic import dancer_pose
 

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -29,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from scail.atomic import atomic_write_text
 from scail.errors import ScailError
 from scail.example import STATE_DIR, Example
 
@@ -40,34 +40,6 @@ LOCK_NAME = "lock"
 _CHUNK = 1 << 20
 
 ManifestStatus = Literal["done", "failed", "interrupted", "running"]
-
-
-# ----------------------------------------------------------------------------------------------
-# Atomic writes
-# ----------------------------------------------------------------------------------------------
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to a temp file beside `path`, fsync it, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def stale_temp_files(path: Path) -> list[Path]:
-    """Leftover temp files of `path` from a killed writer (`StageContext.atomic_output` names)."""
-    if not path.parent.is_dir():
-        return []
-    return sorted(path.parent.glob(f".{path.stem}.tmp-*{path.suffix}"))
 
 
 # ----------------------------------------------------------------------------------------------

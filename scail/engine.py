@@ -27,6 +27,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from scail.atomic import temp_files
 from scail.cache import (
     HashCache,
     Manifest,
@@ -39,7 +40,6 @@ from scail.cache import (
     peak_rss_mb,
     read_manifest,
     runtime_versions,
-    stale_temp_files,
     write_manifest,
 )
 from scail.errors import Interrupted, ScailError, StageFailed
@@ -120,17 +120,9 @@ def _outputs_match(example: Example, manifest: Manifest, expected: list[Path], h
     return ""
 
 
-_PARAMS: dict[int, tuple[object, dict[str, Any]]] = {}
-
-
 def _params_json(stage: Stage) -> dict[str, Any]:
-    """`stage.params()` as JSON data, computed once per params object (a batch reuses it 1,000s of times)."""
-    params = stage.params()
-    hit = _PARAMS.get(id(stage))
-    if hit is None or hit[0] is not params:
-        hit = (params, params.model_dump(mode="json"))
-        _PARAMS[id(stage)] = hit
-    return hit[1]
+    """`stage.params()` as JSON data (what the fingerprint and the manifest hold)."""
+    return stage.params().model_dump(mode="json")
 
 
 def _current_fingerprint(stage: Stage, example: Example, hashes: HashCache) -> tuple[str, dict[str, str]]:
@@ -276,7 +268,7 @@ def run_stage(
         return StageOutcome(stage.name, Outcome.FRESH, time.perf_counter() - t0)
 
     for out in expected:
-        for tmp in stale_temp_files(out):
+        for tmp in temp_files(out.parent, of=out):
             log.debug("removing leftover temp file %s", tmp)
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -378,7 +370,7 @@ def clean_example(example: Example, stage_names: Sequence[str]) -> list[Path]:
                 removed.append(path)
     for folder in (example.root, example.state_dir, example.samples_dir):
         if folder.is_dir():
-            for tmp in folder.glob(".*.tmp-*"):
+            for tmp in temp_files(folder):
                 with contextlib.suppress(OSError):
                     tmp.unlink()
                     removed.append(tmp)

@@ -38,12 +38,3 @@ class StageFailed(ScailError):
 class Interrupted(ScailError):
     """The user pressed Ctrl-C (or the run was cancelled); work stopped cleanly."""
 
-
-def require(module: str, extra: str) -> object:
-    """Import an optional dependency or raise a `ScailError` with the install line."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ScailError(f"{module} is not installed; pip install 'scail[{extra}]'") from exc

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
+from scail.atomic import atomic_path
 from scail.errors import Interrupted
 from scail.example import Example
 
@@ -74,21 +74,13 @@ class StageContext:
     def atomic_output(self, path: Path) -> Iterator[Path]:
         """Yield a temp path beside `path`; rename it into place only if the block succeeds.
 
-        The temp name keeps the suffix (`rendered.tmp-1234.mp4`) so writers that pick a format
-        from the extension still work.
+        The temp name (scail/atomic.py) keeps the suffix (`.rendered.tmp-<tag>.mp4`) so writers that
+        pick a format from the extension still work.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{threading.get_ident()}{path.suffix}")
-        try:
+        with atomic_path(path) as tmp:
             yield tmp
             if not tmp.exists():
                 raise RuntimeError(f"stage {self.stage} did not write {tmp}")
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
 
 
 class Stage(Protocol):

@@ -1,4 +1,4 @@
-"""The cache primitives: stat-cached hashes, fingerprints, manifests, atomic writes, the lock."""
+"""The cache primitives: stat-cached hashes, fingerprints, manifests, the lock (atomic writes: test_atomic.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from scail.cache import (
     ExampleLocked,
     HashCache,
     Manifest,
-    atomic_write_text,
     example_lock,
     fingerprint,
     is_locked,
@@ -81,14 +80,6 @@ def test_manifest_round_trip_and_corrupt_manifest_is_a_warning(tmp_path: Path, c
     with caplog.at_level(logging.WARNING, logger="scail"):
         assert read_manifest(ex, "render") is None
     assert "later scail" in caplog.text
-
-
-def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
-    target = tmp_path / "sub" / "m.json"
-    atomic_write_text(target, "one")
-    atomic_write_text(target, "two")
-    assert target.read_text() == "two"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["m.json"]
 
 
 def test_example_lock_excludes_a_second_holder(tmp_path: Path) -> None:

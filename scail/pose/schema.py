@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from scail.atomic import atomic_write_bytes
 from scail.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -124,17 +124,7 @@ def save_pose(pose: PoseData, path: Path) -> None:
         arrays[name] = np.asarray(getattr(pose, name), np.float64 if name == "K" else np.float32)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_pose(path: Path | str) -> PoseData:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from scail.atomic import atomic_write_text
 from scail.errors import ScailError
 
 log = logging.getLogger(__name__)
@@ -172,9 +173,7 @@ def _build(path: Path, on_progress: EnvProgressFn) -> None:
     marker = {"requirements": list(requirements()), "no_deps": list(POSE_REQUIREMENTS_NO_DEPS),
               "installer": "uv" if uv else "pip", "install_s": round(time.monotonic() - t0, 1),
               "versions": versions, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    tmp = path / (READY_MARKER + ".tmp")
-    tmp.write_text(json.dumps(marker, indent=2))
-    os.replace(tmp, path / READY_MARKER)
+    atomic_write_text(path / READY_MARKER, json.dumps(marker, indent=2))
     on_progress(total, total, f"pose env ready ({marker['install_s']} s)")
     log.info("pose env created at %s in %.1f s", path, marker["install_s"])
 

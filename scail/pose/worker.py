@@ -50,7 +50,6 @@ class PoseJob(BaseModel):
     max_frames: int | None = Field(None, ge=1)
     smoothing: bool = False
     max_gap: int = Field(4, ge=0)
-    depth_scale: float = Field(1.0, gt=0)
     weights_dir: Path
     cache_dir: Path
     device: str = "cpu"
@@ -75,16 +74,14 @@ class Runner:
         self.backends: dict[str, Any] = {}
 
     def backend(self, name: str, job: PoseJob) -> Any:
-        device = job.device
-        if device == "auto":
-            import torch
+        from scail.device import resolve_device
 
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        key = f"{name}:{device}:{job.depth_scale}"
+        device = str(resolve_device(job.device, what="pose device"))
+        key = f"{name}:{device}"
         if key not in self.backends:
             from scail.pose.backends import make_backend
 
-            self.backends[key] = make_backend(name, job.weights_dir, job.cache_dir, device, job.depth_scale)
+            self.backends[key] = make_backend(name, job.weights_dir, job.cache_dir, device)
         return self.backends[key]
 
     def run(self, job: PoseJob, emit: Emit) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scail.errors import InputError
+from scail.device import resolve_device
 from scail.pose.schema import PoseData, load_pose
 from scail.render.align import AlignBounds, Alignment, align_overlay, fit_alignment
 from scail.render.overlay import OverlayMarks, overlay_marks
@@ -59,18 +59,6 @@ def _as_pose(pose: PoseData | Path | str, what: str) -> PoseData:
     if isinstance(pose, PoseData):
         return pose.validate(what)
     return load_pose(Path(pose))
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> cuda when available, else cpu; anything else as torch understands it."""
-    import torch
-
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"render device {device!r}: CUDA is not available here; use --device cpu")
-    return dev
 
 
 def prepare_render(pose: PoseData | Path | str, overlay: bool = True, reference: PoseData | Path | str | None = None,
@@ -260,7 +248,7 @@ def iter_frames(prep: PreparedRender, device: str | torch.device = "cpu", chunk_
     ~100 small ops per chunk cost far more than a second core gains (measured 10x slower at load 10).
     The 2D overlay of a chunk is computed by a worker thread while the 3D pass runs.
     """
-    dev = resolve_device(device)
+    dev = resolve_device(device, what="render device")
     total = prep.num_frames
     chunk = chunk_frames or default_chunk_frames(prep.camera, dev.type == "cuda")
     done = 0
@@ -314,7 +302,7 @@ def render_pose(pose: PoseData | Path | str, overlay: bool = True, reference: Po
     for msg in prep.warnings:
         log.warning("render: %s", msg)
     h, w = prep.size_hw
-    dev = resolve_device(device)
+    dev = resolve_device(device, what="render device")
     total = prep.num_frames
     chunk = chunk_frames or default_chunk_frames(prep.camera, dev.type == "cuda")
     out = np.empty((total, h, w, 3), dtype=np.uint8)

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from scail.config import RenderConfig
+from scail.device import resolve_device
 from scail.errors import InputError
 from scail.example import Example
 from scail.pose.schema import PoseData, load_pose
 from scail.render.align import AlignBounds
-from scail.render.pipeline import PreparedRender, iter_frames, prepare_render, resolve_device
+from scail.render.pipeline import PreparedRender, iter_frames, prepare_render
 from scail.stage import StageContext
 
 
@@ -52,7 +53,7 @@ class RenderStage:
 
         desc = path.name
         ctx.progress(0, prep.num_frames, "frames", desc)
-        device = resolve_device(self.config.device)
+        device = resolve_device(self.config.device, what="render device")
         with ctx.atomic_output(path) as tmp, VideoWriter(tmp, prep.fps, crf=self.config.crf, atomic=False) as w:
             frames = iter_frames(prep, device, on_progress=lambda done, total: ctx.progress(done, total, "frames", desc),
                                  cpu_threads=self.config.cpu_threads)
@@ -70,7 +71,7 @@ class RenderStage:
         prep = self._prepare(pose, ref, align=False)
         self._log_warnings(prep, ctx, example)
         ctx.note(render_frames=prep.num_frames, render_size_hw=list(prep.size_hw), render_fps=prep.fps,
-                 render_device=str(resolve_device(c.device)), render_warnings=list(prep.warnings))
+                 render_device=str(resolve_device(c.device, what="render device")), render_warnings=list(prep.warnings))
         self._write(prep, example.rendered, ctx)
         if self._aligned(example):
             aligned = self._prepare(pose, ref, align=True)

@@ -25,7 +25,7 @@ def resolve_backend(requested: str, weights_dir: Path) -> tuple[str, str]:
                          "using the embedded mediapipe backend")
 
 
-def make_backend(name: str, weights_dir: Path, cache_dir: Path, device: str, depth_scale: float) -> Any:
+def make_backend(name: str, weights_dir: Path, cache_dir: Path, device: str) -> Any:
     """Build (load) a backend by name. Heavy imports happen here, inside the worker."""
     from scail.pose.backends.detector import offline_ultralytics_env
 
@@ -33,7 +33,7 @@ def make_backend(name: str, weights_dir: Path, cache_dir: Path, device: str, dep
     if name == "mediapipe":
         from scail.pose.backends.mediapipe_backend import MediapipeBackend
 
-        return MediapipeBackend(device=device, depth_scale=depth_scale)
+        return MediapipeBackend(device=device)
     if name == "nlf":
         from scail.pose.backends.nlf_backend import NLFBackend
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
@@ -24,20 +23,6 @@ class PersonPose:
     body2d: np.ndarray = field(default_factory=lambda: np.full((18, 3), np.nan, np.float32))  # x/W, y/H, score
     face2d: np.ndarray = field(default_factory=lambda: np.full((68, 3), np.nan, np.float32))
     hands2d: np.ndarray = field(default_factory=lambda: np.full((2, 21, 3), np.nan, np.float32))
-
-
-class PoseBackend(Protocol):
-    """A pose estimator. `video` and `image` return validated-shape PoseData."""
-
-    name: str
-    version: str
-
-    def video(self, frames: Iterable[np.ndarray], size_hw: tuple[int, int], fps: float, max_people: int,
-              on_frame: FrameProgressFn) -> PoseData: ...
-
-    def image(self, image: np.ndarray) -> PoseData: ...
-
-    def close(self) -> None: ...
 
 
 Detector = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]

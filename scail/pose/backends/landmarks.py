@@ -112,18 +112,17 @@ def smpl24_from_mediapipe(lm_mm: np.ndarray) -> np.ndarray:
     return J
 
 
-def body3d_from_mediapipe(world_m: np.ndarray, uv_px: np.ndarray, visibility: np.ndarray, K: np.ndarray,
-                          depth_scale: float = 1.0) -> np.ndarray | None:
+def body3d_from_mediapipe(world_m: np.ndarray, uv_px: np.ndarray, visibility: np.ndarray,
+                          K: np.ndarray) -> np.ndarray | None:
     """SMPL-24 camera-space joints (mm) from one person's MediaPipe world + image landmarks.
 
     Args:
         world_m: (33, 3) pose_world_landmarks in metres (hip-centred, y down).
         uv_px: (33, 2) image landmarks in pixel-index coordinates of the normalised frame.
         visibility: (33,) MediaPipe visibility in [0, 1].
-        depth_scale: < 1 brings the body closer (thicker capsules); 1 keeps MediaPipe's body size.
     Returns (24, 3) float64, or None when the translation cannot be solved.
     """
-    world_mm = world_m.astype(np.float64) * 1000.0 * depth_scale
+    world_mm = world_m.astype(np.float64) * 1000.0
     weights = np.zeros(33)
     weights[FIT_LANDMARKS] = np.clip(visibility[FIT_LANDMARKS], 0.05, 1.0)
     t = solve_translation(world_mm, uv_px, weights, K)

@@ -54,7 +54,7 @@ def masked_outside(frame: np.ndarray, crop: tuple[int, int, int, int]) -> np.nda
 
 
 def person_from_holistic(res: Any, crop: tuple[int, int, int, int], size_hw: tuple[int, int], K: np.ndarray,
-                         box: np.ndarray, depth_scale: float) -> PersonPose | None:
+                         box: np.ndarray) -> PersonPose | None:
     """Holistic results on a crop -> PersonPose in frame coordinates (None when no body was found)."""
     if res.pose_landmarks is None or res.pose_world_landmarks is None:
         return None
@@ -64,7 +64,7 @@ def person_from_holistic(res: Any, crop: tuple[int, int, int, int], size_hw: tup
     world = _landmarks(res.pose_world_landmarks)[:, :3]                        # (33, 3) metres
     uv = lmk.pixels_from_normalized(xy, size_hw)                               # (33, 2) pixel index
     person = PersonPose(bbox=np.asarray(box, np.float32)[:5])
-    body3d = lmk.body3d_from_mediapipe(world, uv, vis, K, depth_scale)
+    body3d = lmk.body3d_from_mediapipe(world, uv, vis, K)
     if body3d is not None:
         person.body3d = body3d.astype(np.float32)
     h, w = size_hw
@@ -85,14 +85,13 @@ class MediapipeBackend:
 
     name = "mediapipe"
 
-    def __init__(self, device: str = "cpu", depth_scale: float = 1.0) -> None:
+    def __init__(self, device: str = "cpu") -> None:
         import mediapipe as mp
 
         from scail.pose.backends.detector import PersonDetector
 
         self._holistic_cls = mp.solutions.holistic.Holistic
         self.detector = PersonDetector(device=device)
-        self.depth_scale = depth_scale
         self.version = f"mediapipe-{mp.__version__}-holistic-c1+yolo11n-pose"
 
     def _holistic(self, static: bool) -> Any:
@@ -109,7 +108,7 @@ class MediapipeBackend:
             if slot not in graphs:
                 graphs[slot] = self._holistic(static=False)
             res = graphs[slot].process(masked_outside(frame, expand_box(box, size_hw, CROP_MARGIN)))
-            return person_from_holistic(res, full, size_hw, K, box, self.depth_scale)
+            return person_from_holistic(res, full, size_hw, K, box)
 
         try:
             return track_video(frames, self.detector, estimate, size_hw, fps, max_people, on_frame,
@@ -135,7 +134,7 @@ class MediapipeBackend:
             res = graph.process(np.ascontiguousarray(image[y0:y1, x0:x1]))
         finally:
             graph.close()
-        person = person_from_holistic(res, crop, size_hw, K, box, self.depth_scale)
+        person = person_from_holistic(res, crop, size_hw, K, box)
         found = {0: person} if person is not None else {}
         return assemble([found], 1, size_hw, 16.0, self.name, self.version)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import socket
 import urllib.request
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from scail.atomic import atomic_path, atomic_write_text
 from scail.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -90,30 +90,25 @@ def ensure(weights_dir: Path, spec: WeightFile,
     if dest.is_file():
         verify(dest, spec)
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
     h = hashlib.sha256()
     log.info("downloading %s -> %s", spec.url, dest)
     try:
-        with urllib.request.urlopen(spec.url, timeout=60) as resp, open(tmp, "wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            done = 0
-            for chunk in iter(lambda: resp.read(1 << 20), b""):
-                out.write(chunk)
-                h.update(chunk)
-                done += len(chunk)
-                if on_progress:
-                    on_progress(done, total)
-        digest = h.hexdigest()
-        if spec.sha256 and digest != spec.sha256:
-            raise CheckpointError(f"{spec.url}: downloaded file has sha256 {digest[:12]}..., expected "
-                                  f"{spec.sha256[:12]}...; try again or place the file at {dest}")
-        os.replace(tmp, dest)
-        dest.with_name(dest.name + ".sha256").write_text(f"{digest}  {dest.name}\n")
+        with atomic_path(dest) as tmp:
+            with urllib.request.urlopen(spec.url, timeout=60) as resp, open(tmp, "wb") as out:
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                done = 0
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    out.write(chunk)
+                    h.update(chunk)
+                    done += len(chunk)
+                    if on_progress:
+                        on_progress(done, total)
+            digest = h.hexdigest()
+            if spec.sha256 and digest != spec.sha256:
+                raise CheckpointError(f"{spec.url}: downloaded file has sha256 {digest[:12]}..., expected "
+                                      f"{spec.sha256[:12]}...; try again or place the file at {dest}")
+        atomic_write_text(dest.with_name(dest.name + ".sha256"), f"{digest}  {dest.name}\n")
     except OSError as exc:
         raise CheckpointError(f"cannot download {spec.url} ({exc}); place the file at {dest} "
                               "or use --pose-backend mediapipe") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dest
