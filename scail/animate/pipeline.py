@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from scail.animate.fast import GuidanceReuse
-from scail.animate.sampler import Solver, make_schedule, sample
+from scail.animate.sampler import ScheduleName, Solver, make_schedule, sample
 
 if TYPE_CHECKING:
     import numpy as np
@@ -171,6 +171,8 @@ class AnimatePipeline:
         seed: int = 42,
         on_progress: ProgressFn | None = None,
         noise: torch.Tensor | None = None,
+        schedule: ScheduleName = "default",
+        step_list: list[int] | None = None,
     ) -> Animation:
         """Animate the reference image with the pose video.
 
@@ -183,6 +185,7 @@ class AnimatePipeline:
             seed: seeds the CPU generator of the initial noise (16, F, h, w).
             on_progress: (done, total) after each denoising step.
             noise: use this initial noise (16, F, h, w) instead of drawing it (tests, parity).
+            schedule, step_list: a step-distilled recipe's noise levels (`sampler.make_schedule`).
 
         Returns:
             An `Animation` with N = 1 + 4 (F - 1) frames of size H x W.
@@ -223,6 +226,8 @@ class AnimatePipeline:
         elif tuple(noise.shape) != (z, f, h, w):
             raise ValueError(f"noise must be {(z, f, h, w)}, got {tuple(noise.shape)}")
 
+        if schedule == "lightx2v" and step_list:
+            steps = len(step_list)  # the recipe's list sets the step count
         net: Callable[..., torch.Tensor] = self.dit
         if self.step_cache is not None:
             self.step_cache.reset(steps)
@@ -232,8 +237,8 @@ class AnimatePipeline:
         denoise = velocity_fn(net, context, ref_latent, pose_latent, clip_features, guidance)
 
         t1 = time.perf_counter()
-        schedule = make_schedule(solver, steps, shift)
-        latent = sample(denoise, noise.to(dev), schedule, on_progress)  # (16, F, h, w) float32
+        plan = make_schedule(solver, steps, shift, schedule, step_list)
+        latent = sample(denoise, noise.to(dev), plan, on_progress)  # (16, F, h, w) float32
         timings["sampling_s"] = time.perf_counter() - t1
         if guidance is not None and self.uncond_every > 1:
             timings["uncond_reused_steps"] = float(guidance.reused)

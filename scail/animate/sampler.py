@@ -96,8 +96,66 @@ def dpmpp_schedule(steps: int, shift: float) -> Schedule:
     return _wan_schedule("dpm++", base, 1.0)  # the scheduler's own shift is 1: a no-op
 
 
-def make_schedule(solver: Solver, steps: int, shift: float) -> Schedule:
-    """The schedule of `solver` for `steps` steps and flow shift `shift`."""
+# ----------------------------------------------------------------------------------------------
+# The step-distilled recipes' schedules (Euler over a short, fixed list of noise levels)
+# ----------------------------------------------------------------------------------------------
+
+ScheduleName = Literal["default", "comfyui-simple", "lightx2v"]
+SCHEDULES: tuple[ScheduleName, ...] = ("default", "comfyui-simple", "lightx2v")
+
+
+def _shift_f32(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """The flow shift map in float32 torch arithmetic, as both ComfyUI and LightX2V compute it."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def comfyui_simple_schedule(steps: int, shift: float) -> Schedule:
+    """ComfyUI's `simple` scheduler on `ModelSamplingDiscreteFlow(shift)` (its SCAIL templates: euler /
+    simple, `ModelSamplingSD3` shift 5, 6 steps, CFG 1).
+
+    ComfyUI tabulates sigma(t) = shift(t / 1000) for t = 1..1000 in float32
+    (comfy/model_sampling.py `ModelSamplingDiscreteFlow.set_parameters`), then takes every
+    (1000 / steps)-th entry from the top, truncating the index (comfy/samplers.py `simple_scheduler`),
+    and appends 0. The model sees sigma * 1000 (`timestep`); the sampler is Euler.
+    """
+    table = _shift_f32((torch.arange(1, NUM_TRAIN_TIMESTEPS + 1) / NUM_TRAIN_TIMESTEPS) * NUM_TRAIN_TIMESTEPS
+                       / NUM_TRAIN_TIMESTEPS, shift)  # float32, ComfyUI's own operation order
+    stride = NUM_TRAIN_TIMESTEPS / steps
+    picked = [float(table[-(1 + int(x * stride))]) for x in range(steps)]
+    sigmas = torch.tensor([*picked, 0.0], dtype=torch.float32)
+    return Schedule("euler", sigmas, sigmas[:-1] * NUM_TRAIN_TIMESTEPS)
+
+
+def lightx2v_schedule(step_list: list[int], shift: float) -> Schedule:
+    """LightX2V's step-distill schedule (`WanStepDistillScheduler`, lightx2v/models/schedulers/wan/
+    step_distill/scheduler.py; config `denoising_step_list` [1000, 750, 500, 250], `sample_shift` 5 in
+    configs/distill/wan21/wan_i2v_distill_lora_4step_cfg.json).
+
+    sigma = shift(linspace(1, 0, 1001)[:-1]) in float32, indexed at 1000 - t for each t of the list;
+    the model sees sigma * 1000; each step x0 = x - sigma v, then x = x0 + sigma_next v (Euler), the last
+    one to sigma 0.
+    """
+    if not step_list or any(not 0 < t <= NUM_TRAIN_TIMESTEPS for t in step_list) or sorted(step_list, reverse=True) != step_list:
+        raise ValueError(f"denoising_step_list {step_list}: decreasing timesteps in (0, 1000], e.g. [1000, 750, 500, 250]")
+    grid = _shift_f32(torch.linspace(1.0, 0.0, NUM_TRAIN_TIMESTEPS + 1)[:-1], shift)
+    picked = grid[[NUM_TRAIN_TIMESTEPS - t for t in step_list]]
+    sigmas = torch.cat([picked, torch.zeros(1)]).to(torch.float32)
+    return Schedule("euler", sigmas, picked * NUM_TRAIN_TIMESTEPS)
+
+
+def make_schedule(solver: Solver, steps: int, shift: float, schedule: ScheduleName = "default",
+                  step_list: list[int] | None = None) -> Schedule:
+    """The schedule of `solver` for `steps` steps and flow shift `shift`.
+
+    `schedule` other than "default" picks a step-distilled recipe's noise levels (Euler only):
+    "comfyui-simple" (`steps` steps) or "lightx2v" (the timesteps of `step_list`; `steps` is ignored).
+    """
+    if schedule != "default" and solver != "euler":
+        raise ValueError(f"schedule {schedule!r} is sampled with euler, not {solver!r}")
+    if schedule == "comfyui-simple":
+        return comfyui_simple_schedule(steps, shift)
+    if schedule == "lightx2v":
+        return lightx2v_schedule(list(step_list or []), shift)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if solver == "euler":

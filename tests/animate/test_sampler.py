@@ -128,3 +128,47 @@ def test_exact_velocity_recovers_data(solver: str) -> None:
 def test_unknown_solver_rejected() -> None:
     with pytest.raises(ValueError, match="unknown solver"):
         make_schedule("heun", 10, 3.0)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------------
+# The step-distilled recipes' schedules, against the numbers their own code produces
+# --------------------------------------------------------------------------------------------------
+
+
+def test_lightx2v_4_step_schedule_is_the_published_one() -> None:
+    """LightX2V's I2V step-distill config (ModelTC/LightX2V configs/distill/wan21/
+    wan_i2v_distill_lora_4step_cfg.json: denoising_step_list [1000, 750, 500, 250], sample_shift 5,
+    enable_cfg false) through its WanStepDistillScheduler.set_denoising_timesteps
+    (lightx2v/models/schedulers/wan/step_distill/scheduler.py): sigmas 1, 15/16, 5/6, 5/8, then 0;
+    the DiT sees 1000, 937.5, 833.33, 625 (float32)."""
+    from scail.animate.sampler import make_schedule
+
+    s = make_schedule("euler", 4, 5.0, "lightx2v", [1000, 750, 500, 250])
+    assert s.sigmas.dtype == torch.float32 and s.timesteps.dtype == torch.float32
+    assert s.sigmas.tolist() == [1.0, 0.9375, 0.8333333134651184, 0.625, 0.0]
+    assert s.timesteps.tolist() == [1000.0, 937.5, 833.3333129882812, 625.0]
+
+
+def test_comfyui_simple_6_step_schedule_is_the_published_one() -> None:
+    """ComfyUI's SCAIL template (euler / simple, ModelSamplingSD3 shift 5, 6 steps, CFG 1): the `simple`
+    scheduler (comfy/samplers.py simple_scheduler) picks entries 999, 833, 666, 499, 333, 166 of the
+    float32 table shift(t/1000), t = 1..1000 (comfy/model_sampling.py ModelSamplingDiscreteFlow), i.e.
+    t = 1000, 834, 667, 500, 334, 167 -- not the linear grid 1000, 833.3, ... of `euler`."""
+    from scail.animate.sampler import euler_schedule, make_schedule
+
+    s = make_schedule("euler", 6, 5.0, "comfyui-simple")
+    t = np.array([1000, 834, 667, 500, 334, 167], dtype=np.float32) / np.float32(1000)
+    expected = (np.float32(5) * t / (np.float32(1) + np.float32(4) * t)).astype(np.float32)
+    assert s.sigmas.tolist() == [*expected.tolist(), 0.0]
+    assert s.sigmas[:3].tolist() == [1.0, 0.9617158770561218, 0.9092148542404175]
+    assert torch.equal(s.timesteps, s.sigmas[:-1] * 1000)
+    assert not torch.allclose(s.sigmas, euler_schedule(6, 5.0).sigmas, atol=1e-4)  # a different grid
+
+
+def test_distill_schedules_need_euler_and_a_valid_list() -> None:
+    from scail.animate.sampler import make_schedule
+
+    with pytest.raises(ValueError, match="sampled with euler"):
+        make_schedule("unipc", 4, 5.0, "lightx2v", [1000, 750, 500, 250])
+    with pytest.raises(ValueError, match="decreasing timesteps"):
+        make_schedule("euler", 4, 5.0, "lightx2v", [250, 500])
