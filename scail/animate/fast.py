@@ -67,6 +67,19 @@ class FP8Linear(nn.Module):
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.data, requires_grad=False)
         self.use_scaled_mm = fp8_supported(w_fp8.device) and self.in_features % 16 == 0 and self.out_features % 16 == 0
 
+    @classmethod
+    def from_fp8(cls, weight_fp8: torch.Tensor, row_scale: torch.Tensor, bias: torch.Tensor | None) -> FP8Linear:
+        """An FP8Linear over float8 weights as a checkpoint stores them (weight = weight_fp8 * row_scale
+        per output row), used as they are instead of being quantized again (`quant.fp8_linears`)."""
+        n, k = weight_fp8.shape
+        layer = cls(nn.Linear(k, n, bias=bias is not None, device="meta"))
+        layer.weight_fp8 = weight_fp8
+        layer.weight_scale = row_scale.to(device=weight_fp8.device, dtype=torch.float32).reshape(1, n).contiguous()
+        if bias is not None:
+            layer.bias = nn.Parameter(bias, requires_grad=False)
+        layer.use_scaled_mm = fp8_supported(weight_fp8.device) and k % 16 == 0 and n % 16 == 0
+        return layer
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
