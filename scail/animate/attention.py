@@ -5,13 +5,15 @@ text and CLIP cross-attention). No masks are needed: SCAIL attends to every toke
 code passes full key lengths and no context lengths).
 
 Backends, probed once per process:
-  * ``flash_attn_3`` (package ``flash_attn_interface``) and ``flash_attn_2`` (package ``flash_attn``):
-    used on CUDA for float16/bfloat16 inputs when importable;
+  * ``flash_attn_3`` (package ``flash_attn_interface``, built by scripts/build_flash_attn3.sh),
+    ``flash_attn_4`` (package ``flash_attn.cute`` from the PyPI wheel ``flash-attn-4``, the CuTe-DSL
+    kernels for Hopper and Blackwell: no build step, `pip install 'scail[fa4]'`) and ``flash_attn_2``
+    (package ``flash_attn``): used on CUDA for float16/bfloat16 inputs when importable;
   * ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention``; PyTorch picks the kernel;
   * ``sdpa_cudnn`` / ``sdpa_flash`` / ``sdpa_efficient``: SDPA with that CUDA kernel tried first and
     the others (then the math kernel) as fallbacks;
   * ``sdpa_math``: SDPA's reference math kernel (slow; for checks).
-``auto`` (the default) takes flash-attn 3, then 2, when they apply, else ``sdpa_cudnn`` for
+``auto`` (the default) takes flash-attn 3, then 4 (on compute capability 9 or 10), then 2, when they apply, else ``sdpa_cudnn`` for
 float16/bfloat16 CUDA tensors (the fastest SDPA kernel on Hopper; NOTES-gpu.md), else ``sdpa``. A backend that does
 not apply to the inputs (CPU tensors, float32 for flash-attn) falls back to ``sdpa`` and logs once.
 
@@ -36,8 +38,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AttentionBackend = Literal[
-    "auto", "flash_attn_3", "flash_attn_2", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math"
+    "auto", "flash_attn_3", "flash_attn_4", "flash_attn_2", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient",
+    "sdpa_math",
 ]
+FLASH_MODULES = {"flash_attn_3": "flash_attn_interface", "flash_attn_4": "flash_attn.cute", "flash_attn_2": "flash_attn"}
+"""The package each flash-attn backend imports."""
 BACKENDS: tuple[str, ...] = get_args(AttentionBackend)
 
 _selected: str = "auto"
@@ -54,7 +59,10 @@ def _has_module(name: str) -> bool:
 
     A package that is installed but broken (e.g. built for another CUDA) counts as absent.
     """
-    if importlib.util.find_spec(name) is None:
+    try:
+        if importlib.util.find_spec(name) is None:
+            return False
+    except ModuleNotFoundError:  # a dotted name whose parent package is absent
         return False
     try:
         importlib.import_module(name)
@@ -64,13 +72,27 @@ def _has_module(name: str) -> bool:
     return True
 
 
+@functools.cache
+def _has_fa2() -> bool:
+    """flash-attn 2 proper: the flash-attn-4 wheel also installs a bare `flash_attn` namespace (for
+    `flash_attn.cute`), which has no `flash_attn_func`."""
+    if not _has_module("flash_attn"):
+        return False
+    import flash_attn
+
+    return hasattr(flash_attn, "flash_attn_func")
+
+
+def _has_backend(name: str) -> bool:
+    return _has_fa2() if name == "flash_attn_2" else _has_module(FLASH_MODULES[name])
+
+
 def available_backends() -> list[str]:
     """The backends importable in this process (the SDPA ones always are)."""
     names = ["auto", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math"]
-    if _has_module("flash_attn"):
-        names.insert(1, "flash_attn_2")
-    if _has_module("flash_attn_interface"):
-        names.insert(1, "flash_attn_3")
+    for name in ("flash_attn_2", "flash_attn_4", "flash_attn_3"):
+        if _has_backend(name):
+            names.insert(1, name)
     return names
 
 
@@ -78,10 +100,10 @@ def set_backend(name: AttentionBackend) -> None:
     """Choose the attention kernel for this process (``auto`` restores the default choice)."""
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    if name.startswith("flash_attn") and not _has_module(
-        "flash_attn_interface" if name == "flash_attn_3" else "flash_attn"
-    ):
-        raise ValueError(f"attention backend {name!r} needs the flash-attn package, which is not installed")
+    if name.startswith("flash_attn") and not _has_backend(name):
+        hint = {"flash_attn_3": "scripts/build_flash_attn3.sh", "flash_attn_4": "pip install 'scail[fa4]'",
+                "flash_attn_2": "pip install flash-attn"}[name]
+        raise ValueError(f"attention backend {name!r} is not installed here ({hint})")
     global _selected
     _selected = name
 
@@ -136,7 +158,9 @@ def resolve_backend(q: torch.Tensor) -> str:
     if name == "auto":
         if is_half_cuda and _has_module("flash_attn_interface"):
             return "flash_attn_3"
-        if is_half_cuda and _has_module("flash_attn"):
+        if is_half_cuda and _fa4_supported(q.device):
+            return "flash_attn_4"
+        if is_half_cuda and _has_fa2():
             return "flash_attn_2"
         if is_half_cuda:
             # cuDNN first, the other SDPA kernels as fallbacks: measured on an H200 at the DiT's
@@ -150,6 +174,13 @@ def resolve_backend(q: torch.Tensor) -> str:
         _log_fallback_once(name, q.device.type)
         return "sdpa"
     return name
+
+
+def _fa4_supported(device: torch.device) -> bool:
+    """flash-attn 4's forward kernels exist for Hopper (9.x) and Blackwell (10.x, 11.x)."""
+    import torch
+
+    return _has_module("flash_attn.cute") and torch.cuda.get_device_capability(device)[0] in (9, 10, 11)
 
 
 @functools.cache
@@ -215,6 +246,11 @@ def _attention_eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
         import flash_attn_interface
 
         out = flash_attn_interface.flash_attn_func(q, k, v)
+        return out[0] if isinstance(out, tuple) else out
+    if backend == "flash_attn_4":
+        from flash_attn.cute import flash_attn_func
+
+        out = flash_attn_func(q, k, v)  # (out, lse)
         return out[0] if isinstance(out, tuple) else out
     if backend == "flash_attn_2":
         import flash_attn
