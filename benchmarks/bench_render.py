@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_render.py [--device cpu|cuda] [--frames 64] [--pose POSE.npz]
         [--threads N] [--chunk N] [--repeats 3]
 
-The pose is a synthetic dancer (scail/render/synthetic.py) unless --pose names a pose .npz. Rows:
+The pose is the synthetic dancer (scail/demo.py) unless --pose names a pose .npz. Rows:
 
 * first call: the first `render_pose` call in this process (lazy imports, allocator and CUDA warm-up
   included), ms per frame of that call;
@@ -54,12 +54,12 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from scail.demo import dancer_pose
     from scail.device import resolve_device
     from scail.pose.schema import load_pose
     from scail.render import prepare_render, render_pose
     from scail.render.overlay import draw_overlay, overlay_marks
     from scail.render.raycast import Camera, default_chunk_frames, render_capsules
-    from scail.render.synthetic import dancer_pose
 
     t_import = time.perf_counter() - t_import
     threads = args.threads or None

@@ -200,6 +200,12 @@ class Settings(_Strict):
         return cls(weights_dir=weights, cache_dir=cache)
 
 
+def resolve_weights_dir(explicit: Path | str | None = None) -> Path:
+    """The SCAIL weights folder: `explicit` (--weights-dir, animate.weights_dir, `scail weights --dir`)
+    when given, else $SCAIL_WEIGHTS_DIR, else `<$SCAIL_CACHE_DIR or ~/.cache/scail>/weights`."""
+    return Path(explicit or Settings.from_env().weights_dir).expanduser()
+
+
 # ----------------------------------------------------------------------------------------------
 # Loading presets (owned by the foundation: scail/batch.py, scail/cli.py)
 # ----------------------------------------------------------------------------------------------

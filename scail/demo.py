@@ -1,5 +1,8 @@
 """The bundled demo example, made entirely by code: a synthetic dancer, its video and its pose.
 
+The dancer is also the synthetic pose data of the render tests and benchmarks (`dancer_pose`,
+`dancer_joints`): one motion, in one body frame (y up), placed in the official camera (y down).
+
 `write_demo_example(folder)` writes an example folder that needs no download and no pose model:
 
     driving.mp4        a cartoon dancer (drawn from a keyframed 3D SMPL-24 motion), 896x512, 16 fps
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,12 +85,12 @@ def body_frame_joints(t: float) -> np.ndarray:
     return joints
 
 
-def to_camera(joints_body: np.ndarray) -> np.ndarray:
+def to_camera(joints_body: np.ndarray, x_mm: float = 0.0, depth_mm: float = DEPTH_MM) -> np.ndarray:
     """Body frame -> camera space (x right, y down, z forward), mm; the figure is centred vertically."""
     cam = np.empty_like(joints_body)
-    cam[..., 0] = joints_body[..., 0]
+    cam[..., 0] = joints_body[..., 0] + x_mm
     cam[..., 1] = -(joints_body[..., 1] + 130.0)
-    cam[..., 2] = joints_body[..., 2] + DEPTH_MM
+    cam[..., 2] = joints_body[..., 2] + depth_mm
     return cam
 
 
@@ -96,30 +100,87 @@ def _project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
     return uvw[..., :2] / uvw[..., 2:3]
 
 
-def _openpose(joints_body: np.ndarray, K: np.ndarray) -> np.ndarray:
+def _openpose(joints_body: np.ndarray, K: np.ndarray, size_hw: tuple[int, int], x_mm: float,
+              depth_mm: float) -> np.ndarray:
     """OpenPose-18 (18, 3) as (x/W, y/H, score) from body-frame SMPL joints."""
-    h, w = SIZE_HW
+    h, w = size_hw
     pts = np.zeros((18, 3))
     for op, smpl in _OPENPOSE_FROM_SMPL.items():
         pts[op] = joints_body[smpl]
     for op, off in _HEAD_OFFSETS.items():
         pts[op] = joints_body[15] + np.array(off, dtype=float)
-    uv = _project(to_camera(pts), K)
+    uv = _project(to_camera(pts, x_mm, depth_mm), K)
     return np.concatenate([uv[:, :1] / w, uv[:, 1:] / h, np.ones((18, 1))], axis=1)
 
 
-def make_pose(frames_body: np.ndarray) -> PoseData:
-    """PoseData for body-frame joints (N, 24, 3) of one person."""
+def _face_and_hands(joints_cam: np.ndarray, K: np.ndarray, size_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The 2D overlay points of one frame: 68 face points (a ring on the head) and 2x21 hand points
+    (five fingers fanned from the wrist along the hand), both (x/W, y/H, score)."""
+    scale = np.array([size_hw[1], size_hw[0]], dtype=float)
+    head = joints_cam[15]
+    ang = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    ring = head + np.stack([60 * np.cos(ang), 75 * np.sin(ang) + 10, np.full(68, -85.0)], -1)
+    face = np.concatenate([_project(ring, K) / scale, np.ones((68, 1))], axis=1)
+    hands = np.ones((2, 21, 3))
+    for side, (wrist, hand_end) in enumerate(((20, 22), (21, 23))):
+        base, axis = joints_cam[wrist], joints_cam[hand_end] - joints_cam[wrist]
+        pts = [base]
+        for finger in range(5):
+            c, s = math.cos((finger - 2) * 0.35), math.sin((finger - 2) * 0.35)
+            ray = np.array([c * axis[0] - s * axis[1], s * axis[0] + c * axis[1], axis[2]])
+            pts += [base + ray * (0.45 * k) for k in range(1, 5)]
+        hands[side, :, :2] = _project(np.stack(pts), K) / scale
+    return face, hands
+
+
+def make_pose(people_body: Sequence[np.ndarray], size_hw: tuple[int, int] = SIZE_HW, fps: float = FPS, *,
+              depth_mm: float = DEPTH_MM, face_and_hands: bool = False) -> PoseData:
+    """PoseData of people given as body-frame joints (N, 24, 3) each, side by side in one camera.
+
+    Person p stands 900 mm further right and 600 mm further back than person p-1. The demo's pose
+    files have no face or hand points; `face_and_hands` adds them (the overlay's tests draw them).
+    """
     from scail.pose.schema import PoseData
 
-    n = frames_body.shape[0]
-    pose = PoseData.empty(n, 1, SIZE_HW, fps=FPS, backend="synthetic", version="scail-demo-1")
-    pose.body3d[:, 0] = to_camera(frames_body).astype(np.float32)
-    for i in range(n):
-        pose.body2d[i, 0] = _openpose(frames_body[i], pose.K)
-        uv = _project(to_camera(frames_body[i]), pose.K)
-        pose.bbox[i, 0] = [uv[:, 0].min() - 40, uv[:, 1].min() - 90, uv[:, 0].max() + 40, uv[:, 1].max() + 20, 1.0]
+    n = people_body[0].shape[0]
+    pose = PoseData.empty(n, len(people_body), size_hw, fps=fps, backend="synthetic", version="scail-demo-1")
+    for p, frames_body in enumerate(people_body):
+        x_mm, depth = (p - (len(people_body) - 1) / 2) * 900.0, depth_mm + 600.0 * p
+        cam = to_camera(frames_body, x_mm, depth)
+        pose.body3d[:, p] = cam.astype(np.float32)
+        for i in range(n):
+            pose.body2d[i, p] = _openpose(frames_body[i], pose.K, size_hw, x_mm, depth)
+            uv = _project(cam[i], pose.K)
+            pose.bbox[i, p] = [uv[:, 0].min() - 40, uv[:, 1].min() - 90, uv[:, 0].max() + 40, uv[:, 1].max() + 20, 1.0]
+            if face_and_hands:
+                pose.face2d[i, p], pose.hands2d[i, p] = _face_and_hands(cam[i], pose.K, size_hw)
     return pose
+
+
+def dance(num_frames: int, fps: float = FPS, scale: float = 1.0) -> np.ndarray:
+    """(N, 24, 3) body-frame joints of the dance at `fps`; `scale` sizes the person (0.6: a child)."""
+    return np.stack([body_frame_joints(i / fps) for i in range(num_frames)]) * scale
+
+
+def fitting_depth_mm(size_hw: tuple[int, int]) -> float:
+    """How far the dancer stands so that its joints span 70% of the height of a `size_hw` frame."""
+    from scail.pose.schema import official_intrinsics
+
+    joints_height_mm = _REST[15][1] - _REST[10][1]  # head to toes
+    return float(official_intrinsics(size_hw)[0, 0]) * joints_height_mm / (0.7 * size_hw[0])
+
+
+def dancer_joints(num_frames: int, scale: float = 1.0, size_hw: tuple[int, int] = SIZE_HW) -> np.ndarray:
+    """(N, 24, 3) float32 camera-space SMPL joints (mm) of the dancer, placed to fit `size_hw`."""
+    return to_camera(dance(num_frames, scale=scale), depth_mm=fitting_depth_mm(size_hw)).astype(np.float32)
+
+
+def dancer_pose(num_frames: int = 16, size_hw: tuple[int, int] = (512, 896), num_people: int = 1,
+                fps: float = 16.0) -> PoseData:
+    """Pose data of `num_people` dancers with the overlay's face and hand points, for tests and benchmarks."""
+    motion = dance(num_frames, fps)
+    pose = make_pose([motion] * num_people, size_hw, fps, depth_mm=fitting_depth_mm(size_hw), face_and_hands=True)
+    return pose.validate("synthetic pose")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,7 +247,7 @@ def write_demo_example(folder: Path, inputs_only: bool = False) -> Path:
     from scail.video import write_video
 
     folder.mkdir(parents=True, exist_ok=True)
-    motion = np.stack([body_frame_joints(i / FPS) for i in range(NUM_FRAMES)])
+    motion = dance(NUM_FRAMES)
     stage_bg = _background((200, 205, 215), (120, 125, 135))
     frames = [draw_person(j, DANCER, stage_bg) for j in motion]
     if not (folder / "driving.mp4").exists():
@@ -203,9 +264,9 @@ def write_demo_example(folder: Path, inputs_only: bool = False) -> Path:
     if not inputs_only:
         state = folder / ".scail"
         if not (state / "pose.npz").exists():
-            save_pose(make_pose(motion), state / "pose.npz")
+            save_pose(make_pose([motion]), state / "pose.npz")
         if not (state / "ref_pose.npz").exists():
-            save_pose(make_pose(rest[None]), state / "ref_pose.npz")
+            save_pose(make_pose([rest[None]]), state / "ref_pose.npz")
     return folder
 
 

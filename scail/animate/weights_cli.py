@@ -28,12 +28,6 @@ DirOption = Annotated[
 ]
 
 
-def _resolve_dir(folder: Path | None) -> Path:
-    from scail.config import Settings
-
-    return Path(folder or Settings.from_env().weights_dir).expanduser()
-
-
 def _human(size: int) -> str:
     value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -50,8 +44,9 @@ def download_cmd(folder: DirOption = None) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     from scail.animate import weights
+    from scail.config import resolve_weights_dir
 
-    root = _resolve_dir(folder)
+    root = resolve_weights_dir(folder)
     console = Console(stderr=True)
     console.print(f"downloading {weights.REPO_ID} into {root}", soft_wrap=True)
     with Progress(
@@ -77,8 +72,9 @@ def verify_cmd(
     from rich.table import Table
 
     from scail.animate import weights
+    from scail.config import resolve_weights_dir
 
-    root = _resolve_dir(folder)
+    root = resolve_weights_dir(folder)
     rows = weights.verify(root)
     ok = all(r.ok for r in rows)
     if as_json:

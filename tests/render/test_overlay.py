@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
+from scail.demo import dancer_pose
 from scail.pose.schema import PoseData
 from scail.render import prepare_render, render_pose
 from scail.render.overlay import _stamp, draw_overlay, line_pixels, overlay_marks
 from scail.render.raycast import render_capsules
-from scail.render.synthetic import dancer_pose
 
 LANDSCAPE = (512, 896)
 

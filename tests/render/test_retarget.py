@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from scail.demo import dancer_joints, dancer_pose
 from scail.render import render_pose
 from scail.render.retarget import SMPL_PARENTS, bone_lengths, retarget
-from scail.render.synthetic import dancer_joints, dancer_pose
 
 
 def test_retarget_takes_reference_lengths_and_driving_directions() -> None:

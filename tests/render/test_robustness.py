@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scail.demo import dancer_pose
 from scail.pose.schema import PoseData
 from scail.render import iter_render_pose, prepare_render, render_pose
 from scail.render.skeleton import DRAW_ORDER, PALETTE_PASTEL, PALETTE_SATURATED, PALETTE_SINGLE, shader_colors
-from scail.render.synthetic import dancer_pose
 
 SIZE = (256, 448)
 
@@ -107,8 +107,10 @@ def test_two_people_occlude_each_other_with_their_palettes() -> None:
     front_mask = only_front.max(-1) > 0
     overlap = front_mask & back_mask
     assert overlap.sum() > 200
-    # the nearer person wins wherever both project: its pixels are exactly as when drawn alone
-    assert (both[front_mask] == only_front[front_mask]).all(-1).mean() > 0.99
+    # the nearer person wins wherever both project: its pixels are as when drawn alone (within one level:
+    # the shading constants come from the clip's depth range, which the person behind widens)
+    diff = np.abs(both[front_mask].astype(np.int16) - only_front[front_mask])
+    assert diff.max() <= 1 and (diff == 0).all(-1).mean() > 0.95
     # the person behind shows elsewhere, drawn with the saturated palette
     rest = back_mask & ~front_mask
     assert rest.sum() > 200 and (both[rest].max(-1) > 0).all()

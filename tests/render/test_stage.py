@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from scail.config import RenderConfig
+from scail.demo import dancer_pose
 from scail.errors import InputError
 from scail.example import Example
 from scail.pose.schema import save_pose
 from scail.render import render_pose
 from scail.render.stage import RenderStage
-from scail.render.synthetic import dancer_pose
 from scail.stage import ProgressEvent, StageContext
 
 SIZE = (256, 448)
