@@ -33,6 +33,17 @@ def shared_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def fixtures_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The official-code parity fixtures: the repository's trimmed copy, completed by ../shared/fixtures.
+
+    See tests/official_fixtures.py. A file missing from both makes its test skip with the path.
+    """
+    from official_fixtures import build_root
+
+    return build_root(tmp_path_factory.mktemp("official-fixtures"))
+
+
 @pytest.fixture(autouse=True)
 def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """No test reads the developer's weights or cache, and handlers added by a test do not leak."""

@@ -1,4 +1,4 @@
-"""Shared helpers for the animate tests: the ../shared fixture folders."""
+"""Shared helpers for the animate tests: the official parity fixtures (tests/official_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def fixture_dir(shared_dir: Path) -> Path:
-    """`<repo>/../shared/fixtures`; the test skips with the reason when it is absent."""
-    path = shared_dir / "fixtures"
-    if not path.is_dir():
-        pytest.skip(f"{path} is absent: the parity fixtures are not on this machine")
-    return path
+def fixture_dir(fixtures_root: Path) -> Path:
+    """The parity fixtures' root (repository copy first, ../shared/fixtures for what it lacks)."""
+    return fixtures_root
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +21,8 @@ def fixture_path(fixture_dir: Path) -> Callable[..., Path]:
     def get(*parts: str) -> Path:
         path = fixture_dir.joinpath(*parts)
         if not path.exists():
-            pytest.skip(f"{path} is absent: this parity fixture is not on this machine")
+            pytest.skip(f"fixture {'/'.join(parts)} is not in tests/fixtures/official.tar.xz (trimmed) "
+                        "and ../shared/fixtures is not beside the checkout")
         return path
 
     return get

@@ -29,9 +29,9 @@ def shapes_14b() -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in dit.state_dict().items()}
 
 
-def test_meta_names_are_the_released_names(shapes_14b: dict[str, tuple[int, ...]], shared_dir: Path) -> None:
+def test_meta_names_are_the_released_names(shapes_14b: dict[str, tuple[int, ...]], fixtures_root: Path) -> None:
     """The names the key-map tests use are the official model's (keys_14B.json, from the wan branch)."""
-    listing = shared_dir / "fixtures" / "scail" / "keys_14B.json"
+    listing = fixtures_root / "scail" / "keys_14B.json"
     if not listing.is_file():
         pytest.skip(f"{listing} is absent")
     wan = json.loads(listing.read_text())["dit_wan"]

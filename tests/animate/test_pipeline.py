@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +12,8 @@ import torch
 from tensor_checks import errors
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-FIX = SHARED / "fixtures" / "scail"
-PIPE = FIX / "pipeline"
 EXAMPLE = SHARED / "examples" / "001"
-
-
-def _need_fixture() -> None:
-    if not (PIPE / "config.json").is_file() or not (EXAMPLE / "rendered.mp4").is_file():
-        pytest.skip(f"pipeline fixture or example not found under {SHARED} (the shared folder beside the repo)")
+"""A third-party video (never in the repository): only the preprocessing test reads it."""
 
 
 class _FixedIds:
@@ -32,14 +27,13 @@ class _FixedIds:
 
 
 @pytest.fixture(scope="module")
-def official():
+def official(fixture_path: Callable[..., Path]):
     """The fixture's tiny models (float32) and stored tensors, shared by the tests of this module."""
-    return _load_official()
+    return _load_official(fixture_path("scail"))
 
 
-def _load_official() -> dict:
+def _load_official(fix: Path) -> dict:
     """The fixture's tiny models loaded through our loaders, and its stored tensors."""
-    _need_fixture()
     from safetensors.torch import load_file
 
     from scail.animate.clip import CLIPConfig, CLIPImageEncoder, load_clip
@@ -49,6 +43,7 @@ def _load_official() -> dict:
     from scail.animate.tokenizer import UMT5Tokenizer
     from scail.animate.vae import load_vae
 
+    FIX, PIPE = fix, fix / "pipeline"
     cfg = json.loads((PIPE / "config.json").read_text())
     kw = json.loads((FIX / "dit" / "config.json").read_text())["constructor_kwargs"]
     dit_cfg = DiTConfig(
@@ -78,6 +73,7 @@ def _load_official() -> dict:
         "cfg": cfg,
         "inputs": load_file(str(PIPE / "inputs.safetensors")),
         "inter": load_file(str(PIPE / "intermediates.safetensors")),
+        "pipe_dir": PIPE,
     }
 
 
@@ -85,6 +81,8 @@ def test_preprocessing_matches_official(official) -> None:
     from scail.animate.preprocess import load_reference, prepare_pose, prepare_reference
     from scail.video import read_frames
 
+    if not (EXAMPLE / "rendered.mp4").is_file():
+        pytest.skip(f"{EXAMPLE} (third-party example video, kept outside the repository) is absent")
     size = (official["cfg"]["inputs"]["target_h"], official["cfg"]["inputs"]["target_w"])
     ref = prepare_reference(load_reference(EXAMPLE / "ref.jpg"), size)
     assert errors(ref, official["inputs"]["ref_image_chw"])[0] < 1e-5
@@ -110,7 +108,7 @@ def test_generate_matches_official(official, solver: str, file: str) -> None:
     from safetensors.torch import load_file
 
     pipe, inter, inputs = official["pipe"], official["inter"], official["inputs"]
-    ref = load_file(str(PIPE / f"{file}.safetensors"))
+    ref = load_file(str(official["pipe_dir"] / f"{file}.safetensors"))
     seen_t: list[torch.Tensor] = []
     dit_forward = pipe.dit.forward
 
@@ -180,21 +178,20 @@ def test_tiny_random_runs_offline() -> None:
     assert out.used_cfg and out.frames.std() > 0
 
 
-def test_half_precision_path_within_bf16_tolerance() -> None:
+def test_half_precision_path_within_bf16_tolerance(fixture_path: Callable[..., Path]) -> None:
     """The GPU dtypes (DiT bf16 with fp32 norms/modulation, umT5 bf16, CLIP fp16) run end to end on CPU.
 
     Fixture README item 5: a bf16 implementation gives final latent rel_l2 < 2e-2, decoded < 5e-2.
     A fresh copy of the models is loaded so the float32 fixture above stays untouched.
     """
-    _need_fixture()
     from safetensors.torch import load_file
 
-    off = _load_official()
+    off = _load_official(fixture_path("scail"))
     pipe, inter, inputs = off["pipe"], off["inter"], off["inputs"]
     pipe.dit.cast_(torch.bfloat16)
     pipe.text_encoder.model.to(torch.bfloat16)
     pipe.image_encoder.model.to(torch.float16)
-    ref = load_file(str(PIPE / "sampler_unipc.safetensors"))
+    ref = load_file(str(off["pipe_dir"] / "sampler_unipc.safetensors"))
     out = pipe.generate(
         inputs["ref_image_chw"], inter["pose_video_halfres_cthw"], prompt="a person dancing",
         solver="unipc", steps=4, shift=3.0, guide_scale=5.0, seed=42,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +12,11 @@ import torch
 
 from scail.animate.sampler import guided, make_schedule, sample
 
-FIXTURE = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "scail" / "sampler"
-
 
 @pytest.fixture(scope="module")
-def fixture_dir() -> Path:
-    if not (FIXTURE / "schedules.json").is_file():
-        pytest.skip(f"sampler fixtures not found at {FIXTURE} (they live in the shared folder beside the repo)")
-    return FIXTURE
+def sampler_dir(fixture_path: Callable[..., Path]) -> Path:
+    """fixtures/scail/sampler (the official schedules and toy trajectories)."""
+    return fixture_path("scail", "sampler")
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -28,10 +26,10 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("solver", ["unipc", "dpmpp"])
 @pytest.mark.parametrize("steps,shift", [(40, 3), (40, 5), (50, 5), (20, 3), (3, 3), (10, 1)])
-def test_schedule_matches_official(fixture_dir: Path, solver: str, steps: int, shift: float) -> None:
+def test_schedule_matches_official(sampler_dir: Path, solver: str, steps: int, shift: float) -> None:
     from safetensors.torch import load_file
 
-    ref = load_file(str(fixture_dir / "schedules.safetensors"))
+    ref = load_file(str(sampler_dir / "schedules.safetensors"))
     key = f"{solver}_steps{steps}_shift{shift}"
     sched = make_schedule("unipc" if solver == "unipc" else "dpm++", steps, float(shift))
     assert sched.timesteps.dtype == torch.int64
@@ -40,8 +38,8 @@ def test_schedule_matches_official(fixture_dir: Path, solver: str, steps: int, s
     assert torch.equal(sched.sigmas, ref[f"{key}/sigmas"])
 
 
-def test_schedule_json_agrees_with_safetensors(fixture_dir: Path) -> None:
-    meta = json.loads((fixture_dir / "schedules.json").read_text())
+def test_schedule_json_agrees_with_safetensors(sampler_dir: Path) -> None:
+    meta = json.loads((sampler_dir / "schedules.json").read_text())
     assert meta["unipc_steps40_shift3"]["timesteps"][:3] == [999.0, 991.0, 982.0]
     s = make_schedule("unipc", 40, 3.0)
     assert s.timesteps[:3].tolist() == [999, 991, 982]
@@ -55,10 +53,10 @@ def _toy(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("solver", ["unipc", "dpmpp"])
 @pytest.mark.parametrize("steps", [3, 40])
-def test_trajectory_matches_official(fixture_dir: Path, solver: str, steps: int) -> None:
+def test_trajectory_matches_official(sampler_dir: Path, solver: str, steps: int) -> None:
     from safetensors.torch import load_file
 
-    ref = load_file(str(fixture_dir / "trajectories.safetensors"))
+    ref = load_file(str(sampler_dir / "trajectories.safetensors"))
     pre = f"traj_{solver}_steps{steps}_shift3/"
     seen: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     step = [0]

@@ -18,8 +18,8 @@ RENDER_CASES = ["case_landscape", "case_portrait", "case_two_people"]
 ALIGN_CASES = ["case_smaller_offcentre", "case_larger_up", "case_portrait"]
 
 
-def _case(shared_dir: Path, kind: str, case: str) -> Path:
-    path = shared_dir / "fixtures" / kind / case
+def _case(fixtures_root: Path, kind: str, case: str) -> Path:
+    path = fixtures_root / kind / case
     if not (path / "inputs.json").is_file():
         pytest.skip(f"{path}: fixture absent")
     return path
@@ -33,8 +33,8 @@ def _check(ours: np.ndarray, official: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("case", RENDER_CASES)
-def test_render_parity(shared_dir: Path, case: str) -> None:
-    path = _case(shared_dir, "scail-render", case)
+def test_render_parity(fixtures_root: Path, case: str) -> None:
+    path = _case(fixtures_root, "scail-render", case)
     pose, _ = load_render_case(path)
     plain = render_pose(pose, overlay=False)
     _check(plain, read_frames(path / "3d", pose.num_frames))
@@ -49,8 +49,8 @@ def test_render_parity(shared_dir: Path, case: str) -> None:
 
 
 @pytest.mark.parametrize("case", ALIGN_CASES)
-def test_align_parity(shared_dir: Path, case: str) -> None:
-    path = _case(shared_dir, "scail-align", case)
+def test_align_parity(fixtures_root: Path, case: str) -> None:
+    path = _case(fixtures_root, "scail-align", case)
     drv, ref, out = load_align_case(path)
     fit = out["fit"]
     al = prepare_render(drv, True, ref).alignment
@@ -82,9 +82,9 @@ def test_align_parity(shared_dir: Path, case: str) -> None:
         _check(frames, read_frames(path / variant, drv.num_frames))
 
 
-def test_alignment_ignores_reference_3d(shared_dir: Path) -> None:
+def test_alignment_ignores_reference_3d(fixtures_root: Path) -> None:
     """Official quirk kept: the reference's own 3D joints do not change the aligned render."""
-    path = _case(shared_dir, "scail-align", "case_larger_up")
+    path = _case(fixtures_root, "scail-align", "case_larger_up")
     drv, ref, _ = load_align_case(path)
     a = render_pose(drv, overlay=True, reference=ref)
     ref.body3d[:] = np.nan
