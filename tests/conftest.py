@@ -1,23 +1,20 @@
-"""Shared fixtures: the ../shared fixture folder, isolated env and logging, toy example folders."""
+"""Shared fixtures: the ../shared fixture folder, isolated env and logging, toy example folders, the pose env.
+
+Helper modules (toy_pipeline, tensor_checks, render_fixtures) live in this folder and are imported by
+plain name: pyproject.toml puts tests/ on pytest's path (`pythonpath`); nothing edits sys.path.
+"""
 
 from __future__ import annotations
 
 import logging
-import sys
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-
-# Helper modules beside the tests (tests/<sub>/<name>.py) are imported by plain name, as pytest's
-# default import mode allowed; with --import-mode=importlib (pyproject.toml) we put their folders on
-# the path ourselves.
-for _sub in sorted(p for p in Path(__file__).resolve().parent.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
-    if str(_sub) not in sys.path:
-        sys.path.append(str(_sub))
-
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
@@ -69,3 +66,23 @@ def make_toy_example(tmp_path: Path) -> Callable[..., Path]:
         return write_toy_example(tmp_path / "examples" / name, frames, driving).root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def pose_cache_dir() -> Path:
+    """A cache dir shared by the pose tests of all runs on this machine, holding the real pose env.
+
+    Creating the env downloads ~1 GB from PyPI once (about 80 s here); CI can keep the folder between
+    runs. $SCAIL_TEST_POSE_CACHE overrides the location.
+    """
+    path = Path(os.environ.get("SCAIL_TEST_POSE_CACHE", Path(tempfile.gettempdir()) / "scail-test-pose-cache"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pose_python(pose_cache_dir: Path) -> Path:
+    """The pose env's python (built from PyPI on first use, under the env's file lock)."""
+    from scail.pose.venv import ensure_pose_env
+
+    return ensure_pose_env(pose_cache_dir)

@@ -9,14 +9,12 @@ animate. The pose env comes from the pose tests' fixtures (built from PyPI once 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -25,19 +23,6 @@ from scail.config import STAGES
 from scail.example import Example
 from scail.pose import load_pose
 from scail.video import probe
-
-
-def _pose_fixtures() -> ModuleType:
-    """tests/pose/conftest.py, whose pose env fixtures (`pose_cache_dir`, `pose_python`) we reuse."""
-    spec = importlib.util.spec_from_file_location("_e2e_pose_fixtures", Path(__file__).parent / "pose" / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_pose = _pose_fixtures()
-pose_cache_dir, pose_python = _pose.pose_cache_dir, _pose.pose_python
 
 FRAMES = 9  # 4k+1 pose frames: the shortest clip the animate stage takes as it is
 FAST = ["--pipeline", "tiny-random", "--set", f"pose.max_frames={FRAMES}", "--set", f"animate.max_frames={FRAMES}"]

@@ -1,34 +1,12 @@
-"""Pose test fixtures: the real pose env (created once per machine), example copies."""
+"""Pose test fixtures: copies of the shared example inputs (the pose env fixtures are in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def pose_cache_dir() -> Path:
-    """A cache dir shared by the pose tests of all runs on this machine, holding the real pose env.
-
-    Creating the env downloads ~1 GB from PyPI once (about 80 s here); CI can keep the folder between
-    runs. $SCAIL_TEST_POSE_CACHE overrides the location.
-    """
-    path = Path(os.environ.get("SCAIL_TEST_POSE_CACHE", Path(tempfile.gettempdir()) / "scail-test-pose-cache"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="session")
-def pose_python(pose_cache_dir: Path) -> Path:
-    """The pose env's python (built from PyPI on first use, under the env's file lock)."""
-    from scail.pose.venv import ensure_pose_env
-
-    return ensure_pose_env(pose_cache_dir)
 
 
 @pytest.fixture
