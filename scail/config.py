@@ -126,8 +126,23 @@ class AnimateConfig(_Strict):
     """Classifier-free guidance on the text (1 disables the unconditional branch)."""
     negative_prompt: str = ""
     seed: int = 42
-    max_frames: int | None = Field(81, ge=1)
-    """Use at most this many pose frames (the model's RoPE tables stop at 81 = 4*20+1)."""
+    max_frames: int | None = Field(None, ge=1)
+    """Animate only the first this many pose frames. Default: the whole pose video, output frame for frame."""
+    window_frames: int = Field(81, ge=5, le=81)
+    """Videos longer than this run in overlapping temporal windows of this many frames (4k + 1; the DiT's
+    RoPE tables stop at 81 = 21 latent frames), denoised jointly at every step (animate/windows.py)."""
+    window_overlap: int = Field(16, ge=0)
+    """Frames shared by neighbouring windows (a multiple of 4; ComfyUI's context windows also use 16)."""
+    window_blend: Literal["linear", "cosine", "triangular"] = "linear"
+    """How overlapping windows' predictions are blended: ramps across the shared frames (`linear`, `cosine`)
+    or the official RFSamplerLong's `triangular` profile over each whole window."""
+    window_color: Literal["off", "first", "reference"] = "off"
+    """Tie each window's per-channel latent mean/std to the previous window on their shared frames (`first`:
+    a chain back to the first window) or to the reference image (`reference`). Off: on random weights no
+    seam/drift gain could be shown (benchmarks/bench_long.py measures it)."""
+    checkpoint_every_s: float | None = Field(300.0, ge=0)
+    """Save the sampler state to .scail/ after this many seconds of work (and on Ctrl-C), so a rerun resumes
+    mid-clip; null: only on Ctrl-C. Does not change the video."""
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     device: str = "auto"
     """Torch device: "auto" picks cuda when available, else cpu."""
@@ -159,6 +174,15 @@ class AnimateConfig(_Strict):
         if self.fast and self.offload == "blocks":
             raise ValueError("animate.fast cannot be combined with animate.offload=blocks: FP8 halves the DiT "
                              "weights to ~16 GB, so try fast with offload=encoders, or turn fast off")
+        return self
+
+    @model_validator(mode="after")
+    def _window_shape(self) -> AnimateConfig:
+        if (self.window_frames - 1) % 4:
+            raise ValueError(f"window_frames {self.window_frames}: must be 4k + 1 (5, 9, ..., 81)")
+        if self.window_overlap % 4 or self.window_overlap > self.window_frames - 5:
+            raise ValueError(f"window_overlap {self.window_overlap}: must be a multiple of 4 and at most "
+                             f"window_frames - 5 = {self.window_frames - 5}")
         return self
 
     @field_validator("size_hw")

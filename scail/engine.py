@@ -277,7 +277,8 @@ def run_stage(
                        started=now_iso(), versions=runtime_versions(), pid=os.getpid())
     write_manifest(example, running)
     ctx = StageContext(example=example, stage=stage.name, on_event=on_event or (lambda e: None),
-                       cancel=cancel or threading.Event(), log=logging.getLogger(f"scail.stage.{stage.name}"))
+                       cancel=cancel or threading.Event(), log=logging.getLogger(f"scail.stage.{stage.name}"),
+                       fingerprint=fp)
     log.info("%s: %s started (%s)", example.name, stage.name, why)
     try:
         stage.run(example, ctx)

@@ -52,6 +52,8 @@ class StageContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("scail.stage"))
     notes: dict[str, Any] = field(default_factory=dict)
     """Extra facts for the manifest (backend chosen, seed, resolved sizes, ...)."""
+    fingerprint: str = ""
+    """The engine's fingerprint of this run (settings + input hashes): keys state a rerun may resume from."""
 
     def progress(self, done: int, total: int | None, unit: str = "frames", desc: str = "") -> None:
         """Report progress; raises `Interrupted` if the run was cancelled (Ctrl-C)."""

@@ -19,21 +19,26 @@ its own sampler (scail-model.md §6). Differences from the official code, on pur
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from scail.animate.fast import GuidanceReuse
+from scail.animate.dit import pad_context
+from scail.animate.fast import GuidanceReuse, StepCache
+from scail.animate.preprocess import PoseChunks
 from scail.animate.sampler import ScheduleName, Solver, make_schedule, sample
+from scail.animate.windows import WindowConfig, WindowedDenoiser, blend_weights
+from scail.errors import Interrupted
 
 if TYPE_CHECKING:
     import numpy as np
 
     from scail.animate.clip import CLIPImageEncoder
     from scail.animate.dit import DiT
-    from scail.animate.fast import StepCache
+    from scail.animate.resume import Checkpointer
     from scail.animate.t5 import TextEncoder
     from scail.animate.vae import TileConfig, WanVAE
 
@@ -59,6 +64,45 @@ class Animation:
     video: torch.Tensor
     used_cfg: bool
     timings_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Conditions:
+    """The encoded inputs of one sample (`AnimatePipeline.prepare`), on the pipeline's device.
+
+    Attributes:
+        ref_latent: (1, 1, 16, h, w) the reference's VAE latent (DiT layout).
+        pose_latent: (1, F, 16, h/2, w/2) the half-resolution pose video's latent.
+        context: (1 | 2, 512, text_dim) umT5 features, [uncond, cond] with CFG.
+        clip_features: (1, Li, clip_dim) CLIP tokens of the reference.
+        use_cfg: whether the unconditional branch runs.
+        num_frames: the pose video's real frames: the output's frame count (<= 1 + 4 (F - 1)).
+    """
+
+    ref_latent: torch.Tensor
+    pose_latent: torch.Tensor
+    context: torch.Tensor
+    clip_features: torch.Tensor
+    use_cfg: bool
+    num_frames: int
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_latents(self) -> int:
+        return int(self.pose_latent.shape[1])
+
+
+def _tensor_chunks(pose: torch.Tensor) -> Iterator[torch.Tensor]:
+    """(3, T, H, W) -> the VAE's chunks (3, 1 | 4, H, W), the last one padded with the last frame."""
+    t = pose.shape[1]
+    if t < 1:
+        raise ValueError("the pose video has no frames")
+    yield pose[:, :1]
+    for start in range(1, t, 4):
+        chunk = pose[:, start : start + 4]
+        if chunk.shape[1] < 4:
+            chunk = torch.cat([chunk, chunk[:, -1:].expand(-1, 4 - chunk.shape[1], -1, -1)], dim=1)
+        yield chunk
 
 
 def to_uint8(video: torch.Tensor) -> torch.Tensor:
@@ -158,10 +202,186 @@ class AnimatePipeline:
     # ------------------------------------------------------------------------------------------
 
     @torch.no_grad()
+    def prepare(
+        self,
+        ref_image: torch.Tensor,
+        pose_video: torch.Tensor | PoseChunks,
+        prompt: str = "",
+        negative_prompt: str = "",
+        guide_scale: float = 4.0,
+    ) -> Conditions:
+        """Encode the inputs of one sample: VAE (pose streamed chunk by chunk, then the reference), umT5, CLIP.
+
+        Args:
+            ref_image: (3, H, W) float32 in [-1, 1], already resized and cropped (`preprocess`).
+            pose_video: (3, T, H/2, W/2) float32 in [-1, 1], or the same streamed from its file
+                (`preprocess.PoseChunks`); padded to 4k + 1 frames with its last frame.
+            prompt, negative_prompt, guide_scale: CFG runs both branches only when the prompts
+                differ and guide_scale != 1.
+        """
+        t0 = time.perf_counter()
+        dev = self.device
+        _, h_px, w_px = ref_image.shape
+        chunks: Iterable[torch.Tensor]
+        if isinstance(pose_video, torch.Tensor):
+            chunks, num_frames = _tensor_chunks(pose_video), int(pose_video.shape[1])
+        else:
+            chunks, num_frames = pose_video, -1
+
+        def checked() -> Iterator[torch.Tensor]:
+            for chunk in chunks:  # (3, n, H/2, W/2)
+                if chunk.shape[2] * 2 != h_px or chunk.shape[3] * 2 != w_px:
+                    raise ValueError(f"pose video {tuple(chunk.shape)} must be half the reference's size {h_px}x{w_px}")
+                yield chunk[None]
+
+        pose_latent = torch.cat(list(self.vae.encode_stream(checked())), dim=2)  # (1, 16, F, h/2, w/2)
+        if num_frames < 0:
+            assert isinstance(pose_video, PoseChunks)
+            num_frames = pose_video.frames
+        ref_latent = self.vae.encode(ref_image[None, :, None].to(dev))  # (1, 16, 1, h, w)
+        timings = {"vae_encode_s": time.perf_counter() - t0}
+
+        use_cfg = prompt != negative_prompt and guide_scale != 1.0
+        texts = [negative_prompt, prompt] if use_cfg else [prompt]
+        text_len = self.dit.config.text_len
+        contexts = [pad_context(c[None], text_len) for c in self.encode_text(texts)]  # (1, 512, text_dim) each
+        clip_features = self.encode_image(ref_image)  # (1, Li, clip_dim)
+        timings["encoders_s"] = time.perf_counter() - t0 - timings["vae_encode_s"]
+        return Conditions(
+            ref_latent=ref_latent.permute(0, 2, 1, 3, 4),  # (1, 1, 16, h, w) DiT layout
+            pose_latent=pose_latent.permute(0, 2, 1, 3, 4),  # (1, F, 16, h/2, w/2)
+            context=torch.cat(contexts),  # (1 or 2, 512, text_dim): [uncond, cond] as the SAT batch
+            clip_features=clip_features,
+            use_cfg=use_cfg,
+            num_frames=num_frames,
+            timings_s=timings,
+        )
+
+    @torch.no_grad()
+    def sample(
+        self,
+        cond: Conditions,
+        solver: Solver = "euler",
+        steps: int = 50,
+        shift: float = 5.0,
+        guide_scale: float = 4.0,
+        seed: int = 42,
+        on_progress: ProgressFn | None = None,
+        noise: torch.Tensor | None = None,
+        windows: WindowConfig | None = None,
+        checkpoint: Checkpointer | None = None,
+        schedule: ScheduleName = "default",
+        step_list: list[int] | None = None,
+    ) -> torch.Tensor:
+        """Denoise the latent (16, F, h, w) of one sample over temporal windows (`windows.py`).
+
+        Args:
+            cond: from `prepare`.
+            solver, steps, shift: the sampler (see `sampler.py`).
+            guide_scale: CFG scale (used when `cond.use_cfg`).
+            seed: seeds the CPU generator of the initial noise (16, F, h, w).
+            on_progress: (done, total) after each window of each step: total = windows x steps.
+            noise: use this initial noise instead of drawing it (tests, parity).
+            windows: window length, overlap, blend and colour tie (default `WindowConfig()`).
+            checkpoint: saves the sampler state as it goes and continues from a saved one (`resume.py`).
+            schedule, step_list: a step-distilled recipe's noise levels (`sampler.make_schedule`).
+
+        Returns:
+            (16, F, h, w) float32 final latent on the pipeline's device.
+        """
+        t0 = time.perf_counter()
+        dev = self.device
+        windows = windows or WindowConfig()
+        f, (h, w) = cond.num_latents, cond.ref_latent.shape[-2:]
+        z = self.vae.cfg.z_dim
+        if noise is None:
+            gen = torch.Generator(device="cpu").manual_seed(seed)
+            noise = torch.randn(z, f, h, w, dtype=torch.float32, generator=gen)  # wan layout (C, F, h, w)
+        elif tuple(noise.shape) != (z, f, h, w):
+            raise ValueError(f"noise must be {(z, f, h, w)}, got {tuple(noise.shape)}")
+
+        if schedule == "lightx2v" and step_list:
+            steps = len(step_list)  # the recipe's list sets the step count
+        spans = windows.plan(f)
+        weights = blend_weights(spans, windows.blend)
+        plan = make_schedule(solver, steps, shift, schedule, step_list)
+        guidances: list[GuidanceReuse] = []
+        caches: list[StepCache] = []
+
+        def window_fn(k: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+            s, e = spans[k]
+            net: Callable[..., torch.Tensor] = self.dit
+            if self.step_cache is not None:  # each window keeps its own cache (its own inputs)
+                sc = self.step_cache
+                cache = sc if len(spans) == 1 else StepCache(sc.dit, sc.threshold, sc.max_skips, sc.stride)
+                cache.reset(steps)
+                caches.append(cache)
+                net = cache
+            guidance = GuidanceReuse(guide_scale, self.uncond_every) if cond.use_cfg else None
+            if guidance is not None:
+                guidances.append(guidance)
+            return velocity_fn(net, cond.context, cond.ref_latent, cond.pose_latent[:, s:e], cond.clip_features,
+                               guidance)
+
+        resumed = checkpoint.load((z, f, h, w), dev) if checkpoint is not None else None
+        total = steps * len(spans)
+
+        def on_window(step: int, done: int) -> None:
+            if checkpoint is not None:
+                checkpoint.tick()
+            if on_progress is not None:
+                on_progress(step * len(spans) + done, total)
+
+        denoise = WindowedDenoiser(
+            spans, weights, window_fn, plan.sigmas, windows.color,
+            ref_latent=cond.ref_latent[0].permute(1, 0, 2, 3),  # (16, 1, h, w)
+            on_window=on_window,
+            start_step=resumed.state.step if resumed is not None else 0,
+            partial=resumed.partial if resumed is not None else None,
+        )
+        if len(spans) > 1:
+            log.info("%d latent frames in %d windows %s (%s blend)", f, len(spans), spans, windows.blend)
+        if checkpoint is not None:
+            checkpoint.partial = lambda: denoise.partial
+        try:
+            latent = sample(denoise, noise.to(dev), plan, state=resumed.state if resumed is not None else None,
+                            on_step=checkpoint.on_step if checkpoint is not None else None)
+        except (KeyboardInterrupt, Interrupted):
+            if checkpoint is not None:
+                checkpoint.save()  # the last consistent state: no finished window is lost
+            raise
+        if checkpoint is not None:
+            checkpoint.save()  # the finished latent: a kill while decoding does not sample again
+        cond.timings_s["sampling_s"] = time.perf_counter() - t0
+        cond.timings_s["windows"] = float(len(spans))
+        if self.uncond_every > 1:
+            cond.timings_s["uncond_reused_steps"] = float(sum(g.reused for g in guidances))
+        if caches:
+            skipped = sum(c.skipped for c in caches)
+            cond.timings_s["cache_skipped_steps"] = float(skipped)
+            log.info("step cache: %d of %d window steps skipped", skipped, total)
+        return latent
+
+    @torch.no_grad()
+    def decode_frames(self, latent: torch.Tensor, num_frames: int | None = None) -> Iterator[torch.Tensor]:
+        """Decode a latent (16, F, h, w) latent frame by latent frame: (n, H, W, 3) uint8 pieces (on the
+        pipeline's device), stopping after `num_frames` frames (the padding of the last chunk is dropped).
+
+        Memory does not grow with F: one latent frame's activations (and tile) at a time.
+        """
+        left = num_frames if num_frames is not None else 1 + 4 * (latent.shape[1] - 1)
+        for piece in self.vae.decode_stream(latent[None], tile=self.vae_tile):  # (1, 3, n, H, W)
+            if left <= 0:
+                break
+            piece = piece[0, :, :left]
+            left -= piece.shape[1]
+            yield to_uint8(piece)
+
+    @torch.no_grad()
     def generate(
         self,
         ref_image: torch.Tensor,
-        pose_video: torch.Tensor,
+        pose_video: torch.Tensor | PoseChunks,
         prompt: str = "",
         negative_prompt: str = "",
         solver: Solver = "euler",
@@ -173,84 +393,25 @@ class AnimatePipeline:
         noise: torch.Tensor | None = None,
         schedule: ScheduleName = "default",
         step_list: list[int] | None = None,
+        windows: WindowConfig | None = None,
     ) -> Animation:
-        """Animate the reference image with the pose video.
+        """Animate the reference image with the pose video, all in memory (`prepare`, `sample`, decode).
 
-        Args:
-            ref_image: (3, H, W) float32 in [-1, 1], already resized and cropped (`preprocess`).
-            pose_video: (3, T, H/2, W/2) float32 in [-1, 1], the half-resolution pose video.
-            prompt, negative_prompt: text; CFG drops only the text (pose, reference, CLIP stay).
-            solver, steps, shift: the sampler (see `sampler.py`).
-            guide_scale: CFG scale; ignored (one branch) when prompt == negative_prompt or scale == 1.
-            seed: seeds the CPU generator of the initial noise (16, F, h, w).
-            on_progress: (done, total) after each denoising step.
-            noise: use this initial noise (16, F, h, w) instead of drawing it (tests, parity).
-            schedule, step_list: a step-distilled recipe's noise levels (`sampler.make_schedule`).
+        For long videos the animate stage streams the decode into the video file instead
+        (`decode_frames`). Arguments as `prepare` and `sample`.
 
         Returns:
-            An `Animation` with N = 1 + 4 (F - 1) frames of size H x W.
+            An `Animation` with as many frames as the pose video, of size H x W.
         """
-        import time
-
-        t0 = time.perf_counter()
-        timings: dict[str, float] = {}
-        dev = self.device
-        _, h_px, w_px = ref_image.shape
-        if pose_video.shape[2] * 2 != h_px or pose_video.shape[3] * 2 != w_px:
-            raise ValueError(
-                f"pose video {tuple(pose_video.shape)} must be half the reference's size {h_px}x{w_px}"
-            )
-
-        # VAE encodes: the half-resolution pose video, then the reference as a one-frame video
-        pose_latent = self.vae.encode(pose_video[None].to(dev))  # (1, 16, F, h/2, w/2)
-        ref_latent = self.vae.encode(ref_image[None, :, None].to(dev))  # (1, 16, 1, h, w)
-        pose_latent = pose_latent.permute(0, 2, 1, 3, 4)  # (1, F, 16, h/2, w/2) DiT layout
-        ref_latent = ref_latent.permute(0, 2, 1, 3, 4)  # (1, 1, 16, h, w)
-        timings["vae_encode_s"] = time.perf_counter() - t0
-
-        use_cfg = prompt != negative_prompt and guide_scale != 1.0
-        texts = [negative_prompt, prompt] if use_cfg else [prompt]
-        text_len = self.dit.config.text_len
-        from scail.animate.dit import pad_context
-
-        contexts = [pad_context(c[None], text_len) for c in self.encode_text(texts)]  # (1, 512, text_dim) each
-        context = torch.cat(contexts)  # (1 or 2, 512, text_dim): [uncond, cond] as the SAT batch
-        clip_features = self.encode_image(ref_image)  # (1, Li, clip_dim)
-        timings["encoders_s"] = time.perf_counter() - t0 - timings["vae_encode_s"]
-
-        f, (h, w) = pose_latent.shape[1], ref_latent.shape[-2:]
-        z = self.vae.cfg.z_dim
-        if noise is None:
-            gen = torch.Generator(device="cpu").manual_seed(seed)
-            noise = torch.randn(z, f, h, w, dtype=torch.float32, generator=gen)  # wan layout (C, F, h, w)
-        elif tuple(noise.shape) != (z, f, h, w):
-            raise ValueError(f"noise must be {(z, f, h, w)}, got {tuple(noise.shape)}")
-
-        if schedule == "lightx2v" and step_list:
-            steps = len(step_list)  # the recipe's list sets the step count
-        net: Callable[..., torch.Tensor] = self.dit
-        if self.step_cache is not None:
-            self.step_cache.reset(steps)
-            net = self.step_cache
-
-        guidance = GuidanceReuse(guide_scale, self.uncond_every) if use_cfg else None
-        denoise = velocity_fn(net, context, ref_latent, pose_latent, clip_features, guidance)
-
-        t1 = time.perf_counter()
-        plan = make_schedule(solver, steps, shift, schedule, step_list)
-        latent = sample(denoise, noise.to(dev), plan, on_progress)  # (16, F, h, w) float32
-        timings["sampling_s"] = time.perf_counter() - t1
-        if guidance is not None and self.uncond_every > 1:
-            timings["uncond_reused_steps"] = float(guidance.reused)
-        if self.step_cache is not None:
-            timings["cache_skipped_steps"] = float(self.step_cache.skipped)
-            log.info("step cache: %d of %d steps skipped", self.step_cache.skipped, steps)
-
+        cond = self.prepare(ref_image, pose_video, prompt, negative_prompt, guide_scale)
+        latent = self.sample(cond, solver, steps, shift, guide_scale, seed, on_progress, noise, windows,
+                             schedule=schedule, step_list=step_list)
         t2 = time.perf_counter()
-        video = self.vae.decode(latent[None], tile=self.vae_tile)[0]  # (3, N, H, W) clamped to [-1, 1]
+        pieces = [p[0] for p in self.vae.decode_stream(latent[None], tile=self.vae_tile)]
+        video = torch.cat(pieces, dim=1)[:, : cond.num_frames]  # (3, N, H, W) clamped to [-1, 1]
         frames = to_uint8(video).cpu().numpy()
-        timings["vae_decode_s"] = time.perf_counter() - t2
-        return Animation(frames=frames, latent=latent, video=video, used_cfg=use_cfg, timings_s=timings)
+        cond.timings_s["vae_decode_s"] = time.perf_counter() - t2
+        return Animation(frames=frames, latent=latent, video=video, used_cfg=cond.use_cfg, timings_s=cond.timings_s)
 
     def close(self) -> None:
         """Drop the networks (frees GPU memory once no other reference is held)."""

@@ -9,14 +9,18 @@ Pose video (§1.3): every frame (no fps resampling), the same resize + crop on u
 clamped), `(p - 127.5) / 127.5`, then bilinear x0.5 without antialias: only this half-resolution
 video is VAE-encoded for the DiT.
 
-Frame count: the Wan VAE encodes the first frame and then whole chunks of 4, so only `4n + 1`
-frames are used; the DiT's RoPE tables stop at 21 latent frames (81 pixel frames). Longer videos
-crash the official code; here they are cut to `max_frames` (default 81) with a warning.
+Frame count: the whole pose video is animated. The Wan VAE encodes the first frame alone and then
+chunks of 4 frames, so the video is padded at the end with copies of its last frame to the form
+4k + 1 and the decoded padding is dropped again: the sample has exactly the pose video's frame
+count. Videos longer than the DiT's 81 frames run in temporal windows (`windows.py`).
+`max_frames` is an opt-in cut. The pose video streams from the file in VAE chunks (`PoseChunks`),
+so a 10-minute video never sits in memory as floats.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,8 +34,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_FRAMES = 81
-"""4 * 20 + 1: the longest pose video the DiT's RoPE tables (21 latent frames) accept."""
+@dataclass(frozen=True)
+class PoseVideo:
+    """A pose video file; its frames are decoded one at a time when iterated."""
+
+    path: Path
+    max_frames: int | None = None
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """(H1, W1, 3) uint8 frames, at most `max_frames`."""
+        from scail.video import iter_frames
+
+        return iter_frames(self.path, max_frames=self.max_frames)
 
 
 @dataclass(frozen=True)
@@ -40,13 +54,13 @@ class AnimateInputs:
 
     Attributes:
         ref_image: (3, H, W) float32, the cropped reference in [-1, 1] (may overshoot slightly).
-        pose_video: (3, T, H/2, W/2) float32 in [-1, 1], the half-resolution pose video the VAE encodes.
+        pose: the pose video, streamed from its file in VAE chunks (`PoseChunks`) when sampling.
         fps: the pose video's average frame rate: the output's frame rate.
-        source_frames: frames in the pose video file (before trimming to T).
+        source_frames: frames in the pose video file (from its header).
     """
 
     ref_image: torch.Tensor
-    pose_video: torch.Tensor
+    pose: PoseVideo
     fps: float
     source_frames: int
 
@@ -54,17 +68,44 @@ class AnimateInputs:
     def size_hw(self) -> tuple[int, int]:
         return int(self.ref_image.shape[1]), int(self.ref_image.shape[2])
 
-    @property
-    def num_frames(self) -> int:
-        return int(self.pose_video.shape[1])
+    def pose_chunks(self) -> PoseChunks:
+        """The half-resolution pose video in VAE chunks, padded to 4k + 1 frames."""
+        return PoseChunks(self.pose.frames(), self.size_hw)
+
+    def pose_video(self) -> torch.Tensor:
+        """(3, T, H/2, W/2) float32: the whole half-resolution pose video at once (short clips, tests)."""
+        import torch
+
+        return torch.cat(list(PoseChunks(self.pose.frames(), self.size_hw, pad=False)), dim=1)
 
 
-def used_frame_count(n: int, max_frames: int | None = MAX_FRAMES) -> int:
-    """How many pose frames are used: min(n, max_frames) rounded down to the form 4k + 1."""
-    if n < 1:
-        raise ValueError(f"need at least one pose frame, got {n}")
-    cap = min(n, max_frames) if max_frames is not None else n
-    return 1 + 4 * ((cap - 1) // 4)
+class PoseChunks:
+    """A pose video as the VAE's chunks: (3, 1, H/2, W/2) first, then (3, 4, H/2, W/2) each.
+
+    Each chunk is `prepare_pose` of its frames (per frame, so chunking changes no pixel). With `pad`,
+    the last chunk is filled up with copies of the last frame (the VAE takes 4k + 1 frames);
+    `frames` counts the real frames, known once the iterator is exhausted.
+    """
+
+    def __init__(self, frames: Iterable[np.ndarray], size_hw: tuple[int, int], pad: bool = True) -> None:
+        self.source, self.size_hw, self.pad = frames, size_hw, pad
+        self.frames = 0
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        group: list[np.ndarray] = []
+        want = 1
+        for frame in self.source:
+            group.append(frame)
+            self.frames += 1
+            if len(group) == want:
+                yield prepare_pose(np.stack(group), self.size_hw)[1]
+                group, want = [], 4
+        if self.frames == 0:
+            raise InputError("the pose video has no frames")
+        if group:
+            if self.pad:
+                group += [group[-1]] * (want - len(group))
+            yield prepare_pose(np.stack(group), self.size_hw)[1]
 
 
 def load_reference(path: Path) -> torch.Tensor:
@@ -116,20 +157,20 @@ def load_inputs(
     reference: Path,
     pose_video: Path,
     size_hw: tuple[int, int] | None = None,
-    max_frames: int | None = MAX_FRAMES,
+    max_frames: int | None = None,
     downscale: int = 1,
 ) -> AnimateInputs:
-    """Read and preprocess the reference image and the pose video of one example.
+    """Read the reference image and open the pose video of one example (its frames stream later).
 
     Args:
         reference: ref.jpg / ref.png.
         pose_video: rendered_aligned.mp4 or rendered.mp4.
         size_hw: output (H, W); default from the reference's orientation (official SAT rule).
-        max_frames: use at most this many pose frames (then 4k + 1 of them).
+        max_frames: animate only the first this many pose frames (default: all of them).
         downscale: divide the orientation-rule size by this (the tiny-random model runs at 1/4:
             128x224), ignored when `size_hw` is given.
     """
-    from scail.video import probe, read_frames, target_size_hw
+    from scail.video import probe, target_size_hw
 
     ref = load_reference(reference)
     if size_hw is None:
@@ -137,18 +178,12 @@ def load_inputs(
         size_hw = (h // downscale, w // downscale)
     check_size(size_hw)
     info = probe(pose_video)
-    frames = read_frames(pose_video, max_frames=max_frames)  # never decodes more than it uses
-    n = used_frame_count(len(frames), None)
-    total = max(info.num_frames, len(frames))
-    if n < total:
-        log.warning(
-            "%s: using %d of %d frames (the model takes 4k+1 frames, at most %s)",
-            pose_video, n, total, max_frames if max_frames is not None else "unlimited",
-        )
-    _, half = prepare_pose(frames[:n], size_hw)
+    if max_frames is not None and max_frames < info.num_frames:
+        log.warning("%s: animating the first %d of %d frames (animate.max_frames)", pose_video, max_frames,
+                    info.num_frames)
     return AnimateInputs(
         ref_image=prepare_reference(ref, size_hw),
-        pose_video=half,
+        pose=PoseVideo(pose_video, max_frames),
         fps=float(info.fps),
-        source_frames=total,
+        source_frames=info.num_frames,
     )

@@ -289,11 +289,37 @@ def _apply(u: _Update, x: torch.Tensor, m0: torch.Tensor, m1: torch.Tensor | Non
     return out
 
 
+@dataclass(frozen=True)
+class SamplerState:
+    """Where a sampling run stands between two steps: exactly what continuing it needs.
+
+    The solvers draw no random numbers after the initial noise (which `x` replaces), so there is
+    no generator state to keep. Replaced as a whole after every step, never mutated.
+
+    Attributes:
+        step: steps done (0: `x` is the initial noise).
+        x: the sample before step `step`.
+        history: data predictions of the last steps, newest last (dpm++: 1, unipc: up to 2).
+        last_x: unipc: the sample the next corrector starts from.
+    """
+
+    step: int
+    x: torch.Tensor
+    history: tuple[torch.Tensor, ...] = ()
+    last_x: torch.Tensor | None = None
+
+
+StepFn = Callable[[SamplerState], None]
+"""on_step(state) after every step (and once with the starting state): e.g. to checkpoint."""
+
+
 def sample(
     denoise: Denoiser,
     noise: torch.Tensor,
     schedule: Schedule,
     on_progress: ProgressFn | None = None,
+    state: SamplerState | None = None,
+    on_step: StepFn | None = None,
 ) -> torch.Tensor:
     """Integrate from `noise` (sigma = schedule.sigmas[0]) to a clean sample (sigma = 0).
 
@@ -303,39 +329,43 @@ def sample(
         noise: the initial sample, any shape, float32 on any device (not rescaled).
         schedule: from `make_schedule`.
         on_progress: called as (done, total) after each step.
+        state: continue this saved state instead of starting from `noise` (a resumed run gives
+            bit for bit the sample of an uninterrupted one).
+        on_step: called with the new state after each step, and with the starting state.
 
     Returns:
         The sample at sigma = 0, float32, same shape and device as `noise`.
     """
-    x = noise.float()
+    state = state or SamplerState(0, noise.float())
+    if on_step is not None:
+        on_step(state)
+    x = state.x
     timesteps = schedule.timesteps.to(x.device)  # one transfer; the loop slices on-device
     steps = schedule.steps
     if schedule.solver == "euler":
         dts = (schedule.sigmas[1:] - schedule.sigmas[:-1]).tolist()  # float32 differences
-        for i in range(steps):
+        for i in range(state.step, steps):
             v = denoise(x, timesteps[i : i + 1]).float()
             x = x + dts[i] * v
-            if on_progress is not None:
-                on_progress(i + 1, steps)
+            _done(SamplerState(i + 1, x), on_step, on_progress, steps)
         return x
 
     sig = schedule.sigmas.tolist()
     if schedule.solver == "dpm++":
         plan = _dpmpp_plan(schedule.sigmas)
-        prev: torch.Tensor | None = None
-        for i in range(steps):
+        prev: torch.Tensor | None = state.history[-1] if state.history else None
+        for i in range(state.step, steps):
             v = denoise(x, timesteps[i : i + 1]).float()
             m = x - sig[i] * v  # data prediction x0
             x = _apply(plan[i], x, m, prev)
             prev = m
-            if on_progress is not None:
-                on_progress(i + 1, steps)
+            _done(SamplerState(i + 1, x, (m,)), on_step, on_progress, steps)
         return x
 
     correctors, predictors = _unipc_plan(schedule.sigmas)
-    history: list[torch.Tensor] = []  # data predictions of the last two steps, newest last
-    last_x: torch.Tensor | None = None
-    for i in range(steps):
+    history = list(state.history)  # data predictions of the last two steps, newest last
+    last_x = state.last_x
+    for i in range(state.step, steps):
         v = denoise(x, timesteps[i : i + 1]).float()
         m = x - sig[i] * v  # from the *uncorrected* sample, as the official scheduler
         corr = correctors[i]
@@ -344,9 +374,15 @@ def sample(
         history = [*history[-1:], m]
         last_x = x
         x = _apply(predictors[i], x, m, history[-2] if len(history) > 1 else None)
-        if on_progress is not None:
-            on_progress(i + 1, steps)
+        _done(SamplerState(i + 1, x, tuple(history), last_x), on_step, on_progress, steps)
     return x
+
+
+def _done(state: SamplerState, on_step: StepFn | None, on_progress: ProgressFn | None, steps: int) -> None:
+    if on_step is not None:
+        on_step(state)
+    if on_progress is not None:
+        on_progress(state.step, steps)
 
 
 def guided(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float) -> torch.Tensor:

@@ -1,13 +1,15 @@
 """The animate stage: rendered pose video + reference image + prompt -> samples/<example>_<seed>.mp4.
 
 Fingerprint (what makes a cached sample stale):
-* params: the animate settings that change the video (`AnimateConfig` without `weights_dir` and
-  `offload`, which do not) and the `--prompt` override;
+* params: the animate settings that change the video (`AnimateConfig` without `weights_dir`,
+  `offload`, `compile` and `checkpoint_every_s`, which do not) and the `--prompt` override;
 * inputs: the pose video (rendered_aligned.mp4, else rendered.mp4), the reference image, and
   prompt.txt when it exists and no override is given. Together with the override this covers the
   example's resolved prompt, so editing prompt.txt reruns animate and nothing else.
 
 The models load on the first `run` and stay loaded for the whole batch; `close()` frees them.
+A run saves its sampler state to `.scail/animate-resume.safetensors` (keyed by the fingerprint), so
+a rerun after Ctrl-C or a kill continues mid-clip (`resume.py`); the file goes once the sample is written.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ TINY_RANDOM_DOWNSCALE = 4
 
 log = logging.getLogger(__name__)
 
-_NOT_IN_FINGERPRINT = frozenset({"weights_dir", "offload", "compile"})
+_NOT_IN_FINGERPRINT = frozenset({"weights_dir", "offload", "compile", "checkpoint_every_s"})
 """Settings that change where weights come from or how memory is managed, not the video."""
 
 
@@ -42,7 +44,7 @@ class AnimateParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     settings: dict[str, Any]
-    """The resolved AnimateConfig, minus weights_dir, offload and compile (they do not change the video)."""
+    """The resolved AnimateConfig, minus weights_dir, offload, compile and checkpoint_every_s (they do not change the video)."""
     prompt_override: str | None = None
     """--prompt; None means each example's prompt.txt (or the empty prompt)."""
 
@@ -51,7 +53,7 @@ class AnimateStage:
     """Stage protocol implementation for the SCAIL animation (see scail/stage.py)."""
 
     name: ClassVar[str] = "animate"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
 
     def __init__(self, config: AnimateConfig, prompt_override: str | None = None) -> None:
         self.config = config
@@ -90,7 +92,11 @@ class AnimateStage:
         return [example.samples_dir / f"{example.name}_{self.config.seed}.mp4"]
 
     def run(self, example: Example, ctx: StageContext) -> None:
+        """Encode, sample (windowed, checkpointed to .scail/ so a rerun resumes), then decode
+        straight into the H.264 file latent frame by latent frame."""
         from scail.animate.preprocess import load_inputs
+        from scail.animate.resume import CHECKPOINT_NAME, Checkpointer
+        from scail.animate.windows import WindowConfig
         from scail.video import VideoWriter
 
         cfg = self.config
@@ -107,22 +113,35 @@ class AnimateStage:
         )
         preprocess_s = time.perf_counter() - t0
         ctx.check_cancelled()
-        result = pipe.generate(
-            inputs.ref_image,
-            inputs.pose_video,
-            prompt=prompt,
-            negative_prompt=cfg.negative_prompt,
+        cond = pipe.prepare(inputs.ref_image, inputs.pose_chunks(), prompt, cfg.negative_prompt, cfg.guide_scale)
+        ctx.check_cancelled()
+        windows = WindowConfig(cfg.window_frames, cfg.window_overlap, cfg.window_blend, cfg.window_color)
+        num_windows = len(windows.plan(cond.num_latents))
+        desc = "denoising" if num_windows == 1 else f"denoising {num_windows} windows x {cfg.steps} steps"
+        checkpoint = Checkpointer(example.state_dir / CHECKPOINT_NAME, ctx.fingerprint or self._key(example),
+                                  cfg.checkpoint_every_s)
+        latent = pipe.sample(
+            cond,
             solver=cfg.solver,
             steps=cfg.steps,
             shift=cfg.shift,
             guide_scale=cfg.guide_scale,
             seed=cfg.seed,
-            on_progress=ctx.progress_fn(unit="steps", desc="denoising"),
+            on_progress=ctx.progress_fn(unit="steps" if num_windows == 1 else "window steps", desc=desc),
+            windows=windows,
+            checkpoint=checkpoint,
         )
         out = self.outputs(example)[0]
+        t2 = time.perf_counter()
+        written = 0
         with ctx.atomic_output(out) as tmp, VideoWriter(tmp, inputs.fps, atomic=False) as writer:
-            for frame in result.frames:
-                writer.write(frame)
+            for piece in pipe.decode_frames(latent, cond.num_frames):  # (n, H, W, 3) uint8
+                for frame in piece.cpu().numpy():
+                    writer.write(frame)
+                written += int(piece.shape[0])
+                ctx.progress(written, cond.num_frames, unit="frames", desc="decoding")
+        checkpoint.discard()
+        cond.timings_s["vae_decode_s"] = time.perf_counter() - t2
         h, w = inputs.size_hw
         ctx.note(
             prompt=prompt,
@@ -131,16 +150,24 @@ class AnimateStage:
             steps=cfg.steps,
             shift=cfg.shift,
             guide_scale=cfg.guide_scale,
-            cfg_branches=2 if result.used_cfg else 1,
+            cfg_branches=2 if cond.use_cfg else 1,
             seed=cfg.seed,
             size_hw=[h, w],
             pose_frames_in_file=inputs.source_frames,
-            frames=int(result.frames.shape[0]),
+            frames=written,
+            windows=num_windows,
             fps=inputs.fps,
             device=str(pipe.device),
             dit_dtype=str(next(pipe.dit.parameters()).dtype).removeprefix("torch."),
-            timings_s={"preprocess_s": round(preprocess_s, 3), **{k: round(v, 3) for k, v in result.timings_s.items()}},
+            timings_s={"preprocess_s": round(preprocess_s, 3), **{k: round(v, 3) for k, v in cond.timings_s.items()}},
         )
+
+    def _key(self, example: Example) -> str:
+        """The resume key when no engine fingerprint is given (direct API use): params + input hashes."""
+        from scail.cache import HashCache, fingerprint, hash_files
+
+        inputs = hash_files(self.inputs(example), HashCache(example))
+        return fingerprint(self.name, self.version, self._params.model_dump(mode="json"), inputs)
 
     def close(self) -> None:
         if self._pipeline is not None:

@@ -18,7 +18,7 @@ from scail.video import probe, read_frames, write_video
 
 
 def _make_example(root: Path, frames: int = 11, fps: float = 12.0, ref_hw: tuple[int, int] = (60, 100)) -> Example:
-    """rendered.mp4 (a moving bar, 64x128) + ref.png; 11 frames -> 9 used (4k+1)."""
+    """rendered.mp4 (a moving bar, 64x128) + ref.png; every frame is animated (padded to 4k+1 inside)."""
     root.mkdir(parents=True)
     video = []
     for i in range(frames):
@@ -50,18 +50,22 @@ def test_stage_writes_a_playable_sample_and_reuses_models(tmp_path: Path) -> Non
     stage.run(ex1, ctx)
     out = stage.outputs(ex1)[0]
     info = probe(out)
-    assert info.num_frames == 9 and abs(info.fps - 12.0) < 1e-6 and (info.height, info.width) == (64, 128)
-    assert read_frames(out).shape == (9, 64, 128, 3)
-    assert [(e.done, e.total, e.unit) for e in events] == [(1, 2, "steps"), (2, 2, "steps")]
+    assert info.num_frames == 11 and abs(info.fps - 12.0) < 1e-6 and (info.height, info.width) == (64, 128)
+    assert read_frames(out).shape == (11, 64, 128, 3)  # 11 frames: 1 + 4 + 4 + 2 (padded to 4 inside)
+    steps = [(e.done, e.total, e.unit) for e in events if e.unit == "steps"]
+    assert steps == [(1, 2, "steps"), (2, 2, "steps")]
+    assert [(e.done, e.total) for e in events if e.unit == "frames"] == [(1, 11), (5, 11), (9, 11), (11, 11)]
     assert "noise" in ctx.notes["model"]
-    assert ctx.notes["frames"] == 9 and ctx.notes["pose_frames_in_file"] == 11 and ctx.notes["prompt"] == ""
+    assert ctx.notes["frames"] == 11 and ctx.notes["pose_frames_in_file"] == 11 and ctx.notes["prompt"] == ""
+    assert ctx.notes["windows"] == 1
+    assert not (ex1.state_dir / "animate-resume.safetensors").exists()  # removed once the sample is written
     assert ctx.notes["cfg_branches"] == 1  # prompt "" == negative prompt ""
     json.dumps(ctx.notes)  # manifest-safe
 
     ctx2 = StageContext(example=ex2, stage="animate")
     stage.run(ex2, ctx2)
     assert stage.builds == 1  # the second example reuses the loaded models
-    assert probe(stage.outputs(ex2)[0]).num_frames == 5 and ctx2.notes["prompt"] == "a person dancing"
+    assert probe(stage.outputs(ex2)[0]).num_frames == 6 and ctx2.notes["prompt"] == "a person dancing"
     assert ctx2.notes["cfg_branches"] == 2
     stage.close()
     assert stage._pipeline is None
@@ -72,7 +76,7 @@ def test_fingerprint_params_cover_settings_and_override(tmp_path: Path) -> None:
     (ex.root / "prompt.txt").write_text("from file")
     a = AnimateStage(_config())
     b = AnimateStage(_config(), prompt_override="  from cli ")
-    c = AnimateStage(_config(weights_dir=tmp_path, offload="none", compile="on"))
+    c = AnimateStage(_config(weights_dir=tmp_path, offload="none", compile="on", checkpoint_every_s=0))
     d = AnimateStage(_config(seed=8))
     assert ex.prompt_file not in b.inputs(ex)  # the override replaces prompt.txt
     assert b.params().prompt_override == "from cli"
@@ -90,7 +94,7 @@ def test_engine_runs_then_skips_fresh_sample(tmp_path: Path) -> None:
     first = run_stage(stage, ex)
     assert first.outcome == Outcome.RAN, first.reason
     info = probe(stage.outputs(ex)[0])
-    assert (info.height, info.width, info.num_frames) == (128, 224, 5)
+    assert (info.height, info.width, info.num_frames) == (128, 224, 6)
     assert run_stage(stage, ex).outcome == Outcome.FRESH
     (ex.root / "prompt.txt").write_text("new prompt")
     assert run_stage(stage, ex).outcome == Outcome.RAN
@@ -114,12 +118,22 @@ def test_reference_orientation_picks_the_output_size(tmp_path: Path, ref_hw: tup
     ex = _make_example(tmp_path / "ex", frames=6, ref_hw=ref_hw)
     inputs = load_inputs(ex.reference(), ex.rendered)
     assert inputs.size_hw == size
-    assert tuple(inputs.pose_video.shape) == (3, 5, size[0] // 2, size[1] // 2)
+    assert tuple(inputs.pose_video().shape) == (3, 6, size[0] // 2, size[1] // 2)
     assert inputs.fps == pytest.approx(12.0)
 
 
-def test_frame_count_rule() -> None:
-    from scail.animate.preprocess import used_frame_count
+def test_max_frames_is_an_opt_in_cut(tmp_path: Path) -> None:
+    """animate.max_frames keeps exactly the first N frames (not rounded to 4k+1)."""
+    ex = _make_example(tmp_path / "ex", frames=11)
+    stage = AnimateStage(_config(steps=1, max_frames=7))
+    stage.run(ex, StageContext(example=ex, stage="animate"))
+    assert probe(stage.outputs(ex)[0]).num_frames == 7
 
-    assert [used_frame_count(n) for n in (1, 4, 5, 8, 9, 65, 81, 84, 200)] == [1, 1, 5, 5, 9, 65, 81, 81, 81]
-    assert used_frame_count(200, None) == 197
+
+def test_window_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="window_frames 80: must be 4k"):
+        _config(window_frames=80)
+    with pytest.raises(ValueError, match="window_overlap 6: must be a multiple of 4"):
+        _config(window_overlap=6)
+    with pytest.raises(ValueError, match="at most window_frames - 5 = 4"):
+        _config(window_frames=9, window_overlap=8)
