@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import torch
 
 from scail.animate.sampler import SamplerState
 from scail.animate.windows import Partial
+from scail.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +65,8 @@ def save_checkpoint(path: Path, key: str, state: SamplerState, partial: Partial 
             tensors["partial.prev_x0"] = partial.prev_x0
         meta["partial_done"] = str(partial.done)
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def load_checkpoint(path: Path, key: str, shape: tuple[int, ...], device: torch.device | str) -> Checkpoint | None:
