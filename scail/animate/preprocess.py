@@ -108,6 +108,14 @@ class PoseChunks:
             yield prepare_pose(np.stack(group), self.size_hw)[1]
 
 
+def used_frame_count(n: int, max_frames: int | None = None) -> int:
+    """min(n, max_frames) rounded down to the form 4k + 1 (for callers that cut rather than pad)."""
+    if n < 1:
+        raise ValueError(f"need at least one pose frame, got {n}")
+    cap = min(n, max_frames) if max_frames is not None else n
+    return 1 + 4 * ((cap - 1) // 4)
+
+
 def load_reference(path: Path) -> torch.Tensor:
     """The reference image as (3, H0, W0) float32 in [-1, 1] (PIL RGB, ToTensor, *2-1)."""
     import torch
