@@ -29,6 +29,8 @@ from scail.errors import CheckpointError, ScailError
 if TYPE_CHECKING:
     import torch
 
+    from scail.stage import ProgressFn
+
 log = logging.getLogger(__name__)
 
 REPO_ID = "zai-org/SCAIL-Preview"
@@ -42,7 +44,6 @@ CLIP_FILES = (
     "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
 )
 
-ProgressFn = Callable[[int, "int | None"], None]
 
 
 def download_command(root: Path) -> str:

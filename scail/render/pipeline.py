@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +30,10 @@ from scail.render.skeleton import Capsules, capsules_from_joints, palettes_for, 
 if TYPE_CHECKING:
     import torch
 
+    from scail.stage import ProgressFn
+
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, "int | None"], None]
 
 
 @dataclass

@@ -13,13 +13,16 @@ import hashlib
 import logging
 import socket
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from scail.atomic import atomic_path, atomic_write_text
 from scail.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from scail.stage import ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ def verify(path: Path, spec: WeightFile) -> None:
 
 
 def ensure(weights_dir: Path, spec: WeightFile,
-           on_progress: Callable[[int, int | None], None] | None = None) -> Path:
+           on_progress: ProgressFn | None = None) -> Path:
     """The local path of `spec`, downloading it first if needed (checked, atomic)."""
     dest = pose_weights_dir(weights_dir) / spec.name
     if dest.is_file():
