@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scail import video
+from scail import frame_geometry, video
 
 
 def synthetic_frames(n: int, h: int = 512, w: int = 896) -> list[np.ndarray]:
@@ -81,7 +81,7 @@ def main() -> None:
         rows.append(
             (
                 "resize_crop 2048x1080 -> 896x512 (uint8)",
-                *timed(lambda: len(video.resize_crop(big, (512, 896)))),
+                *timed(lambda: len(frame_geometry.resize_crop(big, (512, 896)))),
             )
         )
 

@@ -1,4 +1,4 @@
-"""Video I/O: round trip, browser-compatible stream, fps resampling, errors, official resize parity."""
+"""Video I/O: round trip, browser-compatible stream, fps resampling, errors; decode + official resize parity."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 from scail import video
 from scail.errors import InputError
+from scail.frame_geometry import resize_crop
 
 ROUND_TRIP_MAX_MEAN_ABS = 3.0
 """crf 18 on smooth synthetic frames gives a mean abs error of about 1.4 per channel value."""
@@ -235,47 +236,7 @@ def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
         video.probe(path)
 
 
-# --- official resize + crop -----------------------------------------------------------------------
-
-
-def test_target_size_and_4n1() -> None:
-    assert video.target_size_hw(1080, 1920) == (512, 896)
-    assert video.target_size_hw(1920, 1080) == (896, 512)
-    assert video.target_size_hw(512, 512) == (896, 512)
-    assert [video.frame_count_4n1(n) for n in (1, 4, 5, 65, 80, 81, 84)] == [1, 1, 5, 65, 77, 81, 81]
-
-
-def test_resize_crop_cover_sizes_and_layouts() -> None:
-    import torch
-
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 256, (2, 108, 204, 3), np.uint8)
-    out = video.resize_crop(img, (64, 112))
-    assert isinstance(out, np.ndarray) and out.shape == (2, 64, 112, 3) and out.dtype == np.uint8
-    assert video.resize_crop(img[0], (64, 112)).shape == (64, 112, 3)
-    np.testing.assert_array_equal(video.resize_crop(img[1], (64, 112)), out[1])
-
-    t = torch.from_numpy(img).permute(0, 3, 1, 2).float() / 127.5 - 1
-    tout = video.resize_crop(t, (64, 112))
-    assert isinstance(tout, torch.Tensor) and tout.shape == (2, 3, 64, 112) and tout.dtype == torch.float32
-    assert video.resize_crop(t[0], (112, 64)).shape == (3, 112, 64)
-    # uint8 = round(clamp(float result)): the two paths agree within rounding
-    as_float = video.resize_crop(torch.from_numpy(img).permute(0, 3, 1, 2).float(), (64, 112))
-    expect = as_float.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    np.testing.assert_array_equal(out, expect)
-
-
-def test_resize_crop_chunking_matches_one_batch() -> None:
-    import torch
-    import torch.nn.functional as F
-
-    rng = np.random.default_rng(1)
-    clip = rng.integers(0, 256, (11, 40, 72, 3), np.uint8)  # 11 > chunk size: three chunks
-    out = video.resize_crop(clip, (32, 32))
-    x = torch.from_numpy(clip).permute(0, 3, 1, 2).float()
-    ref = F.interpolate(x, size=[32, 57], mode="bicubic", align_corners=False, antialias=True)
-    ref = ref.clamp(0, 255).round().to(torch.uint8)[..., :, 12:44].permute(0, 2, 3, 1).numpy()
-    np.testing.assert_array_equal(out, ref)
+# --- official resize + crop on the decoded fixture frames (scail.frame_geometry) -----------------------------------------------------------------------
 
 
 def test_resize_crop_matches_official_pipeline_fixture(fixtures_root: Path) -> None:
@@ -294,7 +255,7 @@ def test_resize_crop_matches_official_pipeline_fixture(fixtures_root: Path) -> N
     frames = video.read_frames(example / "rendered.mp4", max_frames=9)
     sha = hashlib.sha256(frames.tobytes()).hexdigest()
     assert sha == config["inputs"]["pose_video"]["decoded_first9_uint8_thwc_sha256"]  # same bytes as decord
-    pose = video.resize_crop(frames, (64, 128))
+    pose = resize_crop(frames, (64, 128))
     expected = inputs["pose_frames_uint8_resized_tchw"].permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(pose, expected)  # bit-exact
 
@@ -306,5 +267,5 @@ def test_resize_crop_matches_official_pipeline_fixture(fixtures_root: Path) -> N
     ref = (
         torch.from_numpy(rgb).permute(2, 0, 1).contiguous().float().div(255) * 2 - 1
     )  # official ToTensor, *2-1
-    ref = video.resize_crop(ref, (64, 128))
+    ref = resize_crop(ref, (64, 128))
     assert torch.equal(ref, inputs["ref_image_chw"])  # bit-exact, no clamp

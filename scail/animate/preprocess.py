@@ -110,10 +110,11 @@ class PoseChunks:
 
 def used_frame_count(n: int, max_frames: int | None = None) -> int:
     """min(n, max_frames) rounded down to the form 4k + 1 (for callers that cut rather than pad)."""
+    from scail.frame_geometry import frame_count_4n1
+
     if n < 1:
         raise ValueError(f"need at least one pose frame, got {n}")
-    cap = min(n, max_frames) if max_frames is not None else n
-    return 1 + 4 * ((cap - 1) // 4)
+    return frame_count_4n1(min(n, max_frames) if max_frames is not None else n)
 
 
 def load_reference(path: Path) -> torch.Tensor:
@@ -132,7 +133,7 @@ def load_reference(path: Path) -> torch.Tensor:
 
 def prepare_reference(image: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
     """(3, H0, W0) float in [-1, 1] -> (3, H, W): official cover-resize + centre crop, float32."""
-    from scail.video import resize_crop
+    from scail.frame_geometry import resize_crop
 
     return resize_crop(image, size_hw)
 
@@ -145,7 +146,7 @@ def prepare_pose(frames: np.ndarray, size_hw: tuple[int, int]) -> tuple[torch.Te
     import torch
     import torch.nn.functional as F
 
-    from scail.video import resize_crop
+    from scail.frame_geometry import resize_crop
 
     tchw = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, 3, H1, W1) uint8
     resized = resize_crop(tchw, size_hw)  # (T, 3, H, W) uint8, rounded + clamped
@@ -178,7 +179,8 @@ def load_inputs(
         downscale: divide the orientation-rule size by this (the tiny-random model runs at 1/4:
             128x224), ignored when `size_hw` is given.
     """
-    from scail.video import probe, target_size_hw
+    from scail.frame_geometry import target_size_hw
+    from scail.video import probe
 
     ref = load_reference(reference)
     if size_hw is None:

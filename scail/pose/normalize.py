@@ -39,6 +39,7 @@ class FramePlan:
 def plan_driving(path: Path, fps: float, max_frames: int | None = None) -> FramePlan:
     """Probe the driving video and decide the normalised size and (estimated) frame count."""
     from scail import video
+    from scail.frame_geometry import target_size_hw
 
     try:
         info = video.probe(path)
@@ -51,27 +52,28 @@ def plan_driving(path: Path, fps: float, max_frames: int | None = None) -> Frame
     n = max(1, round(info.duration_s * fps)) if info.duration_s > 0 else info.num_frames
     if max_frames is not None:
         n = min(n, max_frames)
-    return FramePlan(video.target_size_hw(info.height, info.width), float(fps), int(n), float(info.fps),
+    return FramePlan(target_size_hw(info.height, info.width), float(fps), int(n), float(info.fps),
                      (int(info.height), int(info.width)))
 
 
 def iter_driving(path: Path, plan: FramePlan, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """Yield the normalised driving frames, (H, W, 3) uint8 RGB at plan.size_hw, plan.fps."""
     from scail import video
+    from scail.frame_geometry import resize_crop
 
     for frame in video.iter_frames(path, fps=plan.fps, max_frames=max_frames):
-        yield np.asarray(video.resize_crop(frame[None], plan.size_hw))[0]
+        yield np.asarray(resize_crop(frame[None], plan.size_hw))[0]
 
 
 def load_reference(path: Path, size_hw: tuple[int, int]) -> np.ndarray:
     """The reference image resized and centre-cropped to size_hw: (H, W, 3) uint8 RGB."""
     from PIL import Image, UnidentifiedImageError
 
-    from scail import video
+    from scail.frame_geometry import resize_crop
 
     try:
         with Image.open(path) as im:
             rgb = np.array(im.convert("RGB"))  # a writable copy (torch.from_numpy warns on read-only)
     except (OSError, UnidentifiedImageError) as exc:
         raise InputError(f"{path}: cannot read the reference image ({exc}); use a JPEG or PNG") from exc
-    return np.asarray(video.resize_crop(rgb[None], size_hw))[0]
+    return np.asarray(resize_crop(rgb[None], size_hw))[0]
