@@ -2,7 +2,7 @@
 
 Specification: research/scail-model.md §4 (SAT branch) and research/scail-wan-branch.md §2-4 (wan branch);
 both branches compute the same function. Module and parameter names are the wan-branch names, so
-`state_dict()` keys equal the official `SCAILModel`'s (`keys_14B.json`); `loaders.py` maps the SAT names.
+`state_dict()` keys equal the official `SCAILModel`'s (`keys_14B.json`); `dit_loader.py` maps the SAT names.
 
 Token sequence per sample, all attending to each other in every block:
 
@@ -25,9 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scail.animate.attention import attention, register_custom_op
-
-register_custom_op()
+from scail.animate.attention import attention
 
 # Parameters kept in float32 whatever dtype the rest of the model uses (see `DiT.cast_`): the time
 # embedding, the adaLN tables and the output head (the wan branch runs these under float32 autocast).
@@ -311,6 +309,29 @@ class CrossAttention(nn.Module):
         return self.o(out_text + out_img)
 
 
+class FeedForward(nn.Sequential):
+    """Linear -> GELU (tanh) -> Linear, optionally on `chunks` slices of the tokens.
+
+    Every token goes through the FFN alone, so slicing the tokens changes nothing but memory: the
+    (L, ffn_dim) hidden is 1/chunks the size. `chunks` is part of the DiT's memory plan
+    (`DiT.set_ffn_chunks`); 1 runs all tokens at once.
+    """
+
+    def __init__(self, dim: int, ffn_dim: int) -> None:
+        super().__init__(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+        self.chunks = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, D) -> (B, L, D) in the linears' dtype."""
+        if self.chunks == 1:
+            return super().forward(x)
+        out = torch.empty_like(x)
+        step = -(-x.shape[1] // self.chunks)
+        for start in range(0, x.shape[1], step):
+            out[:, start : start + step] = super().forward(x[:, start : start + step])
+        return out
+
+
 class DiTBlock(nn.Module):
     """norm -> modulate -> self-attn -> gate; affine norm -> cross-attn; norm -> modulate -> FFN -> gate."""
 
@@ -322,16 +343,9 @@ class DiTBlock(nn.Module):
         self.norm3 = LayerNorm(dim, eps, elementwise_affine=True)
         self.cross_attn = CrossAttention(dim, config.num_heads, eps)
         self.norm2 = LayerNorm(dim, eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(
-            nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(config.ffn_dim, dim)
-        )
+        self.ffn = FeedForward(dim, config.ffn_dim)
         # this block's learned offset to the shared adaLN projection (shift, scale, gate) x 2
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
-        # run the FFN on this many token chunks: same result, the (L, ffn_dim) hidden is 1/n the size
-        self.ffn_chunks = 1
-        # run the rows of a batch (the CFG pair) through the block one after the other: same result,
-        # half the activation memory, the residual stream updated in place (`DiT.set_rows_in_turn`)
-        self.rows_in_turn = False
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -347,9 +361,8 @@ class DiTBlock(nn.Module):
         image: torch.Tensor,
         rope_cos: torch.Tensor,
         rope_sin: torch.Tensor,
-        inplace: bool = False,
     ) -> torch.Tensor:
-        """One block.
+        """One block (what `DiT.compile_blocks` compiles; `DiT.run_blocks` decides how rows are fed).
 
         Args:
             x: (B, L, D) float32 residual stream.
@@ -357,57 +370,20 @@ class DiTBlock(nn.Module):
             text: (B | 1, Lt, D) embedded text tokens, in the block's compute dtype.
             image: (B | 1, Li, D) embedded CLIP tokens, in the block's compute dtype.
             rope_cos, rope_sin: (L, Dh/2) RoPE tables.
-            inplace: with `rows_in_turn`, write the output into x (the caller owns x).
-        """
-        b = x.shape[0]
-        if not self.rows_in_turn or b == 1:
-            return self.forward_rows(x, e0, text, image, rope_cos, rope_sin)
-        out = x if inplace else torch.empty_like(x)
-        for i in range(b):  # every row only reads itself, so it can be overwritten once computed
-            row = slice(i, i + 1)
-            out[row] = self.forward_rows(
-                x[row], e0[row], _row(text, i), _row(image, i), rope_cos, rope_sin
-            )  # (1, L, D)
-        return out
 
-    def forward_rows(
-        self,
-        x: torch.Tensor,
-        e0: torch.Tensor,
-        text: torch.Tensor,
-        image: torch.Tensor,
-        rope_cos: torch.Tensor,
-        rope_sin: torch.Tensor,
-    ) -> torch.Tensor:
-        """The block on all rows of x at once (what `compile_blocks` compiles); arguments as `forward`."""
+        Returns:
+            (B, L, D) float32, the updated residual stream.
+        """
         dtype = self.compute_dtype
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.float() + e0).chunk(
             6, dim=1
-        )
+        )  # (B, 1, D) each, float32
 
         h = self.norm1(x) * (1 + scale_sa) + shift_sa  # (B, L, D) float32
         x = x + self.self_attn(h.to(dtype), rope_cos, rope_sin).float() * gate_sa
         x = x + self.cross_attn(self.norm3(x).to(dtype), text, image).float()
-        if self.ffn_chunks > 1:  # row-wise, so chunking over tokens changes nothing but memory
-            out = torch.empty_like(x)
-            step = -(-x.shape[1] // self.ffn_chunks)
-            for start in range(0, x.shape[1], step):
-                part = slice(start, start + step)
-                out[:, part] = self._ffn_residual(x[:, part], scale_ff, shift_ff, gate_ff)
-            return out
-        return self._ffn_residual(x, scale_ff, shift_ff, gate_ff)
-
-    def _ffn_residual(
-        self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, gate: torch.Tensor
-    ) -> torch.Tensor:
-        """x + FFN(modulated norm2(x)) * gate, for (B, l, D) float32 x (all tokens or a chunk)."""
-        h = self.norm2(x) * (1 + scale) + shift
-        return x + self.ffn(h.to(self.compute_dtype)).float() * gate
-
-
-def _row(t: torch.Tensor, i: int) -> torch.Tensor:
-    """Row i of a (B, ...) tensor as (1, ...); a (1, ...) tensor shared by every row as is."""
-    return t if t.shape[0] == 1 else t[i : i + 1]
+        h = self.norm2(x) * (1 + scale_ff) + shift_ff  # (B, L, D) float32
+        return x + self.ffn(h.to(dtype)).float() * gate_ff
 
 
 class MLPProj(nn.Module):
@@ -466,6 +442,11 @@ class Conditioning:
     prefix_tokens: int = 0  # tokens before the reference's (SCAIL-2's extra references)
 
 
+def _row(t: torch.Tensor, i: int) -> torch.Tensor:
+    """Row i of a (B, ...) tensor as (1, ...); a (1, ...) tensor shared by every row as is."""
+    return t if t.shape[0] == 1 else t[i : i + 1]
+
+
 class DiT(nn.Module):
     """SCAIL diffusion transformer: predicts the flow velocity of the video latent."""
 
@@ -488,6 +469,7 @@ class DiT(nn.Module):
         self.head = Head(config)
         self.img_emb = MLPProj(config.clip_dim, d)
         self._rope_cache: dict[tuple[int, int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.rows_in_turn = False  # memory plan (`set_rows_in_turn`; FFN chunks: `set_ffn_chunks`)
 
     def forward(
         self,
@@ -582,17 +564,33 @@ class DiT(nn.Module):
         return tables
 
     def run_blocks(self, tokens: torch.Tensor | list[torch.Tensor], cond: Conditioning) -> torch.Tensor:
-        """The transformer blocks on (B, L, D) float32 tokens.
+        """The transformer blocks on (B, L, D) float32 tokens, following the memory plan.
+
+        The memory plan changes how much memory a forward needs, never its result:
+          * rows in turn (`set_rows_in_turn`): the rows of a batch (the CFG pair) go through each
+            block one after the other, each written back into the residual stream in place once
+            computed (a row only reads itself), so a block's activations are those of one row;
+          * FFN chunks (`set_ffn_chunks`): each FFN runs on slices of the tokens (`FeedForward`).
 
         Pass the tokens inside a one-element list to hand them over: the list is emptied, so the
-        input can be freed once the first block has run (the caller keeps no reference).
+        input can be freed once the first block has run (the caller keeps no reference), and with
+        rows in turn even the first block writes into it.
         """
         owned = isinstance(tokens, list)
         x: torch.Tensor = tokens.pop() if isinstance(tokens, list) else tokens
+        b = x.shape[0]
         for i, block in enumerate(self.blocks):
-            # blocks may overwrite x in place (rows in turn) once it is ours: after block 0, or from
-            # the start when the caller handed the tokens over
-            x = block(x, cond.e0, cond.text, cond.image, cond.rope_cos, cond.rope_sin, inplace=owned or i > 0)
+            if not self.rows_in_turn or b == 1:
+                x = block(x, cond.e0, cond.text, cond.image, cond.rope_cos, cond.rope_sin)
+                continue
+            # x is ours to overwrite after block 0, or from the start when the caller handed it over
+            out = x if owned or i > 0 else torch.empty_like(x)
+            for r in range(b):
+                out[r : r + 1] = block(
+                    x[r : r + 1], cond.e0[r : r + 1], _row(cond.text, r), _row(cond.image, r),
+                    cond.rope_cos, cond.rope_sin,
+                )  # (1, L, D)
+            x = out
         return x
 
     def unembed(self, tokens: torch.Tensor, cond: Conditioning) -> torch.Tensor:
@@ -608,43 +606,46 @@ class DiT(nn.Module):
         return out.reshape(b, t, cfg.latent_channels, h, w)
 
     def set_ffn_chunks(self, n: int) -> DiT:
-        """Run each FFN on `n` token chunks (same output; the 14B FFN hidden at 512x896x81 is 2.5 GiB
-        per copy, so n=4 lowers peak memory by ~3.7 GiB at no measurable speed cost)."""
+        """Memory plan: run each FFN on `n` token chunks (same output; the 14B FFN hidden at
+        512x896x81 is 2.5 GiB per copy, so n=4 lowers peak memory by a few GiB)."""
         if n < 1:
             raise ValueError(f"ffn chunks must be >= 1, got {n}")
         for block in self.blocks:
-            cast(DiTBlock, block).ffn_chunks = n
+            cast(DiTBlock, block).ffn.chunks = n
         return self
 
     def set_rows_in_turn(self, on: bool) -> DiT:
-        """Run the rows of a batch (the CFG pair) through each block one after the other.
+        """Memory plan: run the rows of a batch (the CFG pair) through each block one after the other.
 
         Same result; the block's activations are those of one row, and the residual stream is
         updated in place, so peak memory drops by about half the activations (14B at 512x896x81:
         ~4 GiB). Everything outside the blocks (embeddings, head, sampler) still runs the pair as
         one batch, and the matmuls keep 48,832 rows each, enough to fill a GPU.
         """
-        for block in self.blocks:
-            cast(DiTBlock, block).rows_in_turn = on
+        self.rows_in_turn = on
         return self
 
     def compile_blocks(self, mode: str | None = None, backend: str = "inductor") -> DiT:
-        """torch.compile each block (regional compilation: one graph serves all blocks).
+        """torch.compile each block's `forward` (regional compilation: one graph serves all blocks).
 
         Fuses the elementwise work around the matmuls and attention (adaLN modulation, LayerNorm,
         qk-RMSNorm, RoPE, gates, residual adds) into a few kernels; attention stays one opaque call
-        (`scail.animate.attention`), so the selected kernel runs unchanged. Same function as eager.
-        On an H200 at 512x896x81 (CFG pair): 13.6 -> 11.1 s/step, peak 51.6 -> 40.4 GiB; the first
-        forward of a shape compiles (~25 s). Compile errors fall back to eager (logged by torch).
+        (the custom op `scail::attention`, registered here), so the selected kernel runs unchanged.
+        Same function as eager; the first forward of a shape compiles (tens of seconds on a GPU).
+        Speed and memory: benchmarks/README.md. Compile errors fall back to eager (logged by torch).
         """
         import torch._dynamo
 
+        from scail.animate.attention import register_custom_op
+
+        register_custom_op()
+        # one graph per block is reused by all 40 blocks, but each distinct shape is an entry
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         # a machine that cannot compile (no C compiler for Triton, ...) runs the blocks eagerly
         torch._dynamo.config.suppress_errors = True
         for module in self.blocks:
             block = cast(DiTBlock, module)
-            block.forward_rows = torch.compile(block.forward_rows, mode=mode, backend=backend, dynamic=False)  # type: ignore[method-assign]
+            block.forward = torch.compile(block.forward, mode=mode, backend=backend, dynamic=False)  # type: ignore[method-assign]
         return self
 
     def cast_(self, dtype: torch.dtype) -> DiT:
