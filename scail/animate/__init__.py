@@ -13,10 +13,10 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     "DiT": "scail.animate.dit",
     "DiTConfig": "scail.animate.dit",
-    "load_dit": "scail.animate.loaders",
+    "load_dit": "scail.animate.dit_loader",
     "AnimatePipeline": "scail.animate.pipeline",
     "AnimateStage": "scail.animate.stage",
-    "build_pipeline": "scail.animate.presets",
+    "build_pipeline": "scail.animate.build",
     "WanVAE": "scail.animate.vae",
     "load_vae": "scail.animate.vae",
     "TextEncoder": "scail.animate.t5",

@@ -464,9 +464,7 @@ class Bench:
         """
         import torch
 
-        from scail.animate.fast import GuidanceReuse
-        from scail.animate.pipeline import velocity_fn
-        from scail.animate.sampler import make_schedule, sample
+        from scail.animate.sampler import GuidanceReuse, make_schedule, sample, velocity_fn
         from scail.animate.vae import TileConfig
 
         meter = Meter(self.device)
@@ -841,7 +839,7 @@ def write_sat(folder: str, cfg: DiTConfig, seed: int, on_line: Callable[[str], N
 
     import torch
 
-    from scail.animate.loaders import SAT_FILE, wan_to_sat
+    from scail.animate.dit_loader import SAT_FILE, wan_to_sat
 
     t0 = time.perf_counter()
     dev = torch.device(device)
@@ -866,7 +864,7 @@ def cold_start(folder: str, opts: Options, on_line: Callable[[str], None]) -> Ro
     t_launch = float(os.environ.get("SCAIL_T0", "0")) or _process_start()
     import torch  # noqa: F401  (timed: the import is part of the cold start)
 
-    from scail.animate.loaders import load_dit
+    from scail.animate.dit_loader import load_dit
 
     t_import = time.time() - t_launch
     bench = Bench(opts, on_line)

@@ -1,6 +1,7 @@
-"""Model sets for the animate pipeline: the released SCAIL-Preview weights, or tiny random networks.
+"""Building the animate pipeline from its config: which networks, on which device, in which dtype.
 
-`build_pipeline(config)` is what the animate stage calls. `AnimateConfig.model` picks the set:
+`build_pipeline(config)` is what the animate stage calls (and the benchmark, so both measure the
+same thing). `AnimateConfig.model` picks the model set:
 
 * `scail-preview-14b`: the files of `zai-org/SCAIL-Preview` under the weights folder
   (`weights.resolve`); a missing file is a one-line error naming `scail weights download --dir ...`.
@@ -66,21 +67,6 @@ def weights_dir(config: AnimateConfig) -> Path:
 # ----------------------------------------------------------------------------------------------
 # tiny-random
 # ----------------------------------------------------------------------------------------------
-
-
-def apply_fast_mode(pipeline: AnimatePipeline, cache_threshold: float, uncond_every: int = 1) -> AnimatePipeline:
-    """Opt-in fast mode on a built pipeline: FP8 linears and self-attention, step cache, the CFG
-    unconditional branch every `uncond_every` steps (`fast.py`)."""
-    from scail.animate.fast import StepCache, enable_fast
-
-    log.warning("fast mode: FP8, a step cache (threshold %g), unconditional branch every %d steps; the video "
-                "is not the official model's bit for bit (quality cost measured in NOTES-gpu.md)",
-                cache_threshold, uncond_every)
-    enable_fast(pipeline.dit)
-    pipeline.step_cache = StepCache(pipeline.dit, cache_threshold)
-    pipeline.uncond_every = uncond_every
-    pipeline.label += " [fast]"
-    return pipeline
 
 
 def build_tiny_random(
@@ -152,7 +138,7 @@ def build_scail_preview(
 
     from scail.animate import weights
     from scail.animate.clip import CLIPImageEncoder, load_clip
-    from scail.animate.loaders import load_dit
+    from scail.animate.dit_loader import load_dit
     from scail.animate.offload import offload_dit_blocks
     from scail.animate.pipeline import AnimatePipeline
     from scail.animate.t5 import TextEncoder, load_t5
@@ -214,5 +200,7 @@ def build_pipeline(config: AnimateConfig) -> AnimatePipeline:
     else:
         raise ValueError(f"unknown model {config.model!r}")
     if config.fast:
+        from scail.animate.fast import apply_fast_mode
+
         return apply_fast_mode(pipeline, config.fast_cache_threshold, config.fast_uncond_every)
     return pipeline

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scail.animate.loaders import assign_weights, check_state_dict, read_state_dict
+from scail.animate.checkpoint import assign_weights, check_state_dict, read_state_dict
 from scail.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -283,4 +283,4 @@ def load_clip(
     with torch.device("meta"):
         model = CLIPVisionTower(cfg)
     log.debug("loading %s (%d tensors) as %s", path, len(state), dtype)
-    return assign_weights(model, state, dtype, device)
+    return assign_weights(model, state, dtype, device, path, "the CLIP ViT-H/14 visual tower")

@@ -7,8 +7,8 @@ official model; the benchmark measures what it costs (latent relative error, PSN
   so the CPU tests run the same arithmetic). Halves the block weights' memory.
 * FP8 self-attention (`scail.animate.attention.set_fp8`): q, k, v in float8 e4m3 with one scale per
   (row, head), through flash-attn 3's FP8 kernel on Hopper. `enable_fast` turns on both.
-* `GuidanceReuse`: the unconditional CFG branch every n-th step only, its difference to the
-  conditional one reused in between (FasterCache's CFG cache).
+* `sampler.GuidanceReuse` (with `uncond_every` > 1): the unconditional CFG branch every n-th step
+  only, its difference to the conditional one reused in between (FasterCache's CFG cache).
 * `StepCache`: TeaCache-style skipping. At each step the modulated input of the first block is
   compared with the one at the previous step; the relative L1 changes are accumulated, and while
   the sum stays under `threshold` the blocks are skipped and the residual they added at the last
@@ -18,17 +18,15 @@ official model; the benchmark measures what it costs (latent relative error, PSN
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scail.animate.sampler import guided
-
 if TYPE_CHECKING:
     from scail.animate.dit import DiT, DiTBlock
+    from scail.animate.pipeline import AnimatePipeline
 
 log = logging.getLogger(__name__)
 
@@ -215,41 +213,6 @@ class StepCache:
         return dit.unembed(out, cond)
 
 
-class GuidanceReuse:
-    """Classifier-free guidance that runs the unconditional branch only every `every`-th step.
-
-    CFG is v = v_u + s (v_c - v_u) = v_c + (s - 1) d with d = v_c - v_u. The difference d changes
-    slowly from step to step (FasterCache's observation on video DiTs), so in between it is reused
-    from the last step that computed both branches, and only the conditional row runs: with the
-    CFG rows in turn through the blocks, such a step costs half. `every` = 1 is plain CFG (exact).
-
-    Call `velocity(run)` once per sampler step, where `run(pair)` returns the velocities of
-    [uncond, cond] (pair) or of [cond] alone as (B, ...).
-    """
-
-    def __init__(self, scale: float, every: int = 1) -> None:
-        if every < 1:
-            raise ValueError(f"guidance reuse interval must be >= 1, got {every}")
-        self.scale, self.every = scale, every
-        self.reset()
-
-    def reset(self) -> None:
-        self.step = 0
-        self.reused = 0
-        self._delta: torch.Tensor | None = None
-
-    def velocity(self, run: Callable[[bool], torch.Tensor]) -> torch.Tensor:
-        step = self.step
-        self.step += 1
-        if self.every > 1 and self._delta is not None and step % self.every:
-            self.reused += 1
-            return run(False)[0] + (self.scale - 1.0) * self._delta
-        v = run(True)
-        if self.every > 1:
-            self._delta = v[1] - v[0]
-        return guided(v[1], v[0], self.scale)
-
-
 def psnr(a: torch.Tensor, b: torch.Tensor, value_range: float = 2.0) -> float:
     """Peak signal-to-noise ratio in dB of `a` against `b` (values spanning `value_range`)."""
     mse = F.mse_loss(a.double(), b.double()).item()
@@ -261,3 +224,16 @@ def psnr(a: torch.Tensor, b: torch.Tensor, value_range: float = 2.0) -> float:
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     """||a - b|| / ||b|| in float64."""
     return ((a.double() - b.double()).norm() / b.double().norm().clamp(min=1e-30)).item()
+
+
+def apply_fast_mode(pipeline: AnimatePipeline, cache_threshold: float, uncond_every: int = 1) -> AnimatePipeline:
+    """Opt-in fast mode on a built pipeline (`AnimateConfig.fast`): FP8 linears and self-attention,
+    the step cache, the CFG unconditional branch every `uncond_every` steps (`sampler.GuidanceReuse`)."""
+    log.warning("fast mode: FP8, a step cache (threshold %g), unconditional branch every %d steps; the video "
+                "is not the official model's bit for bit (quality cost measured in NOTES-gpu.md)",
+                cache_threshold, uncond_every)
+    enable_fast(pipeline.dit)
+    pipeline.step_cache = StepCache(pipeline.dit, cache_threshold)
+    pipeline.uncond_every = uncond_every
+    pipeline.label += " [fast]"
+    return pipeline

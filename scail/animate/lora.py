@@ -281,7 +281,7 @@ def read_lora(path: str | Path, shapes: Mapping[str, tuple[int, ...]]) -> LoraFi
 
     Raises CheckpointError (naming the file) when the file cannot be read or none of its keys applies.
     """
-    from scail.animate.loaders import read_tensors
+    from scail.animate.checkpoint import read_tensors
 
     path = Path(path).expanduser()
     if not path.is_file():

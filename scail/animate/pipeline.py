@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from scail.animate.dit import pad_context
-from scail.animate.fast import GuidanceReuse, StepCache
+from scail.animate.fast import StepCache
 from scail.animate.preprocess import PoseChunks
-from scail.animate.sampler import ScheduleName, Solver, make_schedule, sample
+from scail.animate.sampler import GuidanceReuse, ScheduleName, Solver, make_schedule, sample, velocity_fn
 from scail.animate.windows import WindowConfig, WindowedDenoiser, blend_weights
 from scail.errors import Interrupted
 
@@ -111,35 +111,6 @@ def to_uint8(video: torch.Tensor) -> torch.Tensor:
     return x.to(torch.uint8).permute(1, 2, 3, 0)
 
 
-def velocity_fn(
-    net: Callable[..., torch.Tensor],
-    context: torch.Tensor,
-    ref_latent: torch.Tensor,
-    pose_latent: torch.Tensor,
-    clip_features: torch.Tensor,
-    guidance: GuidanceReuse | None,
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The sampler's `denoise(x, t)` around a DiT (or a `StepCache`): the (guided) velocity.
-
-    x is the wan-layout latent (16, F, h, w). With `guidance`, `context` is [uncond, cond] and the
-    DiT sees the CFG pair as batch 2 (or the cond row alone on steps that reuse the guidance);
-    without, `context` is the one prompt.
-    """
-
-    def run(x: torch.Tensor, t: torch.Tensor, pair: bool) -> torch.Tensor:  # -> (B, 16, F, h, w) f32
-        xin = x.permute(1, 0, 2, 3)[None]  # (1, F, 16, h, w)
-        xin = xin.expand(2, -1, -1, -1, -1) if pair else xin
-        ctx = context if pair else context[-1:]
-        return net(xin, t, ctx, ref_latent, pose_latent, clip_features).permute(0, 2, 1, 3, 4)
-
-    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if guidance is None:
-            return run(x, t, False)[0]
-        return guidance.velocity(lambda pair: run(x, t, pair))
-
-    return denoise
-
-
 class AnimatePipeline:
     """Holds the four networks for a batch and turns preprocessed inputs into video frames.
 
@@ -178,7 +149,7 @@ class AnimatePipeline:
         self.step_cache: StepCache | None = None
         """Fast mode's `fast.StepCache` around the DiT (None: every step runs the DiT)."""
         self.uncond_every = 1
-        """Fast mode: run CFG's unconditional branch every n-th step only (`fast.GuidanceReuse`; 1: exact)."""
+        """Fast mode: run CFG's unconditional branch every n-th step only (`sampler.GuidanceReuse`; 1: exact)."""
 
     # ------------------------------------------------------------------------------------------
     # encoders

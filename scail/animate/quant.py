@@ -1,6 +1,6 @@
 """Quantized DiT checkpoints as the community ships them, loaded directly (no conversion step).
 
-Formats recognised (`detect_format`), all safetensors in wan names (see `loaders.py`):
+Formats recognised (`detect_format`), all safetensors in wan names (see `dit_loader.py`):
 
 * `bf16` / `fp16` / `fp32`: plain weights.
 * `fp8_e4m3fn_scaled` (ComfyUI's legacy "scaled fp8", kijai's `*_fp8_e4m3fn_scaled_KJ.safetensors`):

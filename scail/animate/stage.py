@@ -179,7 +179,7 @@ class AnimateStage:
     def pipeline(self) -> AnimatePipeline:
         """The models, built on first use and kept for the batch."""
         if self._pipeline is None:
-            from scail.animate.presets import build_pipeline
+            from scail.animate.build import build_pipeline
 
             t0 = time.perf_counter()
             self._pipeline = build_pipeline(self.config)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scail.animate.loaders import assign_weights, check_state_dict, read_state_dict
+from scail.animate.checkpoint import assign_weights, check_state_dict, read_state_dict
 
 if TYPE_CHECKING:
     from scail.animate.tokenizer import UMT5Tokenizer
@@ -286,7 +286,7 @@ def load_t5(
     with torch.device("meta"):
         model = T5Encoder(cfg)
     log.debug("loading %s (%d tensors) as %s", path, len(state), dtype)
-    return assign_weights(model, state, dtype, device)
+    return assign_weights(model, state, dtype, device, path, "the umT5-XXL encoder (models_t5_umt5-xxl-enc-bf16.pth)")
 
 
 # ----------------------------------------------------------------------------------------------

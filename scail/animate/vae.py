@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scail.animate.loaders import assign_weights, check_state_dict, read_state_dict
+from scail.animate.checkpoint import assign_weights, read_state_dict
 from scail.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -700,9 +700,8 @@ def load_vae(
     cfg = cfg or _infer_config(state, path)
     with torch.device("meta"):
         model = VideoVAE(cfg)
-    check_state_dict(model, state, path, WAN_VAE)
     log.info("loading VAE %s (dim %d, %s, %s)", path, cfg.dim, dtype, device)
-    return WanVAE(assign_weights(model, state, dtype, device))
+    return WanVAE(assign_weights(model, state, dtype, device, path, WAN_VAE))
 
 
 def _infer_config(state: dict[str, torch.Tensor], path: Path) -> VAEConfig:

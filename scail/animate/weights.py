@@ -230,21 +230,22 @@ def _summary(tensors: dict[str, torch.Tensor]) -> str:
 def _check_dit(path: Path, arch: Architectures) -> str:
     import torch
 
-    from scail.animate import loaders
+    from scail.animate.checkpoint import check_state_dict, read_tensors
     from scail.animate.dit import DiT
+    from scail.animate.dit_loader import to_wan_names
 
-    tensors = loaders.read_tensors(path)  # memory-mapped: only the pickle is read
-    state = loaders.to_wan_names(tensors, str(path))
+    tensors = read_tensors(path)  # memory-mapped: only the pickle is read
+    state = to_wan_names(tensors, str(path))
     with torch.device("meta"):
         model = DiT(arch.dit)
-    loaders.check_state_dict(model, state, str(path))
+    check_state_dict(model, state, str(path), "a complete SCAIL DiT checkpoint")
     return f"{_summary(tensors)}; keys and shapes match the DiT (dim {arch.dit.dim}, {arch.dit.num_layers} layers)"
 
 
 def _check_vae(path: Path, arch: Architectures) -> str:
     import torch
 
-    from scail.animate.loaders import check_state_dict, read_state_dict
+    from scail.animate.checkpoint import check_state_dict, read_state_dict
     from scail.animate.vae import WAN_VAE, VideoVAE
 
     state = read_state_dict(path)

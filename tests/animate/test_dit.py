@@ -15,7 +15,7 @@ from tensor_checks import assert_close, errors
 from scail.animate import DiTConfig, load_dit
 from scail.animate import attention as attn
 from scail.animate.dit import DiT, is_fp32_param, pad_context, scail_rope_tables
-from scail.animate.loaders import wan_to_sat
+from scail.animate.dit_loader import wan_to_sat
 
 SAT_CASES = ["case_21frames", "case_landscape", "case_portrait"]
 WAN_CASES = ["dit_t2_h8_w12", "dit_t3_h8_w12", "dit_t3_h8_w8"]

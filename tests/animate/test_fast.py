@@ -142,7 +142,7 @@ def test_fast_mode_through_the_pipeline_config() -> None:
     from pydantic import ValidationError
 
     from scail.animate import attention as attn
-    from scail.animate.presets import build_pipeline
+    from scail.animate.build import build_pipeline
     from scail.config import AnimateConfig
 
     gen = torch.Generator().manual_seed(3)
@@ -202,7 +202,7 @@ def test_fp8_attention_on_cuda_is_close() -> None:
 
 def run_guided(net: object, steps: int, every: int) -> tuple[torch.Tensor, list[bool]]:
     """`run` with CFG through `GuidanceReuse`, recording which steps ran the pair."""
-    from scail.animate.fast import GuidanceReuse
+    from scail.animate.sampler import GuidanceReuse
 
     context2 = torch.cat([inputs()[0], inputs()[0].flip(1)])  # [uncond, cond] texts differ
     _, ref, pose, clip, noise, _ = inputs()
@@ -223,7 +223,7 @@ def run_guided(net: object, steps: int, every: int) -> tuple[torch.Tensor, list[
 
 
 def test_guidance_reuse_runs_the_pair_every_nth_step() -> None:
-    from scail.animate.fast import GuidanceReuse
+    from scail.animate.sampler import GuidanceReuse
 
     dit = random_dit(DiTConfig.tiny(), torch.device("cpu"), torch.float32, seed=4)
     exact, pairs1 = run_guided(dit, 6, every=1)

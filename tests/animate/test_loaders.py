@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from scail.animate import DiTConfig, load_dit
 from scail.animate.dit import DiT
-from scail.animate.loaders import SAT_PREFIX, resolve_dit_file, sat_to_wan, wan_to_sat
+from scail.animate.dit_loader import SAT_PREFIX, resolve_dit_file, sat_to_wan, wan_to_sat
 from scail.errors import CheckpointError
 
 
@@ -106,7 +106,7 @@ def test_fixture_sat_copy_equals_wan_file(fixture_path: Callable[..., Path]) -> 
     """The fixture's SAT checkpoint, mapped by our key table, equals the official convert.py output."""
     from safetensors.torch import load_file
 
-    from scail.animate.loaders import read_tensors
+    from scail.animate.checkpoint import read_tensors
 
     root = fixture_path("scail", "dit")
     wan = load_file(str(root / "weights_wan.safetensors"))

@@ -164,7 +164,7 @@ def test_seed_controls_noise_and_equal_prompts_skip_cfg(official) -> None:
 
 
 def test_tiny_random_runs_offline() -> None:
-    from scail.animate.presets import TINY_RANDOM_LABEL, build_tiny_random
+    from scail.animate.build import TINY_RANDOM_LABEL, build_tiny_random
 
     pipe = build_tiny_random()
     again = build_tiny_random()
@@ -204,7 +204,7 @@ def test_half_precision_path_within_bf16_tolerance(fixture_path: Callable[..., P
 
 def test_compile_rule() -> None:
     """AnimateConfig.compile: regional torch.compile of the DiT blocks on CUDA unless turned off."""
-    from scail.animate.presets import resolve_compile
+    from scail.animate.build import resolve_compile
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_compile("auto", cuda) and not resolve_compile("auto", cpu)
@@ -213,7 +213,7 @@ def test_compile_rule() -> None:
 
 def test_vae_tiling_rule_and_tiled_decode() -> None:
     """AnimateConfig.vae_tiling reaches the decode: tiles change only the decoded pixels, not the latent."""
-    from scail.animate.presets import build_pipeline, resolve_vae_tile
+    from scail.animate.build import build_pipeline, resolve_vae_tile
     from scail.animate.vae import TileConfig
     from scail.config import AnimateConfig
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from scail.animate.fast import FP8_LINEARS, FP8Linear, _rowwise_fp8
-from scail.animate.loaders import read_tensors
+from scail.animate.checkpoint import read_tensors
 from scail.animate.quant import (
     dequantize,
     detect_format,

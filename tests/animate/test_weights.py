@@ -45,7 +45,7 @@ def tiny_weights(tmp_path: Path) -> Path:
     """A SCAIL-Preview folder in the official layout, holding tiny models (SAT DiT, .pth files)."""
     from scail.animate.clip import CLIPVisionTower
     from scail.animate.dit import DiT
-    from scail.animate.loaders import wan_to_sat
+    from scail.animate.dit_loader import wan_to_sat
     from scail.animate.t5 import T5Encoder
     from scail.animate.vae import VideoVAE
 
@@ -110,7 +110,7 @@ def test_verify_reports_wrong_truncated_and_missing_files(tiny_weights: Path) ->
 
 def test_real_weights_factory_builds_a_pipeline(tiny_weights: Path) -> None:
     """The SCAIL-Preview factory on a folder in the official layout; block offload gives the same video."""
-    from scail.animate.presets import build_scail_preview
+    from scail.animate.build import build_scail_preview
 
     g = torch.Generator().manual_seed(0)
     ref, pose = torch.rand(3, 32, 32, generator=g) * 2 - 1, torch.rand(3, 5, 16, 16, generator=g) * 2 - 1

@@ -28,7 +28,7 @@ SMALL = WindowConfig(frames=9, overlap=4)
 
 @pytest.fixture(scope="module")
 def pipe() -> Iterator[AnimatePipeline]:
-    from scail.animate.presets import build_tiny_random
+    from scail.animate.build import build_tiny_random
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: one thread is fastest on a busy 2-core machine
@@ -89,7 +89,7 @@ def test_one_window_equals_the_unwindowed_sample(pipe: AnimatePipeline, solver: 
     out = pipe.generate(ref, pose, prompt="a dancer", solver=solver, steps=3, shift=3.0, guide_scale=scale, seed=5)  # type: ignore[arg-type]
 
     from scail.animate.dit import pad_context
-    from scail.animate.fast import GuidanceReuse
+    from scail.animate.sampler import GuidanceReuse
 
     pose_latent = pipe.vae.encode(pose[None]).permute(0, 2, 1, 3, 4)
     ref_latent = pipe.vae.encode(ref[None, :, None]).permute(0, 2, 1, 3, 4)
