@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from scail.animate.fast import FP8_LINEARS, FP8Linear, _rowwise_fp8
 from scail.animate.checkpoint import read_tensors
+from scail.animate.fast import FP8_LINEARS, FP8Linear, _rowwise_fp8
 from scail.animate.quant import (
     dequantize,
     detect_format,

@@ -157,7 +157,8 @@ def test_reference_without_a_person_gives_an_empty_ref_pose(stage: PoseStage, fr
 
 def test_two_people_get_two_stable_tracks(pose_python: Path, pose_cache_dir: Path, shared_dir: Path,
                                           tmp_path: Path) -> None:
-    from scail.video import read_frames, resize_crop
+    from scail.frame_geometry import resize_crop
+    from scail.video import read_frames
 
     def centre_half(name: str) -> np.ndarray:
         f = read_frames(shared_dir / "examples" / name / "driving.mp4", fps=16, max_frames=8)
