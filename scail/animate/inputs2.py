@@ -212,7 +212,8 @@ def load_inputs2(
         used_frame_count,
     )
     from scail.animate.preprocess2 import ref_mask_latent
-    from scail.video import probe, read_frames, target_size_hw
+    from scail.frame_geometry import target_size_hw
+    from scail.video import probe, read_frames
 
     ref = load_reference(files.reference)
     if size_hw is None:

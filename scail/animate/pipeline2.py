@@ -35,9 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from scail.animate.fast import GuidanceReuse
 from scail.animate.pipeline import AnimatePipeline, to_uint8
-from scail.animate.sampler import Solver, make_schedule, sample
+from scail.animate.sampler import GuidanceReuse, Solver, make_schedule, sample
 
 if TYPE_CHECKING:
     from scail.animate.dit2 import SCAIL2DiT

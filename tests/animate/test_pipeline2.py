@@ -32,7 +32,7 @@ def test_plan_segments_covers_every_frame() -> None:
 
 
 def tiny_pipeline() -> SCAIL2Pipeline:
-    from scail.animate.presets import build_tiny_random
+    from scail.animate.build import build_tiny_random
 
     base = build_tiny_random()
     gen = torch.Generator().manual_seed(7)
@@ -93,7 +93,7 @@ def test_modes_and_extra_references_change_the_video() -> None:
 
 
 def test_needs_a_scail2_dit() -> None:
-    from scail.animate.presets import build_tiny_random
+    from scail.animate.build import build_tiny_random
 
     with pytest.raises(TypeError, match="SCAIL2DiT"):
         SCAIL2Pipeline(build_tiny_random())
