@@ -25,6 +25,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
+HUE_TARGET = 0.85
+"""Colour agreement every frame must reach (issue 12: a flipped frame scores ~0.03)."""
+IOU_MEAN_TARGET = 0.65
+
 # SMPL bones whose length should not change over a clip (rigid limbs): (parent, child)
 RIGID_BONES = {"l_upper_arm": (16, 18), "r_upper_arm": (17, 19), "l_forearm": (18, 20), "r_forearm": (19, 21),
                "l_thigh": (1, 4), "r_thigh": (2, 5), "l_shin": (4, 7), "r_shin": (5, 8),
@@ -45,6 +49,33 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = (a & b).reshape(len(a), -1).sum(1)
     union = (a | b).reshape(len(a), -1).sum(1)
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def hue_agreement(ours: np.ndarray, official: np.ndarray, threshold: int = 40, disc_px: int = 11,
+                  min_saturation: int = 64, max_hue_deg: float = 20.0) -> np.ndarray:
+    """Per-frame colour agreement: on the pixels lit in both renders, the fraction whose hues agree.
+
+    The skeleton's colours say which side of the body is which (the left arm is blue, the right
+    red, ...), which the IoU of the masks cannot see: a left/right flipped skeleton covers the same
+    pixels with swapped colours. Pixels are those of both opened masks (`skeleton_mask`: the 3D
+    capsules) that are saturated in both renders (specular highlights and the grey neck have no
+    hue); hues agree within `max_hue_deg` degrees on the colour wheel. 1.0 where no pixel qualifies.
+    (N, H, W, 3) uint8 RGB pairs -> (N,) in [0, 1].
+    """
+    import cv2
+
+    both = skeleton_mask(ours, threshold, disc_px) & skeleton_mask(official, threshold, disc_px)
+    out = np.ones(len(ours))
+    for i in range(len(ours)):
+        a = cv2.cvtColor(ours[i], cv2.COLOR_RGB2HSV_FULL)  # hue 0..255 around the whole wheel
+        b = cv2.cvtColor(official[i], cv2.COLOR_RGB2HSV_FULL)
+        sel = both[i] & (a[..., 1] >= min_saturation) & (b[..., 1] >= min_saturation)
+        if not sel.any():
+            continue
+        d = np.abs(a[..., 0][sel].astype(np.int16) - b[..., 0][sel].astype(np.int16))
+        d = np.minimum(d, 256 - d) * (360.0 / 256.0)
+        out[i] = float((d <= max_hue_deg).mean())
+    return out
 
 
 def render(pose_path: Path) -> np.ndarray:
@@ -118,9 +149,13 @@ def main(argv: list[str] | None = None) -> int:
             ref = read_frames(official)
             n = min(len(ours), len(ref))
             iou = mask_iou(skeleton_mask(ours[:n]), skeleton_mask(ref[:n]))
+            hue = hue_agreement(ours[:n], ref[:n])
             report.update(frames=int(n), iou_mean=float(iou.mean()), iou_median=float(np.median(iou)),
                           iou_min=float(iou.min()), iou_argmin=int(iou.argmin()),
-                          iou_per_frame=[round(float(v), 3) for v in iou])
+                          hue_mean=float(hue.mean()), hue_min=float(hue.min()), hue_argmin=int(hue.argmin()),
+                          hue_frames_below_target=[int(i) for i in np.flatnonzero(hue < HUE_TARGET)],
+                          iou_per_frame=[round(float(v), 3) for v in iou],
+                          hue_per_frame=[round(float(v), 3) for v in hue])
     text = json.dumps(report, indent=1)
     print(text)
     if args.json:

@@ -49,6 +49,9 @@ class PoseConfig(_Strict):
     smoothing: bool = False
     """Temporal One-Euro smoothing of 3D and 2D points. Off by default: the official pipeline has none,
     and on examples/001 smoothing lowered agreement with the official pose video (it lags fast moves)."""
+    fix_flips: bool = True
+    """Undo left/right and front/back flips that last a few frames (scail/pose/flips.py): keeps the
+    body's sides continuous over time; a real turn is kept."""
     max_gap_frames: int = Field(4, ge=0, le=64)
     """A person missing for at most this many frames is filled by interpolation; longer gaps stay empty."""
     device: str = "auto"

@@ -118,15 +118,12 @@ def used_frame_count(n: int, max_frames: int | None = None) -> int:
 
 
 def load_reference(path: Path) -> torch.Tensor:
-    """The reference image as (3, H0, W0) float32 in [-1, 1] (PIL RGB, ToTensor, *2-1)."""
+    """The reference image as (3, H0, W0) float32 in [-1, 1] (PIL RGB, ToTensor, *2-1), upright."""
     import torch
-    from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(path) as img:
-            rgb = np.array(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path}: not a readable image ({exc}); use a JPEG or PNG") from exc
+    from scail.images import read_image
+
+    rgb = read_image(path)  # upright: EXIF orientation applied, as the pose stage read it
     x = torch.from_numpy(rgb).permute(2, 0, 1).to(torch.float32).div(255)  # ToTensor
     return x * 2 - 1
 

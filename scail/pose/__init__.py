@@ -9,6 +9,7 @@ Public API: `load_pose`, `save_pose`, `PoseData` (the schema in DESIGN.md).
     worker.py      runs in the pose env: job file in, events out, results written atomically
     normalize.py   16 fps by timestamps, official resize + centre crop, official intrinsics
     tracking.py    stable identities across frames
+    flips.py       left/right and front/back flips undone by continuity over time (every backend)
     postprocess.py gap filling, optional One-Euro smoothing
     backends/      mediapipe (embedded, offline) and nlf (official NLF + DWPose)
 """

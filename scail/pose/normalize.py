@@ -66,14 +66,9 @@ def iter_driving(path: Path, plan: FramePlan, max_frames: int | None = None) -> 
 
 
 def load_reference(path: Path, size_hw: tuple[int, int]) -> np.ndarray:
-    """The reference image resized and centre-cropped to size_hw: (H, W, 3) uint8 RGB."""
-    from PIL import Image, UnidentifiedImageError
-
+    """The reference image (upright: EXIF orientation applied) resized and centre-cropped to
+    size_hw: (H, W, 3) uint8 RGB."""
     from scail.frame_geometry import resize_crop
+    from scail.images import read_image
 
-    try:
-        with Image.open(path) as im:
-            rgb = np.array(im.convert("RGB"))  # a writable copy (torch.from_numpy warns on read-only)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InputError(f"{path}: cannot read the reference image ({exc}); use a JPEG or PNG") from exc
-    return np.asarray(resize_crop(rgb[None], size_hw))[0]
+    return np.asarray(resize_crop(read_image(path)[None], size_hw))[0]

@@ -8,12 +8,20 @@ The work happens in the pose worker (scail/pose/worker.py), in the isolated pose
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
+
+import numpy as np
 
 from scail.config import PoseConfig, Settings
 from scail.example import Example
 from scail.pose.client import PoseWorker, worker_python
+from scail.pose.flips import FlipReport, fix_flips
+from scail.pose.inputs import check_driving, check_reference
+from scail.pose.postprocess import clean_tracks
+from scail.pose.schema import PoseData, load_pose, save_pose
 from scail.pose.worker import PoseJob
 from scail.stage import StageContext
 
@@ -22,7 +30,7 @@ class PoseStage:
     """Stage "pose" (see scail/stage.py for the protocol)."""
 
     name: ClassVar[str] = "pose"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: flips fixed, clean-up in the parent
 
     def __init__(self, config: PoseConfig, settings: Settings | None = None) -> None:
         self.config = config
@@ -47,18 +55,36 @@ class PoseStage:
             self._worker = PoseWorker(python, in_process=self.config.in_process)
         return self._worker
 
-    def job(self, example: Example) -> PoseJob:
+    def job(self, example: Example, out_pose: Path | None = None, out_ref_pose: Path | None = None) -> PoseJob:
+        """The worker's job. With `out_pose`/`out_ref_pose` (raw files) the worker leaves the
+        clean-up to `postprocess` here, in the parent."""
         cfg = self.config
+        raw = out_pose is not None
         return PoseJob(
             driving=example.driving().resolve(), reference=example.reference().resolve(),
-            out_pose=example.pose_data.resolve(), out_ref_pose=example.ref_pose_data.resolve(),
+            out_pose=(out_pose or example.pose_data).resolve(),
+            out_ref_pose=(out_ref_pose or example.ref_pose_data).resolve(),
             backend=cfg.backend, fps=cfg.fps, max_people=cfg.max_people, max_frames=cfg.max_frames,
-            smoothing=cfg.smoothing, max_gap=cfg.max_gap_frames, weights_dir=self.settings.weights_dir,
-            cache_dir=self.settings.cache_dir, device=cfg.device,
+            smoothing=cfg.smoothing, max_gap=cfg.max_gap_frames, postprocess=not raw,
+            weights_dir=self.settings.weights_dir, cache_dir=self.settings.cache_dir, device=cfg.device,
         )
 
     def run(self, example: Example, ctx: StageContext) -> None:
-        job = self.job(example)
+        # the worker writes raw pose data to private temp files; nothing lands under the stage's
+        # output names unless every step below succeeds (a failed run leaves no pose.npz behind)
+        tag = f"{os.getpid()}-{threading.get_ident()}"
+        raw_pose = example.state_dir / f".pose.raw-{tag}.npz"
+        raw_ref = example.state_dir / f".ref_pose.raw-{tag}.npz"
+        try:
+            self._run(example, ctx, raw_pose, raw_ref)
+        finally:
+            for tmp in (raw_pose, raw_ref):
+                tmp.unlink(missing_ok=True)
+
+    def _run(self, example: Example, ctx: StageContext, raw_pose: Path, raw_ref: Path) -> None:
+        job = self.job(example, raw_pose, raw_ref)
+        check_driving(job.driving, self.config.fps)
+        check_reference(job.reference or example.reference())
         worker = self._get_worker(ctx)
 
         def on_event(event: dict[str, Any]) -> None:
@@ -72,6 +98,13 @@ class PoseStage:
                 ctx.progress(0, None, "frames", f"backend {event.get('backend')}")
 
         summary = worker.run(job, on_event, ctx.cancel, self.config.timeout_s)
+        pose = load_pose(raw_pose)
+        summary.update(postprocess(pose, self.config))
+        with ctx.atomic_output(example.pose_data) as tmp:
+            save_pose(pose, tmp)
+        with ctx.atomic_output(example.ref_pose_data) as tmp:
+            save_pose(load_pose(raw_ref), tmp)
+        ctx.note(flips_fixed={t: len(v) for t, v in summary["flips_fixed"].items()})
         ctx.note(backend=summary.get("backend"), backend_reason=summary.get("backend_reason"),
                  pose_frames=summary.get("frames"), pose_people=summary.get("people"),
                  frames_without_detection=len(summary.get("frames_without_detection", [])))
@@ -82,6 +115,23 @@ class PoseStage:
         if self._worker is not None:
             self._worker.close()
             self._worker = None
+
+
+def postprocess(pose: PoseData, config: PoseConfig) -> dict[str, Any]:
+    """The parent's clean-up of raw pose data from any backend, in place: flips first (a gap must
+    not be interpolated between a flipped and a correct frame), then gap filling and smoothing.
+    Returns the summary entries it produced."""
+    flips = fix_flips(pose) if config.fix_flips else FlipReport()
+    filled = clean_tracks(pose, max_gap=config.max_gap_frames, smoothing=config.smoothing)
+    missing = ~np.isfinite(pose.body3d[..., 0]).any(axis=2)                          # (N, P)
+    return {
+        "flips_fixed": {t: sorted(i for frames in per.values() for i in frames)
+                        for t, per in flips.to_json().items()},
+        "flips_fixed_by_kind": flips.to_json(),
+        "frames_filled": filled,
+        "frames_missing_after_fill": {str(int(t)): missing[:, p].nonzero()[0].tolist()
+                                      for p, t in enumerate(pose.track_id)},
+    }
 
 
 def summary_path(example: Example) -> Path:

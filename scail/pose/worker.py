@@ -50,6 +50,8 @@ class PoseJob(BaseModel):
     max_frames: int | None = Field(None, ge=1)
     smoothing: bool = False
     max_gap: int = Field(4, ge=0)
+    postprocess: bool = True
+    """Fill gaps / smooth here; False leaves it to the parent (the pose stage fixes flips first)."""
     weights_dir: Path
     cache_dir: Path
     device: str = "cpu"
@@ -114,7 +116,7 @@ class Runner:
         if not seen.any():
             raise InputError(f"{job.driving}: no person detected in any of the {pose.num_frames} frames; "
                              "the pose stage needs a visible person")
-        filled = clean_tracks(pose, max_gap=job.max_gap, smoothing=job.smoothing)
+        filled = clean_tracks(pose, max_gap=job.max_gap, smoothing=job.smoothing) if job.postprocess else {}
         save_pose(pose, job.out_pose)
         summary: dict[str, Any] = {
             "backend": name, "backend_reason": reason, "version": pose.version, "frames": pose.num_frames,
@@ -123,7 +125,7 @@ class Runner:
             "track_ids": [int(t) for t in pose.track_id],
             "frames_without_detection": [int(i) for i in (~seen).nonzero()[0]],
             "frames_filled": filled,
-            "frames_missing_after_fill": _missing_per_track(pose),
+            "frames_missing_after_fill": _missing_per_track(pose) if job.postprocess else {},
             "smoothing": job.smoothing,
             "timings_s": {"load": round(t_load, 2), "video": round(t_video, 2),
                           "per_frame": round(t_video / pose.num_frames, 4)},

@@ -48,5 +48,5 @@ def test_unreadable_inputs_are_clean_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"d\.mp4"):
         plan_driving(bad, 16.0)
     (tmp_path / "ref.jpg").write_bytes(b"not an image")
-    with pytest.raises(InputError, match=r"ref\.jpg: cannot read the reference image"):
+    with pytest.raises(InputError, match=r"ref\.jpg: not an image file"):
         load_reference(tmp_path / "ref.jpg", (512, 896))
