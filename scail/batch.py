@@ -373,7 +373,12 @@ def run_batch(jobs: Sequence[ExampleJob], executor: Executor | None = None,
 
 
 def make_jobs(examples: Iterable[Example], config: PipelineConfig, stages: Sequence[str],
-              force: Iterable[str] = (), prompt: str | None = None, lock_wait_s: float = 0.0) -> list[ExampleJob]:
-    """One job per example with the same resolved config."""
-    forced = frozenset(force)
-    return [ExampleJob(e.root, config, tuple(stages), forced, prompt, lock_wait_s) for e in examples]
+              force: Iterable[str] = (), prompt: str | None = None, lock_wait_s: float = 0.0,
+              flag_keys: Iterable[str] = ()) -> list[ExampleJob]:
+    """One job per example: the resolved config with the example's scail.yaml applied, except the
+    config keys in `flag_keys` (set on the command line, which wins)."""
+    from scail.example_settings import config_for_example
+
+    forced, protected = frozenset(force), frozenset(flag_keys)
+    return [ExampleJob(e.root, config_for_example(config, e.root, protected), tuple(stages), forced, prompt,
+                       lock_wait_s) for e in examples]

@@ -171,6 +171,10 @@ class Options:
     seed: Annotated[int | None, typer.Option("--seed", help="Sampling seed (animate.seed).", show_default=False)] = None
     steps: Annotated[int | None, typer.Option(
         "--steps", help="Denoising steps (animate.steps).", show_default=False)] = None
+    person: Annotated[int | None, typer.Option(
+        "--person", min=0, show_default=False,
+        help="Animate only this tracked person (render.person; ids and frame coverage are in the pose "
+             "summary; raises pose.max_people to N+1). Default: everyone tracked.")] = None
     device: Annotated[str | None, typer.Option(
         "--device", parser=_device_option, metavar="auto|cpu|cuda|cuda:N", show_default=False,
         help="Torch device for render and animate: auto (cuda when available), cpu, cuda or cuda:N.")] = None
@@ -188,6 +192,7 @@ CONFIG_FLAGS: dict[str, tuple[str, ...]] = {
     # `Options` field -> the config fields its flag sets (over the preset and --set).
     "steps": ("animate.steps",),
     "seed": ("animate.seed",),
+    "person": ("render.person",),
     "device": ("animate.device", "render.device"),
     "weights_dir": ("animate.weights_dir",),
     "pose_backend": ("pose.backend",),
@@ -291,7 +296,8 @@ def _run(opts: Options, stages: Sequence[str], *, force: list[ForceChoice] | Non
     forced = {f.value for f in force or []}
     forced = set(stages) if "all" in forced else forced & set(stages)
     examples = discover(opts.path)
-    jobs = make_jobs(examples, config, stages, forced, opts.prompt, lock_wait_s)
+    cli_keys = config_overrides(opts)[0].keys()  # the command line beats each example's scail.yaml
+    jobs = make_jobs(examples, config, stages, forced, opts.prompt, lock_wait_s, flag_keys=cli_keys)
     with _display(opts.quiet, opts.json_mode, err) as display:
         summary = run_batch(jobs, observer=display, json_out=json_out or opts.path / SUMMARY_NAME)
     if opts.json_mode:
@@ -371,12 +377,20 @@ def status(opts: Options) -> None:
     from scail.config import STAGES
     from scail.engine import example_status
     from scail.example import discover
+    from scail.example_settings import config_for_example
     from scail.summary import status_json, status_table
 
     out, _ = _consoles()
     config = resolve_config(opts)
-    stages = build_stages(config, STAGES, opts.prompt)
-    rows = [(ex.name, example_status(stages, ex)) for ex in discover(opts.path)]
+    cli_keys = frozenset(config_overrides(opts)[0])
+    built: dict[str, Any] = {}  # stages per distinct config (an example's scail.yaml may change it)
+    rows = []
+    for ex in discover(opts.path):
+        cfg = config_for_example(config, ex.root, cli_keys)
+        key = cfg.model_dump_json()
+        if key not in built:
+            built[key] = build_stages(cfg, STAGES, opts.prompt)
+        rows.append((ex.name, example_status(built[key], ex)))
     if opts.json_mode:
         typer.echo(json.dumps(status_json(STAGES, rows), indent=2))
     else:

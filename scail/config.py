@@ -58,10 +58,20 @@ class PoseConfig(_Strict):
     """Torch device for the detector and the nlf backend ("cpu", "cuda", "auto": cuda when available)."""
     max_frames: int | None = Field(None, ge=1)
     """Keep at most this many frames of the driving video (after resampling)."""
+    start_s: float = Field(0.0, ge=0)
+    """Start of the used part of the driving video, in seconds (per example: `start` in scail.yaml)."""
+    end_s: float | None = Field(None, gt=0)
+    """End of the used part of the driving video, in seconds; None: to its end (`end` in scail.yaml)."""
     in_process: bool = False
     """Run the pose worker in this interpreter instead of the isolated pose venv."""
     timeout_s: float = Field(3600.0, gt=0)
     """Kill the pose worker if one example takes longer than this."""
+
+    @model_validator(mode="after")
+    def _range(self) -> PoseConfig:
+        if self.end_s is not None and self.end_s <= self.start_s:
+            raise ValueError(f"end_s ({self.end_s}) must be after start_s ({self.start_s})")
+        return self
 
     _device = field_validator("device")(_device_name)
 
@@ -74,6 +84,9 @@ class PoseConfig(_Strict):
 class RenderConfig(_Strict):
     """How pose data becomes the skeleton videos (rendered.mp4, rendered_aligned.mp4)."""
 
+    person: int | None = Field(None, ge=0)
+    """Render (and so animate) only this tracked person: a track id listed in .scail/pose_summary.json
+    (`--person N`, or `person` in scail.yaml). None: every tracked person (multi-person palettes)."""
     radius_mm: float = Field(21.5, gt=0)
     """Capsule radius. The model was trained on 21.5 mm; other values are out of distribution."""
     overlay: bool = True
@@ -212,6 +225,17 @@ class PipelineConfig(_Strict):
     pose: PoseConfig = PoseConfig()
     render: RenderConfig = RenderConfig()
     animate: AnimateConfig = AnimateConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _track_the_chosen_person(cls, data: object) -> object:
+        """`render.person: N` needs tracks 0..N: pose.max_people is raised to N + 1 when lower."""
+        if isinstance(data, dict) and isinstance(data.get("render"), dict):
+            person = data["render"].get("person")
+            pose = data.setdefault("pose", {})
+            if isinstance(person, int) and isinstance(pose, dict) and int(pose.get("max_people", 1)) <= person:
+                data = {**data, "pose": {**pose, "max_people": person + 1}}
+        return data
 
 
 class Settings(_Strict):

@@ -84,10 +84,30 @@ class Example:
         """The skeleton video animate reads: rendered_aligned.mp4, else rendered.mp4 (official order)."""
         return next((p for p in (self.rendered_aligned, self.rendered) if p.is_file()), None)
 
+    @property
+    def settings_file(self) -> Path:
+        """Optional per-example settings (scail/example_settings.py)."""
+        return self.root / "scail.yaml"
+
+    def prompt_source(self, override: str | None = None) -> Path | None:
+        """The file the prompt comes from (scail.yaml with a prompt, else prompt.txt), None for --prompt."""
+        if override is not None:
+            return None
+        from scail.example_settings import load_example_settings
+
+        if self.settings_file.is_file() and load_example_settings(self.root).prompt is not None:
+            return self.settings_file
+        return self.prompt_file if self.prompt_file.is_file() else None
+
     def prompt(self, override: str | None = None) -> str:
-        """--prompt wins, else prompt.txt, else the empty prompt (the official default)."""
+        """--prompt wins, else `prompt` in scail.yaml, else prompt.txt, else the empty prompt (official)."""
         if override is not None:
             return override.strip()
+        source = self.prompt_source()
+        if source == self.settings_file:
+            from scail.example_settings import load_example_settings
+
+            return (load_example_settings(self.root).prompt or "").strip()
         if self.prompt_file.is_file():
             return self.prompt_file.read_text(encoding="utf-8").strip()
         return ""

@@ -84,8 +84,9 @@ class AnimateStage:
 
     def inputs(self, example: Example) -> list[Path]:
         paths = [self.pose_video(example), example.reference()]
-        if self.prompt_override is None and example.prompt_file.is_file():
-            paths.append(example.prompt_file)
+        source = example.prompt_source(self.prompt_override)  # prompt.txt or scail.yaml's prompt
+        if source is not None:
+            paths.append(source)
         return paths
 
     def outputs(self, example: Example) -> list[Path]:

@@ -34,16 +34,22 @@ def check_reference(path: Path) -> None:
                          f"(at least {MIN_REFERENCE_SIDE} px per side); use a larger photo of the character")
 
 
-def check_driving(path: Path, fps: float) -> None:
-    """Refuse a still image posing as a video, and a clip shorter than the model needs."""
+def check_driving(path: Path, fps: float, start_s: float = 0.0, end_s: float | None = None) -> None:
+    """Refuse a still image posing as a video, and a clip (or the chosen part of it) shorter than
+    the model needs."""
     from scail import video
 
     info = video.probe(path)  # unreadable files: already one line naming the file and the fix
     if info.num_frames <= 1 and info.codec in _IMAGE_CODECS:
         raise InputError(f"{path}: a still image ({info.codec}), not a video (a renamed picture?); "
                          "give a video of the motion (an MP4)")
-    frames = round(info.duration_s * fps) if info.duration_s > 0 else info.num_frames
+    total = round(info.duration_s * fps) if info.duration_s > 0 else info.num_frames
+    if start_s > 0 and round(start_s * fps) >= total:
+        raise InputError(f"{path}: start {start_s:g} s is past the end of the video ({info.duration_s:.2f} s); "
+                         "fix `start` in scail.yaml (or pose.start_s)")
+    end = min(total, round(end_s * fps)) if end_s is not None else total
+    frames = end - round(start_s * fps)
     if frames < MIN_DRIVING_FRAMES:
-        raise InputError(f"{path}: the driving video has {frames} "
-                         f"frame(s) at {fps:g} fps ({info.duration_s:.2f} s); SCAIL needs at least "
-                         f"{MIN_DRIVING_FRAMES} ({MIN_DRIVING_FRAMES / fps:.2f} s): use a longer clip")
+        part = "" if (start_s, end_s) == (0.0, None) else f" between {start_s:g} s and {end_s or info.duration_s:g} s"
+        raise InputError(f"{path}: the driving video has {frames} frame(s){part} at {fps:g} fps; SCAIL needs at "
+                         f"least {MIN_DRIVING_FRAMES} ({MIN_DRIVING_FRAMES / fps:.2f} s): use a longer clip")

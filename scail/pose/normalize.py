@@ -36,8 +36,10 @@ class FramePlan:
         return official_intrinsics(self.size_hw)
 
 
-def plan_driving(path: Path, fps: float, max_frames: int | None = None) -> FramePlan:
-    """Probe the driving video and decide the normalised size and (estimated) frame count."""
+def plan_driving(path: Path, fps: float, max_frames: int | None = None, start_s: float = 0.0,
+                 end_s: float | None = None) -> FramePlan:
+    """Probe the driving video and decide the normalised size and (estimated) frame count of the
+    part used: [start_s, end_s) seconds, at most max_frames frames."""
     from scail import video
     from scail.frame_geometry import target_size_hw
 
@@ -50,18 +52,33 @@ def plan_driving(path: Path, fps: float, max_frames: int | None = None) -> Frame
     if info.width <= 0 or info.height <= 0:
         raise InputError(f"{path}: the driving video has no picture (size {info.width}x{info.height})")
     n = max(1, round(info.duration_s * fps)) if info.duration_s > 0 else info.num_frames
-    if max_frames is not None:
-        n = min(n, max_frames)
+    first, stop = frame_range(fps, max_frames, start_s, end_s)
+    n = max(0, min(n, stop if stop is not None else n) - first)
     return FramePlan(target_size_hw(info.height, info.width), float(fps), int(n), float(info.fps),
                      (int(info.height), int(info.width)))
 
 
-def iter_driving(path: Path, plan: FramePlan, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Yield the normalised driving frames, (H, W, 3) uint8 RGB at plan.size_hw, plan.fps."""
+def frame_range(fps: float, max_frames: int | None = None, start_s: float = 0.0,
+                end_s: float | None = None) -> tuple[int, int | None]:
+    """(first, stop) output-frame indices at `fps` of [start_s, end_s) capped at max_frames frames."""
+    first = round(start_s * fps)
+    stop = round(end_s * fps) if end_s is not None else None
+    if max_frames is not None:
+        stop = first + max_frames if stop is None else min(stop, first + max_frames)
+    return first, stop
+
+
+def iter_driving(path: Path, plan: FramePlan, max_frames: int | None = None, start_s: float = 0.0,
+                 end_s: float | None = None) -> Iterator[np.ndarray]:
+    """Yield the normalised driving frames, (H, W, 3) uint8 RGB at plan.size_hw, plan.fps, of the
+    part [start_s, end_s) (at most max_frames)."""
+    import itertools
+
     from scail import video
     from scail.frame_geometry import resize_crop
 
-    for frame in video.iter_frames(path, fps=plan.fps, max_frames=max_frames):
+    first, stop = frame_range(plan.fps, max_frames, start_s, end_s)
+    for frame in itertools.islice(video.iter_frames(path, fps=plan.fps, max_frames=stop), first, None):
         yield np.asarray(resize_crop(frame[None], plan.size_hw))[0]
 
 

@@ -106,6 +106,16 @@ class PoseData:
         )
 
 
+    def select_people(self, idx: list[int]) -> PoseData:
+        """A copy restricted to some people (slots `idx`, in that order; axis 1 of the per-person arrays)."""
+        return PoseData(
+            fps=self.fps, size=self.size, K=self.K.copy(), track_id=self.track_id[idx].copy(),
+            body3d=self.body3d[:, idx].copy(), body2d=self.body2d[:, idx].copy(), face2d=self.face2d[:, idx].copy(),
+            hands2d=self.hands2d[:, idx].copy(), bbox=self.bbox[:, idx].copy(), backend=self.backend,
+            version=self.version,
+        )
+
+
 _FLOAT_ARRAYS = ("K", "body3d", "body2d", "face2d", "hands2d", "bbox")
 
 

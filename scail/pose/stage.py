@@ -65,6 +65,7 @@ class PoseStage:
             out_pose=(out_pose or example.pose_data).resolve(),
             out_ref_pose=(out_ref_pose or example.ref_pose_data).resolve(),
             backend=cfg.backend, fps=cfg.fps, max_people=cfg.max_people, max_frames=cfg.max_frames,
+            start_s=cfg.start_s, end_s=cfg.end_s,
             smoothing=cfg.smoothing, max_gap=cfg.max_gap_frames, postprocess=not raw,
             weights_dir=self.settings.weights_dir, cache_dir=self.settings.cache_dir, device=cfg.device,
         )
@@ -83,7 +84,7 @@ class PoseStage:
 
     def _run(self, example: Example, ctx: StageContext, raw_pose: Path, raw_ref: Path) -> None:
         job = self.job(example, raw_pose, raw_ref)
-        check_driving(job.driving, self.config.fps)
+        check_driving(job.driving, self.config.fps, self.config.start_s, self.config.end_s)
         check_reference(job.reference or example.reference())
         worker = self._get_worker(ctx)
 
@@ -104,7 +105,14 @@ class PoseStage:
             save_pose(pose, tmp)
         with ctx.atomic_output(example.ref_pose_data) as tmp:
             save_pose(load_pose(raw_ref), tmp)
-        ctx.note(flips_fixed={t: len(v) for t, v in summary["flips_fixed"].items()})
+        ctx.note(flips_fixed={t: len(v) for t, v in summary["flips_fixed"].items()},
+                 people_found=summary["people_found"])
+        people = describe_people(summary["people_found"], pose.num_frames)
+        if len(summary["people_found"]) > 1:
+            ctx.log.warning("%s: %s; all are animated unless --person N (or `person: N` in scail.yaml) "
+                            "picks one", example.name, people)
+        else:
+            ctx.log.info("%s: %s", example.name, people)
         ctx.note(backend=summary.get("backend"), backend_reason=summary.get("backend_reason"),
                  pose_frames=summary.get("frames"), pose_people=summary.get("people"),
                  frames_without_detection=len(summary.get("frames_without_detection", [])))
@@ -125,6 +133,7 @@ def postprocess(pose: PoseData, config: PoseConfig) -> dict[str, Any]:
     filled = clean_tracks(pose, max_gap=config.max_gap_frames, smoothing=config.smoothing)
     missing = ~np.isfinite(pose.body3d[..., 0]).any(axis=2)                          # (N, P)
     return {
+        "people_found": people_found(pose),
         "flips_fixed": {t: sorted(i for frames in per.values() for i in frames)
                         for t, per in flips.to_json().items()},
         "flips_fixed_by_kind": flips.to_json(),
@@ -132,6 +141,22 @@ def postprocess(pose: PoseData, config: PoseConfig) -> dict[str, Any]:
         "frames_missing_after_fill": {str(int(t)): missing[:, p].nonzero()[0].tolist()
                                       for p, t in enumerate(pose.track_id)},
     }
+
+
+def people_found(pose: PoseData) -> list[dict[str, Any]]:
+    """Every tracked person with their frame coverage (for choosing one with --person), most seen first."""
+    seen = np.isfinite(pose.body3d[..., 0, 0])                                     # (N, P)
+    people = [{"person": int(t), "frames": int(seen[:, p].sum()),
+               "coverage": round(float(seen[:, p].mean()), 3) if pose.num_frames else 0.0,
+               "first_frame": int(np.argmax(seen[:, p])), "last_frame": int(len(seen) - 1 - np.argmax(seen[::-1, p]))}
+              for p, t in enumerate(pose.track_id) if seen[:, p].any()]
+    return sorted(people, key=lambda d: -d["frames"])
+
+
+def describe_people(people: list[dict[str, Any]], num_frames: int) -> str:
+    """'2 people: person 0 in 65/65 frames (100%), person 1 in 20/65 (31%)'."""
+    parts = [f"person {d['person']} in {d['frames']}/{num_frames} frames ({d['coverage']:.0%})" for d in people]
+    return f"{len(people)} {'person' if len(people) == 1 else 'people'}: " + ", ".join(parts)
 
 
 def summary_path(example: Example) -> Path:

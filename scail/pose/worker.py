@@ -50,6 +50,8 @@ class PoseJob(BaseModel):
     max_frames: int | None = Field(None, ge=1)
     smoothing: bool = False
     max_gap: int = Field(4, ge=0)
+    start_s: float = Field(0.0, ge=0)
+    end_s: float | None = Field(None, gt=0)
     postprocess: bool = True
     """Fill gaps / smooth here; False leaves it to the parent (the pose stage fixes flips first)."""
     weights_dir: Path
@@ -96,7 +98,7 @@ class Runner:
         t0 = time.monotonic()
         name, reason = resolve_backend(job.backend, job.weights_dir)
         emit({"event": "note", "backend": name, "reason": reason})
-        plan = plan_driving(job.driving, job.fps, job.max_frames)
+        plan = plan_driving(job.driving, job.fps, job.max_frames, job.start_s, job.end_s)
         emit({"event": "progress", "done": 0, "total": plan.num_frames, "unit": "frames",
               "desc": f"loading {name}"})
         backend = self.backend(name, job)
@@ -107,7 +109,7 @@ class Runner:
                   "desc": f"pose ({name})"})
 
         t1 = time.monotonic()
-        pose = backend.video(iter_driving(job.driving, plan, job.max_frames), plan.size_hw, plan.fps,
+        pose = backend.video(iter_driving(job.driving, plan, job.max_frames, job.start_s, job.end_s), plan.size_hw, plan.fps,
                              job.max_people, on_frame)
         if pose.num_frames == 0:
             raise InputError(f"{job.driving}: no frames decoded; is the video empty?")

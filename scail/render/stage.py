@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+
 from scail.config import RenderConfig
 from scail.device import resolve_device
 from scail.errors import InputError
@@ -65,6 +67,8 @@ class RenderStage:
         pose = load_pose(example.pose_data)
         if pose.num_frames == 0:
             raise InputError(f"{example.pose_data}: pose data has no frames; rerun 'scail pose --force'")
+        if c.person is not None:
+            pose = choose_person(pose, c.person, example.pose_data)
         ref: PoseData | None = load_pose(example.ref_pose_data) if example.ref_pose_data.is_file() else None
         if c.retarget and ref is None:
             ctx.log.warning("%s: render.retarget needs .scail/ref_pose.npz; driving proportions kept", example.name)
@@ -87,3 +91,14 @@ class RenderStage:
 
     def close(self) -> None:
         """Nothing heavy is held between examples."""
+
+
+def choose_person(pose: PoseData, person: int, source: Path) -> PoseData:
+    """Only the tracked person `person` (a track id), or a one-line error listing the ones there are."""
+    slots = [int(i) for i in np.flatnonzero(pose.track_id == person)]
+    seen = np.isfinite(pose.body3d[..., 0, 0])                                     # (N, P)
+    if not slots or not seen[:, slots[0]].any():
+        found = [int(t) for p, t in enumerate(pose.track_id) if seen[:, p].any()]
+        raise InputError(f"{source}: no person {person} in the pose data (people found: {found}; see "
+                         ".scail/pose_summary.json); pick one of them with --person or `person:` in scail.yaml")
+    return pose.select_people(slots[:1])

@@ -79,3 +79,31 @@ def test_short_but_enough_passes_the_checks(tmp_path: Path, frames: int) -> None
     root = _example(tmp_path / "ex", frames=frames)
     check_driving(root / "driving.mp4", 16.0)
     check_reference(root / "ref.jpg")
+
+
+def test_frame_range_outside_the_video(tmp_path: Path) -> None:
+    from scail.errors import InputError
+    from scail.pose.inputs import check_driving
+
+    root = _example(tmp_path / "ex", frames=16)  # 1 s
+    with pytest.raises(InputError, match=r"start 2 s is past the end of the video \(1.00 s\)"):
+        check_driving(root / "driving.mp4", 16.0, start_s=2.0)
+    with pytest.raises(InputError, match=r"has 3 frame\(s\) between 0.5 s and 0.7 s at 16 fps"):
+        check_driving(root / "driving.mp4", 16.0, start_s=0.5, end_s=0.7)
+    check_driving(root / "driving.mp4", 16.0, start_s=0.25, end_s=0.75)
+
+
+def test_frame_range_picks_the_frames(tmp_path: Path) -> None:
+    from scail.pose.normalize import frame_range, iter_driving, plan_driving
+
+    assert frame_range(16.0) == (0, None)
+    assert frame_range(16.0, 10, 1.0, None) == (16, 26)
+    assert frame_range(16.0, 100, 1.0, 2.0) == (16, 32)
+    root = tmp_path / "ex"
+    root.mkdir()
+    frames = [np.full((64, 96, 3), 8 * i, np.uint8) for i in range(24)]  # frame i is grey 8 i
+    write_video(root / "driving.mp4", frames, fps=16)
+    plan = plan_driving(root / "driving.mp4", 16.0, None, 0.5, 1.0)
+    got = list(iter_driving(root / "driving.mp4", plan, None, 0.5, 1.0))
+    assert plan.num_frames == len(got) == 8
+    assert [round(float(f.mean()) / 8) for f in got] == list(range(8, 16))
