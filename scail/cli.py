@@ -14,8 +14,8 @@ How options reach the config
 Adding a flag
   - Shared by the five commands: one field on `Options` (an `Annotated[..., typer.Option(...)]`
     with its default). If it sets config fields, one entry in `CONFIG_FLAGS`:
-        lora: Annotated[Path | None, typer.Option("--lora", help="...")] = None
-        CONFIG_FLAGS["lora"] = ("animate.lora",)
+        seed: Annotated[int | None, typer.Option("--seed", help="...")] = None
+        CONFIG_FLAGS["seed"] = ("animate.seed",)
   - For one command only: a parameter of that command's function, as `until` is for `run`.
 """
 
@@ -183,6 +183,10 @@ class Options:
         help="Folder of the SCAIL-Preview weights (animate.weights_dir; default $SCAIL_WEIGHTS_DIR).")] = None
     pose_backend: Annotated[PoseBackendChoice | None, typer.Option(
         "--pose-backend", help="Pose model (pose.backend).", show_default=False)] = None
+    lora: Annotated[list[str] | None, typer.Option(
+        "--lora", metavar="PATH[:STRENGTH]", show_default=False,
+        help="LoRA for the DiT, repeatable (animate.loras, which it replaces); STRENGTH defaults to 1.0: "
+             "--lora lightx2v_rank64.safetensors:0.8")] = None
     json_mode: Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")] = False
     quiet: QuietOpt = False
     verbose: VerboseOpt = 0
@@ -196,6 +200,7 @@ CONFIG_FLAGS: dict[str, tuple[str, ...]] = {
     "device": ("animate.device", "render.device"),
     "weights_dir": ("animate.weights_dir",),
     "pose_backend": ("pose.backend",),
+    "lora": ("animate.loras",),
 }
 
 
@@ -220,8 +225,10 @@ def config_overrides(opts: Options) -> tuple[dict[str, Any], dict[str, str]]:
         if value is None:
             continue
         value = value.value if isinstance(value, Enum) else str(value) if isinstance(value, Path) else value
+        shown = " ".join(f"{flag_name(field)} {v}" for v in value) if isinstance(value, list) else (
+            f"{flag_name(field)} {value}")
         for key in keys:
-            overrides[key], typed[key] = value, f"{flag_name(field)} {value}"
+            overrides[key], typed[key] = value, shown
     return overrides, typed
 
 

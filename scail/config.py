@@ -127,6 +127,22 @@ class RenderConfig(_Strict):
 # ----------------------------------------------------------------------------------------------
 
 
+class LoraConfig(_Strict):
+    """One LoRA file applied to the DiT (`animate.loras`; `--lora PATH[:STRENGTH]`)."""
+
+    path: Path
+    """A .safetensors (or .pt) LoRA in the ComfyUI/kijai/lightx2v, diffusers/PEFT or kohya layout."""
+    strength: float = 1.0
+    """Multiplies the LoRA's update (1.0 as trained; 0 leaves the weights as they are)."""
+
+    @field_validator("strength")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ValueError("strength must be a finite number")
+        return v
+
+
 class AnimateConfig(_Strict):
     """How the skeleton video, reference image and prompt become the animation (samples/*.mp4)."""
 
@@ -182,8 +198,56 @@ class AnimateConfig(_Strict):
     close to but not equal to a whole-frame decode. `auto`: tiled on a GPU, whole frames on the CPU."""
     size_hw: tuple[int, int] | None = None
     """Output (H, W), both multiples of 32. Default: by the reference's orientation, 512x896 or 896x512."""
+    dit_file: Path | None = None
+    """A DiT checkpoint to load instead of the weights folder's: any supported format (SAT, wan-named
+    safetensors, ComfyUI/kijai fp8_e4m3fn_scaled, comfy-quant fp8 or int8); see `scail weights verify`."""
+    loras: tuple[LoraConfig, ...] = ()
+    """LoRAs applied to the DiT, in order: [{path, strength}] or "PATH[:STRENGTH]" strings. `--lora`
+    (repeatable) replaces this list. Their file identities and strengths enter the fingerprint."""
+    lora_merge: bool = True
+    """Merge the LoRAs into the weights at load (in float32, then cast): no cost per step. false: add
+    their low-rank updates to the block linears' outputs at run time (base weights stay as loaded)."""
+    schedule: Literal["default", "comfyui-simple", "lightx2v"] = "default"
+    """Noise levels: the solver's own (`default`), or a step-distilled recipe's for the euler solver:
+    ComfyUI's `simple` scheduler (`steps` steps) or LightX2V's `denoising_step_list`."""
+    denoising_step_list: tuple[int, ...] | None = None
+    """Timesteps (1000 = pure noise, decreasing) of the `lightx2v` schedule, e.g. [1000, 750, 500, 250]."""
+    requires_lora: bool = False
+    """The preset is a step-distilled recipe (few steps, CFG 1) that only works with a distill LoRA:
+    refuse to run without `animate.loras`."""
 
     _device = field_validator("device")(_device_name)
+
+    @field_validator("loras", mode="before")
+    @classmethod
+    def _lora_strings(cls, v: object) -> object:
+        """"PATH[:STRENGTH]" strings (the --lora flag, short YAML) become {path, strength}."""
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list | tuple):
+            from scail.animate.lora import LoraSpec
+
+            out: list[object] = []
+            for item in v:
+                if isinstance(item, str):
+                    spec = LoraSpec.parse(item)
+                    out.append({"path": spec.path, "strength": spec.strength})
+                else:
+                    out.append(item)
+            return out
+        return v
+
+    @model_validator(mode="after")
+    def _distill_recipe(self) -> AnimateConfig:
+        if self.schedule != "default" and self.solver != "euler":
+            raise ValueError(f"animate.schedule={self.schedule} is sampled with the euler solver, not {self.solver}")
+        if self.schedule == "lightx2v" and not self.denoising_step_list:
+            raise ValueError("animate.schedule=lightx2v needs animate.denoising_step_list, e.g. [1000, 750, 500, 250]")
+        if self.requires_lora and not self.loras:
+            raise ValueError("this pipeline is a step-distilled recipe (few steps, CFG 1) and needs the distill LoRA: "
+                             "add --lora PATH[:STRENGTH] (e.g. lightx2v's Wan2.1 I2V 14B cfg_step_distill rank-64 "
+                             "LoRA) or animate.loras")
+        return self
 
     @model_validator(mode="after")
     def _fast_without_block_offload(self) -> AnimateConfig:

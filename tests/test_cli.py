@@ -121,8 +121,9 @@ def test_status_and_clean(toy_stages, make_toy_example, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--pipeline", "nope"], "error: unknown pipeline 'nope'; choose one of scail-preview-512p, scail-preview-fast, "
-                             "scail-wan-unipc, tiny-random or pass a .yaml file"),
+    (["--pipeline", "nope"], "error: unknown pipeline 'nope'; choose one of scail-distill-4, scail-distill-6, "
+                             "scail-preview-512p, scail-preview-fast, scail-wan-unipc, tiny-random or pass a .yaml file"),
+    (["--lora", ":0.5"], "error: --lora ':0.5': give a LoRA file, as PATH or PATH:STRENGTH (e.g. lora.safetensors:0.8)"),
     (["--set", "animate.stepz=4"], "error: --set animate.stepz: unknown key 'animate.stepz'"),
     (["--set", "animate.steps=0"], "error: --set animate.steps=0: Input should be greater than or equal to 1"),
     (["--set", "steps"], "error: --set steps: expected KEY=VALUE, e.g. --set animate.steps=4"),
@@ -173,7 +174,8 @@ def test_presets_ship_inside_the_package(repo_root) -> None:
     assert sorted(p.name for p in packaged.glob("*.yaml")) == sorted(p.name for p in (repo_root / "pipelines").glob("*.yaml"))
     data = tomllib.loads((repo_root / "pyproject.toml").read_text())
     assert "pipelines/*.yaml" in data["tool"]["setuptools"]["package-data"]["scail"]
-    assert list_presets() == ["scail-preview-512p", "scail-preview-fast", "scail-wan-unipc", "tiny-random"]
+    assert list_presets() == ["scail-distill-4", "scail-distill-6", "scail-preview-512p", "scail-preview-fast",
+                              "scail-wan-unipc", "tiny-random"]
     default = load_pipeline()
     assert (default.name, default.animate.solver, default.animate.steps, default.animate.shift,
             default.animate.guide_scale, default.animate.negative_prompt) == ("scail-preview-512p", "euler", 50, 5.0, 4.0, "")
@@ -300,3 +302,36 @@ def test_weights_download_offline_is_one_error_line(tmp_path) -> None:
     assert "Traceback" not in proc.stderr
     proc = subprocess.run([*cmd, "--traceback"], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "ScailError" in proc.stderr
+
+
+def test_distill_presets_need_a_lora(make_toy_example, repo_root) -> None:
+    """scail-distill-6/-4 refuse to run without a LoRA (one line naming --lora); --lora fills animate.loras."""
+    from scail.cli import Options, resolve_config
+
+    path = make_toy_example("001")
+    for name in ("scail-distill-6", "scail-distill-4"):
+        result = runner.invoke(app, ["run", str(path), "--pipeline", name])
+        assert result.exit_code == 1
+        assert result.stderr.strip() == (
+            f"error: {repo_root / 'pipelines' / name}.yaml: animate: this pipeline is a step-distilled recipe (few "
+            "steps, CFG 1) and needs the distill LoRA: add --lora PATH[:STRENGTH] (e.g. lightx2v's Wan2.1 I2V 14B "
+            "cfg_step_distill rank-64 LoRA) or animate.loras")
+    six = resolve_config(Options(path, pipeline="scail-distill-6", lora=["a/distill.safetensors:0.8", "b.safetensors"]))
+    a = six.animate
+    assert (a.solver, a.schedule, a.steps, a.shift, a.guide_scale) == ("euler", "comfyui-simple", 6, 5.0, 1.0)
+    assert [(str(x.path), x.strength) for x in a.loras] == [("a/distill.safetensors", 0.8), ("b.safetensors", 1.0)]
+    four = resolve_config(Options(path, pipeline="scail-distill-4", lora=["x.safetensors"])).animate
+    assert (four.schedule, four.denoising_step_list, four.guide_scale) == ("lightx2v", (1000, 750, 500, 250), 1.0)
+
+
+def test_loras_in_yaml(make_toy_example, tmp_path) -> None:
+    from scail.cli import Options, resolve_config
+
+    path = make_toy_example("001")
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("animate:\n  loras:\n    - {path: dpo.safetensors, strength: 1.0}\n    - style.safetensors:0.5\n")
+    loras = resolve_config(Options(path, pipeline=str(preset))).animate.loras
+    assert [(str(x.path), x.strength) for x in loras] == [("dpo.safetensors", 1.0), ("style.safetensors", 0.5)]
+    preset.write_text("animate:\n  loras:\n    - {path: dpo.safetensors, strenght: 1.0}\n")
+    result = runner.invoke(app, ["run", str(path), "--pipeline", str(preset)])
+    assert result.exit_code == 1 and result.stderr.strip() == f"error: {preset}: unknown key 'animate.loras.0.strenght'"

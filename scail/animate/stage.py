@@ -131,6 +131,8 @@ class AnimateStage:
             on_progress=ctx.progress_fn(unit="steps" if num_windows == 1 else "window steps", desc=desc),
             windows=windows,
             checkpoint=checkpoint,
+            schedule=cfg.schedule,
+            step_list=list(cfg.denoising_step_list) if cfg.denoising_step_list else None,
         )
         out = self.outputs(example)[0]
         t2 = time.perf_counter()
