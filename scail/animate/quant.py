@@ -39,7 +39,12 @@ log = logging.getLogger(__name__)
 
 _SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
 _SIDE_SUFFIXES = (".scale_input", ".input_scale", ".comfy_quant", ".weight_scale_2", ".pre_quant_scale")
-_MARKERS = ("scaled_fp8",)
+MARKERS = ("scaled_fp8",)
+"""Format marker tensors (no model parameter), with or without a prefix."""
+
+
+def is_marker(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in MARKERS
 DEFAULT_GROUP = 128
 
 
@@ -94,7 +99,13 @@ def _layer_configs(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, s
     if raw:
         try:
             layers = json.loads(raw).get("layers", {})
-            configs.update({str(k): dict(v) for k, v in layers.items() if isinstance(v, dict)})
+            for name, config in layers.items():
+                if isinstance(config, dict):
+                    for prefix in ("model.diffusion_model.", "diffusion_model.", ""):
+                        if str(name).startswith(prefix):
+                            configs[str(name)[len(prefix):]] = dict(config)
+                            configs[str(name)] = dict(config)
+                            break
         except (ValueError, AttributeError):
             log.warning("unreadable _quantization_metadata in the checkpoint; using the tensors' dtypes")
     for key, tensor in tensors.items():
@@ -112,7 +123,7 @@ def detect_format(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, st
 
     metadata = metadata or {}
     configs = _layer_configs(tensors, metadata)
-    side = [k for k in tensors if k.endswith(_SCALE_SUFFIXES + _SIDE_SUFFIXES) or k in _MARKERS]
+    side = [k for k in tensors if k.endswith(_SCALE_SUFFIXES + _SIDE_SUFFIXES) or is_marker(k)]
     weights: dict[str, QuantizedWeight] = {}
     legacy = False
     for key in side:
@@ -134,7 +145,7 @@ def detect_format(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, st
                 group = int(config.get("group_size", DEFAULT_GROUP))
             weights[wkey] = QuantizedWeight(wkey, data, scale, group)
     fp8_plain = [k for k, v in tensors.items() if v.dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
-                 and k not in weights and k not in _MARKERS]
+                 and k not in weights and not is_marker(k)]
     plain = [v.dtype for k, v in tensors.items() if k not in weights and k not in side and k not in fp8_plain]
     plain_dtype = max({str(d).removeprefix("torch.") for d in plain}, key=lambda d: sum(
         1 for x in plain if str(x).removeprefix("torch.") == d), default="")
