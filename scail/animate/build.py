@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import torch
 
+    from scail.animate.lora import LoraSpec
     from scail.animate.pipeline import AnimatePipeline
     from scail.animate.vae import TileConfig
     from scail.animate.weights import Architectures
@@ -124,11 +127,18 @@ def build_scail_preview(
     architectures: Architectures | None = None,
     vae_tile: TileConfig | None = None,
     compile_dit: bool = False,
+    dit_file: Path | None = None,
+    loras: Sequence[LoraSpec] = (),
+    lora_merge: bool = True,
+    fp8_linears: bool = False,
 ) -> AnimatePipeline:
     """The released model from a SCAIL-Preview folder (see `weights.py` for the layout).
 
     `architectures` gives the umT5 and CLIP sizes (default: the released ones; the DiT and VAE
-    sizes are read from their files).
+    sizes are read from their files). `dit_file` replaces the folder's DiT (any format
+    `dit_files.load_dit_with` reads); `loras` are merged into it at load (or, with `lora_merge`
+    False, left in `pipeline.pending_loras` for `lora.attach_loras`); `fp8_linears` keeps an fp8
+    checkpoint's block linears as stored (fast mode on FP8 hardware).
 
     DiT in `dtype` (norms/modulation/head stay float32), VAE float32, umT5 bfloat16 and CLIP float16
     on a GPU (official), everything float32 on the CPU. With offload="encoders" umT5 and CLIP wait
@@ -138,7 +148,7 @@ def build_scail_preview(
 
     from scail.animate import weights
     from scail.animate.clip import CLIPImageEncoder, load_clip
-    from scail.animate.dit_loader import load_dit
+    from scail.animate.dit_files import load_dit_with
     from scail.animate.offload import offload_dit_blocks
     from scail.animate.pipeline import AnimatePipeline
     from scail.animate.t5 import TextEncoder, load_t5
@@ -146,14 +156,17 @@ def build_scail_preview(
     from scail.animate.vae import load_vae
 
     device = torch.device(device)
-    paths = weights.resolve(root)  # raises with the download command when anything is missing
+    paths = weights.resolve(root, need_dit=dit_file is None)  # raises with the download command if missing
     arch = architectures or weights.Architectures.released()
     on_gpu = device.type != "cpu"
     dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
     encoders_at = "cpu" if offload != "none" else device
     log.info("loading SCAIL-Preview from %s (DiT %s on %s)", root, dtype, device)
     streamed = offload == "blocks"
-    dit = load_dit(paths.dit, num_heads=arch.dit.num_heads, dtype=dtype, device="cpu" if streamed else device)
+    loaded = load_dit_with(dit_file or paths.dit, num_heads=arch.dit.num_heads, dtype=dtype,
+                           device="cpu" if streamed else device, loras=loras, lora_merge=lora_merge,
+                           fp8_linears=fp8_linears and not streamed)
+    dit = loaded.dit
     # the CFG pair through each block one row after the other: same output and speed, ~4 GiB less
     # peak memory at 512x896x81 (NOTES-gpu.md)
     dit.set_rows_in_turn(on_gpu)
@@ -178,6 +191,9 @@ def build_scail_preview(
         vae_tile=vae_tile,
     )
     pipeline.block_offload = block_offload
+    pipeline.pending_loras = [] if loaded.merged else loaded.loras
+    if loaded.loras:
+        pipeline.label += " + " + ", ".join(f"{lf.path.name}@{s:g}" for lf, s in loaded.loras)
     return pipeline
 
 
@@ -190,17 +206,29 @@ def build_pipeline(config: AnimateConfig) -> AnimatePipeline:
     """The pipeline `config.model` names, on `config.device`."""
     device = resolve_device(config.device)
     vae_tile = resolve_vae_tile(config.vae_tiling, device)
+    from scail.animate.fast import fp8_supported
+    from scail.animate.lora import LoraSpec, apply_loras, attach_loras, load_loras
+
+    loras = [LoraSpec(entry.path, entry.strength) for entry in config.loras]
     if config.model == "tiny-random":
         pipeline = build_tiny_random(device, vae_tile=vae_tile)
+        if loras and config.lora_merge:
+            apply_loras(pipeline.dit, loras)
+        elif loras:
+            pipeline.pending_loras = load_loras(loras, {k: tuple(v.shape) for k, v in pipeline.dit.state_dict().items()})
     elif config.model == "scail-preview-14b":
         pipeline = build_scail_preview(
             weights_dir(config), device, resolve_dtype(config.dtype, device), config.offload, vae_tile=vae_tile,
-            compile_dit=resolve_compile(config.compile, device),
+            compile_dit=resolve_compile(config.compile, device), dit_file=config.dit_file, loras=loras,
+            lora_merge=config.lora_merge, fp8_linears=config.fast and fp8_supported(device),
         )
     else:
         raise ValueError(f"unknown model {config.model!r}")
     if config.fast:
         from scail.animate.fast import apply_fast_mode
 
-        return apply_fast_mode(pipeline, config.fast_cache_threshold, config.fast_uncond_every)
+        pipeline = apply_fast_mode(pipeline, config.fast_cache_threshold, config.fast_uncond_every)
+    if pipeline.pending_loras:  # run-time LoRAs hook the linears fast mode may have swapped for FP8 ones
+        attach_loras(pipeline.dit, pipeline.pending_loras)
+        pipeline.pending_loras = []
     return pipeline

@@ -147,3 +147,28 @@ def dit_with(
     loaded = LoadedDiT(model, fmt, list(mapped), merged=merge or not mapped, fp8_linears=len(keep))
     log.info("loaded DiT from %s: %s; %s", source, config, loaded.describe())
     return loaded
+
+
+def describe_dit_file(path: Path, config: object | None = None) -> str:
+    """`scail weights verify`'s DiT row: the file's format and whether its keys and shapes make a
+    complete SCAIL DiT (of `config`, a `DiTConfig`, default inferred), read memory-mapped.
+    Raises CheckpointError naming the problem."""
+    import torch
+
+    from scail.animate.checkpoint import check_state_dict, read_tensors
+    from scail.animate.dit import DiT, DiTConfig
+    from scail.animate.dit_loader import infer_config, to_wan_names
+    from scail.animate.quant import detect_format, is_marker, safetensors_metadata
+
+    tensors = read_tensors(path)
+    wan = to_wan_names({k: v for k, v in tensors.items() if not is_marker(k)}, str(path))
+    fmt = detect_format(wan, safetensors_metadata(path))
+    params = {k: v for k, v in wan.items() if k not in fmt.side_keys}
+    cfg = config if isinstance(config, DiTConfig) else infer_config(
+        {k: tuple(v.shape) for k, v in params.items()}, None, str(path))
+    with torch.device("meta"):
+        model = DiT(cfg)
+    check_state_dict(model, params, str(path), "a complete SCAIL DiT checkpoint")
+    nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+    return (f"format {fmt.describe()}; {len(tensors)} tensors, {nbytes / 1e9:.2f} GB; keys and shapes match the "
+            f"DiT (dim {cfg.dim}, {cfg.num_layers} layers)")

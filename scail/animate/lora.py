@@ -522,3 +522,21 @@ def random_lora(
         elif param == "bias":
             out[f"diffusion_model.{module}.diff_b"] = rand(*shape)
     return out
+
+
+def apply_loras(dit: nn.Module, specs: Sequence[LoraSpec], merge: bool = True) -> list[tuple[LoraFile, float]]:
+    """Apply LoRA files to a DiT already built (the tiny-random model; `dit_files.load_dit_with` merges
+    while loading instead): merged into its parameters in float32 (`merge`), else as run-time hooks."""
+    import torch
+
+    state = dit.state_dict()
+    loras = load_loras(specs, {k: tuple(v.shape) for k, v in state.items()})
+    if not merge:
+        attach_loras(dit, loras)
+        return loras
+    merged = merge_loras(state, loras, dtype_of=lambda k: state[k].dtype, device=next(dit.parameters()).device)
+    params = dict(dit.named_parameters())
+    with torch.no_grad():
+        for key, value in merged.items():
+            params[key].copy_(value)
+    return loras

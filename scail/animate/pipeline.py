@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from scail.animate.clip import CLIPImageEncoder
     from scail.animate.dit import DiT
+    from scail.animate.lora import LoraFile
     from scail.animate.resume import Checkpointer
     from scail.animate.t5 import TextEncoder
     from scail.animate.vae import TileConfig, WanVAE
@@ -148,6 +149,8 @@ class AnimatePipeline:
         """The DiT's `offload.BlockOffload` when offload == "blocks" (kept alive with the pipeline)."""
         self.step_cache: StepCache | None = None
         """Fast mode's `fast.StepCache` around the DiT (None: every step runs the DiT)."""
+        self.pending_loras: list[tuple[LoraFile, float]] = []
+        """LoRAs to attach at run time once the DiT's linears are final (`lora.attach_loras`); [] when merged."""
         self.uncond_every = 1
         """Fast mode: run CFG's unconditional branch every n-th step only (`sampler.GuidanceReuse`; 1: exact)."""
 

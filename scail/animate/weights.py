@@ -108,12 +108,18 @@ _EXPECTED = {
 }
 
 
-def resolve(root: Path) -> WeightPaths:
-    """The weight files under `root`; a one-line `CheckpointError` with the fix if any is missing."""
+def resolve(root: Path, need_dit: bool = True) -> WeightPaths:
+    """The weight files under `root`; a one-line `CheckpointError` with the fix if any is missing.
+
+    `need_dit=False` (a DiT file given elsewhere, `animate.dit_file`): a missing DiT is no error and
+    `dit` is then the folder's `model` path, unused.
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise CheckpointError(f"{root}: SCAIL weights folder not found; run `{download_command(root)}`")
     found = locate(root)
+    if not need_dit and found["dit"] is None:
+        found["dit"] = root / DIT_DIR
     missing = [name for name, path in found.items() if path is None]
     if missing:
         what = ", ".join(f"{name} ({_EXPECTED[name]})" for name in missing)
@@ -228,18 +234,9 @@ def _summary(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def _check_dit(path: Path, arch: Architectures) -> str:
-    import torch
+    from scail.animate.dit_files import describe_dit_file
 
-    from scail.animate.checkpoint import check_state_dict, read_tensors
-    from scail.animate.dit import DiT
-    from scail.animate.dit_loader import to_wan_names
-
-    tensors = read_tensors(path)  # memory-mapped: only the pickle is read
-    state = to_wan_names(tensors, str(path))
-    with torch.device("meta"):
-        model = DiT(arch.dit)
-    check_state_dict(model, state, str(path), "a complete SCAIL DiT checkpoint")
-    return f"{_summary(tensors)}; keys and shapes match the DiT (dim {arch.dit.dim}, {arch.dit.num_layers} layers)"
+    return describe_dit_file(path, arch.dit)  # any supported format, memory-mapped
 
 
 def _check_vae(path: Path, arch: Architectures) -> str:
@@ -284,16 +281,19 @@ _CHECKS: dict[str, Callable[[Path, Architectures], str]] = {
 }
 
 
-def verify(root: Path, architectures: Architectures | None = None) -> list[CheckResult]:
+def verify(root: Path, architectures: Architectures | None = None, dit_file: Path | None = None) -> list[CheckResult]:
     """Check presence, size and loadability (keys and shapes, memory-mapped) of every weight file.
 
     Args:
         root: the weights folder.
         architectures: the model sizes to check against; default the released SCAIL-Preview.
+        dit_file: check this DiT file (any supported format, `animate.dit_file`) instead of the folder's.
     """
     root = Path(root).expanduser()
     arch = architectures or Architectures.released()
     found = locate(root) if root.is_dir() else dict.fromkeys(_CHECKS)
+    if dit_file is not None:
+        found["dit"] = Path(dit_file).expanduser()
     rows = []
     for name, check in _CHECKS.items():
         path = found[name]

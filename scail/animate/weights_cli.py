@@ -66,6 +66,9 @@ def download_cmd(folder: DirOption = None) -> None:
 def verify_cmd(
     folder: DirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    dit: Annotated[Path | None, typer.Option(
+        "--dit", dir_okay=False, help="Check this DiT file instead of the folder's (animate.dit_file): SAT, "
+        "safetensors, ComfyUI/kijai fp8_e4m3fn_scaled, comfy-quant fp8/int8; the row says which format.")] = None,
 ) -> None:
     """Check that every weight file is present and loadable (keys and shapes, read memory-mapped)."""
     from rich.console import Console
@@ -75,7 +78,7 @@ def verify_cmd(
     from scail.config import resolve_weights_dir
 
     root = resolve_weights_dir(folder)
-    rows = weights.verify(root)
+    rows = weights.verify(root, dit_file=dit)
     ok = all(r.ok for r in rows)
     if as_json:
         payload = {

@@ -126,3 +126,31 @@ def test_unrelated_lora_fails_the_load_naming_it(files: dict[str, Path], tmp_pat
                "transformer.single_transformer_blocks.0.attn.to_q.lora_B.weight": torch.zeros(3072, 4)}, str(other))
     with pytest.raises(CheckpointError, match=r"flux_style\.safetensors: none of its 2 keys applies to the SCAIL DiT"):
         load_dit_with(files["plain"], num_heads=2, loras=[LoraSpec(other)])
+
+
+def test_build_pipeline_applies_config_loras(tmp_path: Path) -> None:
+    """`animate.loras` reach the model the stage builds: merged by default, at run time with
+    lora_merge=false, same output either way; strength 0 is the model without the LoRA."""
+    from scail.animate.build import build_pipeline
+    from scail.config import AnimateConfig
+
+    base = build_pipeline(AnimateConfig(model="tiny-random", device="cpu"))
+    shapes = {k: tuple(v.shape) for k, v in base.dit.state_dict().items()}
+    lora = tmp_path / "tiny_lora.safetensors"
+    save_file(random_lora(shapes, rank=4, generator=torch.Generator().manual_seed(9), dtype=torch.float32, std=0.05),
+              str(lora))
+    merged = build_pipeline(AnimateConfig(model="tiny-random", device="cpu", loras=[f"{lora}:0.9"]))
+    hooked = build_pipeline(AnimateConfig(model="tiny-random", device="cpu", loras=[f"{lora}:0.9"], lora_merge=False))
+    zero = build_pipeline(AnimateConfig(model="tiny-random", device="cpu", loras=[f"{lora}:0"]))
+    assert hooked.pending_loras == [] and merged.pending_loras == []
+    cfg = base.dit.config
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(1, 2, 16, 8, 12, generator=g), torch.tensor([700.0]), torch.randn(1, 7, cfg.text_dim, generator=g),
+            torch.randn(1, 1, 16, 8, 12, generator=g), torch.randn(1, 2, 16, 4, 6, generator=g),
+            torch.randn(1, 257, cfg.clip_dim, generator=g))
+    with torch.no_grad():
+        out = {name: p.dit(*args) for name, p in
+               {"base": base, "merged": merged, "hooked": hooked, "zero": zero}.items()}
+    assert rel(out["merged"], out["hooked"]) <= 1e-6
+    assert rel(out["merged"], out["base"]) > 1e-3
+    assert torch.equal(out["zero"], out["base"])
