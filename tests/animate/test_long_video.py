@@ -29,7 +29,16 @@ def _write_phone_example(root: Path) -> Path:
     """driving.mp4 (24 fps, 288 frames, portrait), ref.png, prompt.txt, .scail/pose.npz (16 fps, 192 frames)."""
     from PIL import Image
 
-    from scail.demo import DANCER, REFERENCE, _arm, _background, body_frame_joints, dance, draw_person, make_pose
+    from scail.demo import (
+        DANCER,
+        REFERENCE,
+        _arm,
+        _background,
+        body_frame_joints,
+        dance,
+        draw_person,
+        make_pose,
+    )
     from scail.pose.schema import save_pose
     from scail.video import write_video
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from scail.animate.pipeline import AnimatePipeline, velocity_fn
+from scail.animate.pipeline import AnimatePipeline
 from scail.animate.resume import Checkpointer, save_checkpoint
-from scail.animate.sampler import SamplerState, make_schedule, sample
+from scail.animate.sampler import GuidanceReuse, SamplerState, make_schedule, sample, velocity_fn
 from scail.animate.windows import (
     WindowConfig,
     WindowedDenoiser,
@@ -89,7 +89,6 @@ def test_one_window_equals_the_unwindowed_sample(pipe: AnimatePipeline, solver: 
     out = pipe.generate(ref, pose, prompt="a dancer", solver=solver, steps=3, shift=3.0, guide_scale=scale, seed=5)  # type: ignore[arg-type]
 
     from scail.animate.dit import pad_context
-    from scail.animate.sampler import GuidanceReuse
 
     pose_latent = pipe.vae.encode(pose[None]).permute(0, 2, 1, 3, 4)
     ref_latent = pipe.vae.encode(ref[None, :, None]).permute(0, 2, 1, 3, 4)
