@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from scail.animate.dit import DiTConfig
+
 log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------------
@@ -540,3 +542,18 @@ def apply_loras(dit: nn.Module, specs: Sequence[LoraSpec], merge: bool = True) -
         for key, value in merged.items():
             params[key].copy_(value)
     return loras
+
+
+def write_random_lora(path: str | Path, config: DiTConfig, rank: int = 64, seed: int = 0) -> Path:
+    """Write `random_lora` for a DiT of `config` (the real key names; bf16) to a safetensors file, for
+    benchmarks that must load a LoRA through the real loader (14B at rank 64: ~0.7 GB, seconds)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from scail.animate.dit import DiT
+
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in DiT(config).state_dict().items()}
+    path = Path(path)
+    save_file(random_lora(shapes, rank, torch.Generator().manual_seed(seed)), str(path))
+    return path

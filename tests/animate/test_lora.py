@@ -335,3 +335,12 @@ def test_lora_spec_parse_rejects_empty_and_nan() -> None:
         LoraSpec.parse(":0.5")
     with pytest.raises(InputError, match="finite"):
         LoraSpec.parse("a.safetensors:nan")
+
+
+def test_write_random_lora_loads_through_the_reader(tmp_path: Path) -> None:
+    from scail.animate.lora import write_random_lora
+
+    path = write_random_lora(tmp_path / "r.safetensors", DiTConfig.tiny(), rank=8, seed=1)
+    shapes = {k: tuple(v.shape) for k, v in tiny_model().state_dict().items()}
+    lora = read_lora(path, shapes)
+    assert lora.unused == {} and lora.rank == 8 and len(lora.deltas) == len(shapes)
