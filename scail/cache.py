@@ -1,4 +1,4 @@
-"""The stage cache: file hashes, fingerprints, manifests, atomic writes and the per-example lock.
+"""The stage cache: file hashes, fingerprints, manifests and the per-example lock.
 
 Everything here lives in the example's state folder (`<example>/.scail/`):
 
@@ -10,6 +10,7 @@ Everything here lives in the example's state folder (`<example>/.scail/`):
 A fingerprint is sha256 of the JSON of (stage name, stage version, resolved params, content hashes of
 the input files). A stage is fresh when its manifest says "done" with the same fingerprint and every
 recorded output still has its recorded hash. An unreadable manifest is a warning and counts as missing.
+Files are written through scail/atomic.py.
 """
 
 from __future__ import annotations
