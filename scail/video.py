@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
-import threading
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -30,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from scail.atomic import commit, temp_path
 from scail.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -305,8 +303,7 @@ class VideoWriter:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.atomic:
-            tag = f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
-            self._target = self.path.with_name(f".{self.path.stem}.tmp-{tag}{self.path.suffix}")
+            self._target = temp_path(self.path)
         self._container = av.open(str(self._target), "w", format="mp4", options={"movflags": "+faststart"})
         return self
 
@@ -371,9 +368,7 @@ class VideoWriter:
                 raise error
             return
         if self.atomic:
-            with open(self._target, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(self._target, self.path)
+            commit(self._target, self.path)
 
     def _discard(self, container: Any) -> None:
         with contextlib.suppress(Exception):

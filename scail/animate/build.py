@@ -17,6 +17,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from scail.config import resolve_weights_dir
+from scail.device import resolve_device
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -34,15 +37,6 @@ TINY_RANDOM_SEED = 20240601
 TINY_RANDOM_LABEL = "tiny-random (random weights: output is noise)"
 
 
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; anything else as given."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """The DiT compute dtype: as configured on a GPU; float32 on the CPU (bf16 matmuls are slow there)."""
     import torch
@@ -58,13 +52,6 @@ def resolve_vae_tile(mode: str, device: torch.device) -> TileConfig | None:
     from scail.animate.vae import TileConfig
 
     return TileConfig() if mode == "on" or (mode == "auto" and device.type != "cpu") else None
-
-
-def weights_dir(config: AnimateConfig) -> Path:
-    """AnimateConfig.weights_dir, else $SCAIL_WEIGHTS_DIR, else ~/.cache/scail/weights."""
-    from scail.config import Settings
-
-    return Path(config.weights_dir or Settings.from_env().weights_dir).expanduser()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,7 +191,7 @@ def resolve_compile(mode: str, device: torch.device) -> bool:
 
 def build_pipeline(config: AnimateConfig) -> AnimatePipeline:
     """The pipeline `config.model` names, on `config.device`."""
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, what="animate device")
     vae_tile = resolve_vae_tile(config.vae_tiling, device)
     from scail.animate.fast import fp8_supported
     from scail.animate.lora import LoraSpec, apply_loras, attach_loras, load_loras
@@ -218,9 +205,9 @@ def build_pipeline(config: AnimateConfig) -> AnimatePipeline:
             pipeline.pending_loras = load_loras(loras, {k: tuple(v.shape) for k, v in pipeline.dit.state_dict().items()})
     elif config.model == "scail-preview-14b":
         pipeline = build_scail_preview(
-            weights_dir(config), device, resolve_dtype(config.dtype, device), config.offload, vae_tile=vae_tile,
-            compile_dit=resolve_compile(config.compile, device), dit_file=config.dit_file, loras=loras,
-            lora_merge=config.lora_merge, fp8_linears=config.fast and fp8_supported(device),
+            resolve_weights_dir(config.weights_dir), device, resolve_dtype(config.dtype, device), config.offload,
+            vae_tile=vae_tile, compile_dit=resolve_compile(config.compile, device), dit_file=config.dit_file,
+            loras=loras, lora_merge=config.lora_merge, fp8_linears=config.fast and fp8_supported(device),
         )
     else:
         raise ValueError(f"unknown model {config.model!r}")

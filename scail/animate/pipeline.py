@@ -42,10 +42,10 @@ if TYPE_CHECKING:
     from scail.animate.resume import Checkpointer
     from scail.animate.t5 import TextEncoder
     from scail.animate.vae import TileConfig, WanVAE
+    from scail.stage import ProgressFn
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, "int | None"], None]
 Offload = Literal["none", "encoders", "blocks"]
 
 

@@ -41,6 +41,7 @@ from scail.animate.sampler import GuidanceReuse, Solver, make_schedule, sample
 if TYPE_CHECKING:
     from scail.animate.dit2 import SCAIL2DiT
     from scail.animate.inputs2 import Scail2Inputs
+    from scail.stage import ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ ANCHOR_FRAMES = 5
 """Decoded frames re-encoded as the next segment's clean anchor (2 latent frames)."""
 ANCHOR_LATENTS = 2
 
-ProgressFn = Callable[[int, "int | None"], None]
 
 
 def plan_segments(total: int, length: int = SEGMENT_FRAMES, anchor: int = ANCHOR_FRAMES) -> list[tuple[int, int]]:

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from scail.stage import ProgressFn
 
 Solver = Literal["euler", "unipc", "dpm++"]
 SOLVERS: tuple[Solver, ...] = ("euler", "unipc", "dpm++")
@@ -34,7 +37,6 @@ NUM_TRAIN_TIMESTEPS = 1000
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """denoise(x, t) -> velocity. x: the sample (any shape); t: (1,) timestep tensor for the DiT."""
-ProgressFn = Callable[[int, "int | None"], None]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -26,12 +27,14 @@ from torch import nn
 from scail.animate.checkpoint import assign_weights, read_state_dict
 from scail.errors import CheckpointError
 
+if TYPE_CHECKING:
+    from scail.stage import ProgressFn
+
 log = logging.getLogger(__name__)
 
 WAN_VAE = "a Wan2.1 VAE checkpoint"
 """What the key check calls the file it expected (`check_state_dict`'s closing question)."""
 
-ProgressFn = Callable[[int, int], None]
 
 # Per-channel statistics of the Wan2.1 latent space (official wan/modules/vae.py, WanVAE).
 WAN21_LATENT_MEAN = (
