@@ -13,6 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from toy_pipeline import toy_factory
+
+import scail.batch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,6 +58,14 @@ def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathF
             logger.removeHandler(h)
     logger.setLevel(level)
     logger.propagate = propagate
+
+
+@pytest.fixture
+def toy_stages(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The CLI builds toy stages instead of the real ones (they are remembered in the list)."""
+    built: list = []
+    monkeypatch.setattr(scail.batch, "build_stages", toy_factory(built=built))
+    return built
 
 
 @pytest.fixture

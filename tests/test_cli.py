@@ -7,21 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from toy_pipeline import toy_factory
 from typer.testing import CliRunner
 
-import scail.batch
 from scail.cli import app, normalize_argv
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def toy_stages(monkeypatch: pytest.MonkeyPatch) -> list:
-    """The CLI builds toy stages instead of the real ones (they are remembered in the list)."""
-    built: list = []
-    monkeypatch.setattr(scail.batch, "build_stages", toy_factory(built=built))
-    return built
 
 
 def test_help_imports_nothing_heavy() -> None:

@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from toy_pipeline import toy_factory
 from typer.testing import CliRunner
 
-import scail.batch
 from scail.batch import make_jobs
 from scail.cli import app
 from scail.config import load_pipeline
@@ -18,13 +16,6 @@ from scail.example import Example
 from scail.example_settings import config_for_example, load_example_settings
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def toy_stages(monkeypatch: pytest.MonkeyPatch) -> list:
-    built: list = []
-    monkeypatch.setattr(scail.batch, "build_stages", toy_factory(built=built))
-    return built
 
 
 def _yaml(root: Path, text: str) -> Path:
