@@ -325,3 +325,14 @@ def test_loras_in_yaml(make_toy_example, tmp_path) -> None:
     preset.write_text("animate:\n  loras:\n    - {path: dpo.safetensors, strenght: 1.0}\n")
     result = runner.invoke(app, ["run", str(path), "--pipeline", str(preset)])
     assert result.exit_code == 1 and result.stderr.strip() == f"error: {preset}: unknown key 'animate.loras.0.strenght'"
+
+
+def test_status_loads_nothing_heavy(make_toy_example) -> None:
+    """`scail status` builds the real stages but imports no torch, cv2 or av (it must stay instant)."""
+    path = make_toy_example("001")
+    code = ("import sys\nfrom scail.cli import main\n"
+            f"sys.argv = ['scail', 'status', {str(path)!r}, '-p', 'tiny-random', '--json']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'cv2', 'decord', 'av') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert '"status": "missing"' in out and "HEAVY []" in out
