@@ -277,3 +277,26 @@ def test_checkpoints_follow_the_clock(tmp_path: Path) -> None:
     assert ck.saves == 1
     ck.discard()
     assert not (tmp_path / "c.safetensors").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# The long-video benchmark runs at tiny size (its GPU rows: GPU-REQUESTS / NOTES-gpu)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_bench_long_runs_the_product_pipeline_at_tiny_size(capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_long.py"
+    spec = importlib.util.spec_from_file_location("bench_long", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_long", bench)  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    assert bench.main(["--preset", "tiny", "--device", "cpu", "--size", "64x128", "--frames", "9,14",
+                       "--window-frames", "9", "--window-overlap", "4", "--guide-scale", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line[:1] == " "]
+    assert [(int(r[0]), int(r[1])) for r in rows] == [(9, 1), (14, 2)]  # frames out == frames in, windows
+    assert all(float(r[4]) > 0 for r in rows)  # s/frame

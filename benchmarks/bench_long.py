@@ -1,0 +1,240 @@
+"""Long videos through the product's AnimatePipeline: cost per output frame, peak memory and seams.
+
+Builds the `AnimatePipeline` that `scail run` builds (random weights at the chosen width, the same
+DiT settings as `build.build_scail_preview`: bf16, rows in turn, compiled blocks on CUDA, umT5 and
+CLIP waiting on the CPU) and animates a synthetic pose video (a bar sweeping across the frame) of
+each requested length the way the animate stage does: `prepare` (pose streamed in VAE chunks),
+`sample` over temporal windows, and `decode_frames` streamed into the real H.264 writer. Per length
+it prints one row:
+
+    frames  windows  sample_s  decode_s  s/frame  prep_gib  peak_gib  rss_gib  seam  inside  latent_seam  latent_inside
+
+* s/frame: (encode + sampling + decode + write) / output frames; linear cost keeps it flat with length;
+* prep_gib: peak GPU memory while encoding (umT5 and CLIP visit the GPU); peak_gib: peak GPU memory
+  while sampling, decoding and writing (torch.cuda.max_memory_allocated); rss_gib: host peak;
+* seam / inside: mean |frame t - frame t-1| of the decoded uint8 video at the windows' boundaries /
+  everywhere else (pixel and latent); a visible seam shows as seam well above inside.
+
+    PYTHONPATH=. python benchmarks/bench_long.py --preset 14b --frames 81,161,321 --steps 1
+    PYTHONPATH=. python benchmarks/bench_long.py --preset tiny --device cpu --size 64x128 --frames 9,17
+
+With random weights the video is noise-like, so the seam numbers compare blends and colour ties
+with each other, not with the real model's look.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from scail.animate.pipeline import AnimatePipeline
+
+GIB = 2**30
+
+
+def _random_weights(model: nn.Module, device: torch.device, dtype: torch.dtype, seed: int,
+                    keep_fp32: frozenset[str] = frozenset()) -> nn.Module:
+    """`model` (built on meta) given random weights made on `device`: N(0, 1/fan_in) matrices, small
+    biases, norm gains near 1, adaLN tables N(0, 1/D), so activations stay O(1)."""
+    import torch
+
+    gen = torch.Generator(device=device).manual_seed(seed)
+    state = {}
+    for name, p in model.named_parameters():
+        t = torch.empty(p.shape, dtype=torch.float32 if name in keep_fp32 else dtype, device=device)
+        if name.endswith("modulation"):
+            t.normal_(0.0, p.shape[-1] ** -0.5, generator=gen)
+        elif p.dim() == 1 and "norm" in name and name.endswith("weight"):
+            t.normal_(1.0, 0.1, generator=gen)
+        elif p.dim() == 1:
+            t.normal_(0.0, 0.05, generator=gen)
+        else:
+            t.normal_(0.0, math.prod(p.shape[1:]) ** -0.5, generator=gen)
+        state[name] = t
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def random_pipeline(preset: str, device: torch.device, seed: int = 0, compile_dit: bool | None = None) -> AnimatePipeline:
+    """The product's AnimatePipeline with random networks: `14b` (released sizes) or `tiny`."""
+    import torch
+
+    from scail.animate.clip import CLIPConfig, CLIPImageEncoder, CLIPVisionTower
+    from scail.animate.dit import DiT, DiTConfig, is_fp32_param
+    from scail.animate.pipeline import AnimatePipeline
+    from scail.animate.t5 import T5Config, T5Encoder, TextEncoder
+    from scail.animate.tokenizer import UMT5Tokenizer
+    from scail.animate.vae import VAEConfig, VideoVAE, WanVAE
+
+    big = preset == "14b"
+    on_gpu = device.type == "cuda"
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    with torch.device("meta"):
+        dit = DiT(DiTConfig.scail_14b() if big else DiTConfig.tiny())
+        t5_cfg = T5Config.umt5_xxl() if big else T5Config.tiny()
+        t5 = T5Encoder(t5_cfg)
+        clip = CLIPVisionTower(CLIPConfig.vit_h_14() if big else CLIPConfig.tiny())
+    fp32 = frozenset(n for n, _ in dit.named_parameters() if is_fp32_param(n))
+    _random_weights(dit, device, dtype, seed, fp32)
+    dit.set_rows_in_turn(on_gpu)  # as build_scail_preview
+    if compile_dit if compile_dit is not None else on_gpu:
+        dit.compile_blocks()
+    _random_weights(t5, device, dtype, seed + 1).to("cpu")  # offload="encoders": waits on the CPU
+    _random_weights(clip, device, torch.float16 if on_gpu else torch.float32, seed + 2).to("cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 3)
+        vae = WanVAE(VideoVAE(VAEConfig.wan21() if big else VAEConfig.tiny()).to(device))
+    from scail.animate.build import resolve_vae_tile
+
+    if on_gpu:
+        torch.cuda.empty_cache()
+    return AnimatePipeline(
+        dit=dit, vae=vae, text_encoder=TextEncoder(t5, UMT5Tokenizer.tiny(text_len=t5_cfg.text_len)),
+        image_encoder=CLIPImageEncoder(clip), device=device, offload="encoders",
+        label=f"random {preset}", vae_tile=resolve_vae_tile("auto", device),
+    )
+
+
+def sweeping_bar(frames: int, size_hw: tuple[int, int]) -> torch.Tensor:
+    """(3, T, H/2, W/2) float32 in [-1, 1]: a bright bar crossing the frame once per 64 frames."""
+    import torch
+
+    h, w = size_hw[0] // 2, size_hw[1] // 2
+    x = torch.arange(w, dtype=torch.float32)
+    t = torch.arange(frames, dtype=torch.float32)
+    centre = (t % 64) / 64 * w  # (T,)
+    bar = ((x[None] - centre[:, None]).abs() < w / 16).float()  # (T, W)
+    video = bar[None, :, None, :].expand(3, frames, h, w).clone() * 2 - 1
+    video[1] *= 0.5  # a colour, not grey
+    return video
+
+
+@dataclass
+class Row:
+    frames: int
+    windows: int
+    sample_s: float
+    decode_s: float
+    s_per_frame: float
+    prep_gib: float
+    peak_gib: float
+    rss_gib: float
+    seam: float
+    inside: float
+    latent_seam: float
+    latent_inside: float
+
+    HEADER = ("frames  windows  sample_s  decode_s  s/frame  prep_gib  peak_gib  rss_gib     seam   inside  "
+              "latent_seam  latent_inside")
+
+    def line(self) -> str:
+        return (f"{self.frames:6d}  {self.windows:7d}  {self.sample_s:8.1f}  {self.decode_s:8.1f}  "
+                f"{self.s_per_frame:7.3f}  {self.prep_gib:8.2f}  {self.peak_gib:8.2f}  {self.rss_gib:7.2f}  {self.seam:7.3f}  "
+                f"{self.inside:7.3f}  {self.latent_seam:11.4f}  {self.latent_inside:13.4f}")
+
+
+def run_length(pipe: AnimatePipeline, frames: int, size_hw: tuple[int, int], steps: int, guide_scale: float,
+               windows: object, out_dir: Path) -> Row:
+    """One sample of `frames` frames, as the animate stage runs it; the decode streams into an MP4."""
+    import numpy as np
+    import torch
+
+    from scail.animate.windows import WindowConfig, boundaries, pixel_boundaries, seam_ratio
+    from scail.cache import peak_rss_mb
+    from scail.video import VideoWriter
+
+    assert isinstance(windows, WindowConfig)
+    dev = pipe.device
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(dev)
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(3, *size_hw, generator=g) * 2 - 1
+    t0 = time.perf_counter()
+    cond = pipe.prepare(ref, sweeping_bar(frames, size_hw), "a person dancing", "", guide_scale)
+    prep_peak = 0.0
+    if cuda:  # the encoders' visit (umT5 moves to the GPU to encode) is reported apart from sampling
+        torch.cuda.synchronize()
+        prep_peak = torch.cuda.max_memory_allocated(dev) / GIB
+        torch.cuda.reset_peak_memory_stats(dev)
+    latent = pipe.sample(cond, solver="euler", steps=steps, shift=5.0, guide_scale=guide_scale, seed=42,
+                         windows=windows)
+    if cuda:
+        torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    spans = windows.plan(cond.num_latents)
+    seams = set(pixel_boundaries(spans))
+    at, rest, prev, n = [], [], None, 0
+    with VideoWriter(out_dir / f"long_{frames}.mp4", 16.0) as writer:
+        for piece in pipe.decode_frames(latent, cond.num_frames):  # (n, H, W, 3) uint8 on the device
+            for frame in piece:
+                cur = frame.float()
+                if prev is not None:
+                    (at if n in seams else rest).append((cur - prev).abs().mean().item())
+                prev = cur
+                writer.write(frame.cpu().numpy())
+                n += 1
+    if cuda:
+        torch.cuda.synchronize()
+    t2 = time.perf_counter()
+    lat_seam, lat_inside = seam_ratio(latent.transpose(0, 1), boundaries(spans))
+    peak = torch.cuda.max_memory_allocated(dev) / GIB if cuda else 0.0
+    return Row(frames=n, windows=len(spans), sample_s=t1 - t0, decode_s=t2 - t1, s_per_frame=(t2 - t0) / n,
+               prep_gib=prep_peak, peak_gib=peak, rss_gib=(peak_rss_mb() or 0.0) / 1024,
+               seam=float(np.mean(at)) if at else float("nan"), inside=float(np.mean(rest)) if rest else float("nan"),
+               latent_seam=lat_seam, latent_inside=lat_inside)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--preset", choices=("14b", "tiny"), default="14b")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--size", default="512x896", help="H x W of the output (multiples of 32)")
+    p.add_argument("--frames", default="81,161,321", help="comma-separated output lengths")
+    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--guide-scale", type=float, default=4.0, help="CFG scale (1: one branch)")
+    p.add_argument("--window-frames", type=int, default=81)
+    p.add_argument("--window-overlap", type=int, default=16)
+    p.add_argument("--blend", default="linear", help="comma-separated: linear, cosine, triangular")
+    p.add_argument("--color", default="off", help="comma-separated: off, first, reference")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from scail.animate.windows import WindowConfig
+
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    device = torch.device(args.device)
+    compile_dit = None if args.compile == "auto" else args.compile == "on"
+    t0 = time.perf_counter()
+    pipe = random_pipeline(args.preset, device, compile_dit=compile_dit)
+    print(f"# {args.preset} random pipeline on {device} built in {time.perf_counter() - t0:.1f}s; "
+          f"{h}x{w}, {args.steps} step(s), guide {args.guide_scale}, windows {args.window_frames}/{args.window_overlap}",
+          flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for blend in args.blend.split(","):
+            for color in args.color.split(","):
+                windows = WindowConfig(args.window_frames, args.window_overlap, blend, color)  # type: ignore[arg-type]
+                print(f"# blend {blend}, colour tie {color}", flush=True)
+                print(Row.HEADER, flush=True)
+                for frames in (int(f) for f in args.frames.split(",")):
+                    row = run_length(pipe, frames, (h, w), args.steps, args.guide_scale, windows, Path(tmp))
+                    print(row.line(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
