@@ -90,6 +90,8 @@ def test_real_examples(stage: PoseStage, copy_example: Callable[[str], Path], na
     assert ref.num_frames == 1 and np.isfinite(ref.body3d).all()
     summary = json.loads((ex.state_dir / "pose_summary.json").read_text())
     assert summary["backend"] == "mediapipe" and summary["frames_without_detection"] == []
+    assert summary["people_found"] == [{"person": 0, "frames": MAX_FRAMES, "coverage": 1.0, "first_frame": 0,
+                                        "last_frame": MAX_FRAMES - 1}]
     assert ctx.notes["backend"] == "mediapipe"
     frames_done = [e.done for e in events if e.unit == "frames" and e.total]
     assert frames_done and max(frames_done) == MAX_FRAMES
@@ -119,14 +121,59 @@ def test_short_gap_is_filled(stage: PoseStage, frames_001: np.ndarray, shared_di
     assert summary["frames_without_detection"] == [4, 5] and summary["frames_filled"] == {"0": [4, 5]}
 
 
-@pytest.mark.parametrize("n", [1, 3])
-def test_very_short_videos(stage: PoseStage, frames_001: np.ndarray, shared_dir: Path, tmp_path: Path,
-                           n: int) -> None:
-    root = _example_from_frames(tmp_path / f"short{n}", list(frames_001[:n]),
-                                shared_dir / "examples" / "001" / "ref.jpg")
+def test_shortest_video_the_model_takes(stage: PoseStage, frames_001: np.ndarray, shared_dir: Path,
+                                       tmp_path: Path) -> None:
+    """5 frames (scail/pose/inputs.MIN_DRIVING_FRAMES) pass; shorter ones are refused (tests/pose/test_inputs.py)."""
+    root = _example_from_frames(tmp_path / "short5", list(frames_001[:5]), shared_dir / "examples" / "001" / "ref.jpg")
     ex, _, _ = _run(stage, root)
     pose = load_pose(ex.pose_data)
-    assert pose.num_frames == n and np.isfinite(pose.body3d).all()
+    assert pose.num_frames == 5 and np.isfinite(pose.body3d).all()
+    root = _example_from_frames(tmp_path / "short3", list(frames_001[:3]), shared_dir / "examples" / "001" / "ref.jpg")
+    ex = Example(root)
+    with pytest.raises(InputError, match=r"driving.mp4: the driving video has 3 frame\(s\) at 16 fps"):
+        stage.run(ex, StageContext(ex, "pose"))
+    assert not ex.pose_data.exists() and not ex.ref_pose_data.exists()
+
+
+def test_rotated_jpeg_reference_gives_the_upright_pose(stage: PoseStage, frames_001: np.ndarray, shared_dir: Path,
+                                                       tmp_path: Path) -> None:
+    """A phone photo (pixels stored sideways + EXIF Orientation 6) gives the pose of the upright photo."""
+    from PIL import Image
+
+    refs = {}
+    with Image.open(shared_dir / "examples" / "001" / "ref.jpg") as im:
+        upright = im.convert("RGB")
+    for name in ("upright", "phone"):
+        root = _example_from_frames(tmp_path / name, list(frames_001[:5]), shared_dir / "examples" / "001" / "ref.jpg")
+        if name == "upright":
+            upright.save(root / "ref.jpg", quality=95)
+        else:
+            exif = Image.Exif()
+            exif[0x0112] = 6  # "turn 90 degrees clockwise to display"
+            upright.transpose(Image.Transpose.ROTATE_90).save(root / "ref.jpg", quality=95, exif=exif)
+        ex, _, _ = _run(stage, root)
+        refs[name] = load_pose(ex.ref_pose_data)
+    a, b = refs["upright"], refs["phone"]
+    assert np.isfinite(a.body2d[0, 0, :, :2]).all() and np.isfinite(b.body2d[0, 0, :, :2]).all()
+    d2 = np.abs(a.body2d[0, 0, :, :2] - b.body2d[0, 0, :, :2])                   # frame fractions
+    assert np.median(d2) < 0.002 and d2.max() < 0.05, d2.max()  # sideways, the person would lie down (~0.3)
+    rel_a, rel_b = a.body3d[0, 0] - a.body3d[0, 0, :1], b.body3d[0, 0] - b.body3d[0, 0, :1]
+    d3 = np.linalg.norm(rel_a - rel_b, axis=-1)                                  # mm, pelvis-relative
+    assert np.median(d3) < 30.0 and d3.max() < 150.0, d3
+    assert abs(float(a.body3d[0, 0, 0, 2] - b.body3d[0, 0, 0, 2])) < 150.0  # depth of the pelvis (~3 m)
+
+
+def test_frame_range(pose_cache_dir: Path, frames_001: np.ndarray, shared_dir: Path, tmp_path: Path) -> None:
+    """pose.start_s / end_s (`start`, `end` in scail.yaml) keep that part of the driving video."""
+    root = _example_from_frames(tmp_path / "range", list(frames_001[:12]), shared_dir / "examples" / "001" / "ref.jpg")
+    st = PoseStage(PoseConfig(backend="mediapipe", start_s=0.25, end_s=0.625),
+                   Settings(weights_dir=tmp_path / "w", cache_dir=pose_cache_dir))
+    try:
+        ex, _, _ = _run(st, root)
+    finally:
+        st.close()
+    pose = load_pose(ex.pose_data)
+    assert pose.num_frames == 6 and np.isfinite(pose.body3d).all()  # frames 4..9 of 12
 
 
 def test_nobody_in_the_video_is_a_clean_error(stage: PoseStage, frames_001: np.ndarray, shared_dir: Path,
@@ -147,7 +194,7 @@ def test_reference_without_a_person_gives_an_empty_ref_pose(stage: PoseStage, fr
     root.mkdir()
     from scail.video import write_video
 
-    write_video(root / "driving.mp4", list(frames_001[:2]), fps=16)
+    write_video(root / "driving.mp4", list(frames_001[:5]), fps=16)
     Image.fromarray(np.full((300, 200, 3), 90, np.uint8)).save(root / "ref.jpg")
     ex, _, _ = _run(stage, root)
     ref = load_pose(ex.ref_pose_data)
@@ -241,7 +288,7 @@ def test_in_process_mode_inside_an_env_with_the_pose_deps(pose_python: Path, fra
 
     import scail
 
-    root = _example_from_frames(tmp_path / "inproc", list(frames_001[:2]), shared_dir / "examples" / "001" / "ref.jpg")
+    root = _example_from_frames(tmp_path / "inproc", list(frames_001[:5]), shared_dir / "examples" / "001" / "ref.jpg")
     link = tmp_path / "path"
     link.mkdir()
     (link / "scail").symlink_to(Path(scail.__file__).resolve().parent)
@@ -261,7 +308,7 @@ def test_in_process_mode_inside_an_env_with_the_pose_deps(pose_python: Path, fra
                          text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     pose = load_pose(root / ".scail" / "pose.npz")
-    assert pose.num_frames == 2 and np.isfinite(pose.body3d).all()
+    assert pose.num_frames == 5 and np.isfinite(pose.body3d).all()
 
 
 def test_nobody_in_the_first_frames(stage: PoseStage, frames_001: np.ndarray, shared_dir: Path,
