@@ -365,6 +365,7 @@ def clean_example(example: Example, stage_names: Sequence[str]) -> list[Path]:
         hashes = HashCache(example)
         targets = [Path(hashes.resolve(key)) for key in (manifest.outputs if manifest else {})]
         targets.append(example.state_dir / f"{name}.json")
+        targets.append(example.state_dir / f"{name}-resume.safetensors")  # a mid-run checkpoint (animate/resume.py)
         for path in targets:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -300,3 +300,33 @@ def test_bench_long_runs_the_product_pipeline_at_tiny_size(capsys: pytest.Captur
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line[:1] == " "]
     assert [(int(r[0]), int(r[1])) for r in rows] == [(9, 1), (14, 2)]  # frames out == frames in, windows
     assert all(float(r[4]) > 0 for r in rows)  # s/frame
+
+
+@pytest.mark.parametrize("solver", ["dpm++", "unipc"])
+def test_windows_with_fast_mode_and_every_solver(solver: str) -> None:
+    """Fast mode (FP8 linears, step cache, reused guidance) keeps one cache and guidance state per window."""
+    from scail.animate import attention
+    from scail.animate.build import build_tiny_random
+    from scail.animate.fast import apply_fast_mode
+
+    pipe = apply_fast_mode(build_tiny_random(), cache_threshold=0.5, uncond_every=2)
+    try:
+        ref, pose = _inputs(15)
+        out = pipe.generate(ref, pose, prompt="a dancer", solver=solver, steps=4, shift=3.0, guide_scale=4.0,  # type: ignore[arg-type]
+                            seed=1, windows=SMALL)
+    finally:
+        attention.set_fp8(False)
+    assert out.frames.shape[0] == 15 and out.timings_s["windows"] == 2
+    assert out.timings_s["uncond_reused_steps"] == 2 * 2  # steps 1 and 3 of each window reuse the guidance
+    assert "cache_skipped_steps" in out.timings_s and torch.isfinite(out.latent).all()
+
+
+def test_scail_clean_removes_a_leftover_checkpoint(tmp_path: Path) -> None:
+    from scail.animate.resume import CHECKPOINT_NAME
+    from scail.engine import clean_example
+    from scail.example import Example
+
+    ex = Example(tmp_path / "ex")
+    save_checkpoint(ex.state_dir / CHECKPOINT_NAME, "k", SamplerState(1, torch.zeros(2)), None)
+    assert ex.state_dir / CHECKPOINT_NAME in clean_example(ex, ["animate"])
+    assert not (ex.state_dir / CHECKPOINT_NAME).exists()
