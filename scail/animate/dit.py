@@ -17,15 +17,18 @@ stream, all LayerNorm/RMSNorm statistics and the output head run in float32; RoP
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from scail.animate.attention import attention
+
+if TYPE_CHECKING:
+    from scail.animate.parallel import SequenceParallel
 
 # Parameters kept in float32 whatever dtype the rest of the model uses (see `DiT.cast_`): the time
 # embedding, the adaLN tables and the output head (the wan branch runs these under float32 autocast).
@@ -265,6 +268,9 @@ class SelfAttention(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
+        # sequence parallel (`scail.animate.parallel.install`): x holds this rank's slice of the tokens
+        # and this attends over the whole sequence (Ulysses all-to-all); None: plain attention
+        self.seq_parallel: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, rope_cos: torch.Tensor, rope_sin: torch.Tensor) -> torch.Tensor:
         """x: (B, L, D) -> (B, L, D); rope tables (L, Dh/2)."""
@@ -275,7 +281,8 @@ class SelfAttention(nn.Module):
         v = self.v(x).view(b, length, n, d // n)  # (B, L, N, Dh)
         q = apply_rope(q, rope_cos, rope_sin)
         k = apply_rope(k, rope_cos, rope_sin)
-        out = attention(q, k, v).reshape(b, length, d)  # (B, L, D)
+        attend = attention if self.seq_parallel is None else self.seq_parallel
+        out = attend(q, k, v).reshape(b, length, d)  # (B, L, D)
         return self.o(out)
 
 
@@ -470,6 +477,8 @@ class DiT(nn.Module):
         self.img_emb = MLPProj(config.clip_dim, d)
         self._rope_cache: dict[tuple[int, int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self.rows_in_turn = False  # memory plan (`set_rows_in_turn`; FFN chunks: `set_ffn_chunks`)
+        self.parallel: SequenceParallel | None = None
+        """Sequence/CFG parallel across processes (`scail.animate.parallel.install`); None: this process alone."""
 
     def forward(
         self,
@@ -576,6 +585,13 @@ class DiT(nn.Module):
         input can be freed once the first block has run (the caller keeps no reference), and with
         rows in turn even the first block writes into it.
         """
+        if self.parallel is not None:  # each rank runs its slice of the tokens; all of them come back
+            x_all = tokens.pop() if isinstance(tokens, list) else tokens
+            return self.parallel.run_blocks(self._run_blocks_here, x_all, cond)
+        return self._run_blocks_here(tokens, cond)
+
+    def _run_blocks_here(self, tokens: torch.Tensor | list[torch.Tensor], cond: Conditioning) -> torch.Tensor:
+        """`run_blocks` on the tokens this process holds."""
         owned = isinstance(tokens, list)
         x: torch.Tensor = tokens.pop() if isinstance(tokens, list) else tokens
         b = x.shape[0]

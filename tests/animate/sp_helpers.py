@@ -1,0 +1,52 @@
+"""Process-side helpers of tests/animate/test_parallel.py (spawned children import this by name)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from scail.animate.dit import DiT, DiTConfig
+
+# 4 heads, so sequence parallel runs on 2 and 4 ranks (the tiny preset has 2)
+CONFIG = DiTConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, freq_dim=32, text_dim=32, clip_dim=32)
+# latent 3 frames of 4x4: ref 4 + video 12 + pose 3 = 19 tokens, odd on 2 ranks and on 4 (padding)
+FRAMES, H, W = 3, 4, 4
+TOKENS = 19
+
+
+def tiny_dit() -> DiT:
+    return DiT(CONFIG).init_weights(torch.Generator().manual_seed(7)).eval().requires_grad_(False)
+
+
+def inputs(batch: int = 2) -> dict[str, torch.Tensor]:
+    """A CFG pair: two rows of x and text, the reference, pose and CLIP tokens shared (batch 1)."""
+    g = torch.Generator().manual_seed(11)
+    c = CONFIG.latent_channels
+    return {
+        "x": torch.randn(batch, FRAMES, c, H, W, generator=g),
+        "timesteps": torch.tensor([700.0]),
+        "context": torch.randn(batch, 6, CONFIG.text_dim, generator=g),
+        "ref_latent": torch.randn(1, 1, c, H, W, generator=g),
+        "pose_latent": torch.randn(1, FRAMES, c, H // 2, W // 2, generator=g),
+        "clip_features": torch.randn(1, 5, CONFIG.clip_dim, generator=g),
+    }
+
+
+def forward_worker(rank: int, world: int, port: int, out_dir: str, cases: list[tuple[int, bool]]) -> None:
+    """One rank: the parallel forward of `tiny_dit` on `inputs` for each (cfg groups, rows in turn)
+    case, saved as rank<r>-case<i>.pt (one process group serves every case)."""
+    import torch.distributed as dist
+
+    from scail.animate.parallel import install, make_groups
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        for i, (cfg, rows_in_turn) in enumerate(cases):
+            dit = install(tiny_dit().set_rows_in_turn(rows_in_turn), make_groups(world, cfg, rank))
+            with torch.no_grad():
+                out = dit(**inputs())
+            torch.save(out, Path(out_dir) / f"rank{rank}-case{i}.pt")
+    finally:
+        dist.destroy_process_group()
