@@ -109,7 +109,7 @@ class SequenceParallel:
     def run_blocks(self, blocks: BlocksFn, tokens: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """`blocks` on this rank's slice of `tokens` (B, L, D) float32; returns all (B, L, D) on every rank."""
         lay = self.layout
-        b, length, d = tokens.shape
+        b, length, _ = tokens.shape
         split_cfg = lay.cfg == 2 and b == 2
         if split_cfg:  # this group's row of the CFG pair
             tokens, cond = tokens[lay.cfg_rank : lay.cfg_rank + 1], _row_of(cond, lay.cfg_rank)
