@@ -68,6 +68,8 @@ class ExampleResult:
     root: str
     stages: list[StageOutcome] = field(default_factory=list)
     duration_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    """What else the batch did for this example (e.g. retried after its Ray worker died)."""
 
     @property
     def ok(self) -> bool:
@@ -115,7 +117,7 @@ class BatchSummary:
             **self.counts(),
             "examples": [
                 {
-                    "name": e.name, "path": e.root, "ok": e.ok, "reason": e.reason,
+                    "name": e.name, "path": e.root, "ok": e.ok, "reason": e.reason, "notes": e.notes,
                     "duration_s": round(e.duration_s, 3),
                     "stages": [{"stage": s.stage, "outcome": s.outcome.value, "duration_s": round(s.duration_s, 3),
                                 "reason": s.reason} for s in e.stages],

@@ -60,7 +60,7 @@ def batch_table(summary: BatchSummary) -> RenderableType:
                 continue
             timed = s.outcome.value == "ran" or s.duration_s >= 0.05
             cells.append(_cell(s.outcome.value, f" {s.duration_s:.1f}s" if timed else ""))
-        table.add_row(e.name, *cells, e.reason)
+        table.add_row(e.name, *cells, "; ".join(filter(None, [e.reason, *e.notes])))
     return table
 
 
