@@ -187,6 +187,10 @@ class Options:
         "--lora", metavar="PATH[:STRENGTH]", show_default=False,
         help="LoRA for the DiT, repeatable (animate.loras, which it replaces); STRENGTH defaults to 1.0: "
              "--lora lightx2v_rank64.safetensors:0.8")] = None
+    gpus: Annotated[int | None, typer.Option(
+        "--gpus", metavar="N", show_default=False,
+        help="GPUs that animate one sample together (sequence parallel; animate.parallel.gpus): "
+             "2, 4, 5 or 8 for the 14B model. scail starts the processes.")] = None
     json_mode: Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")] = False
     quiet: QuietOpt = False
     verbose: VerboseOpt = 0
@@ -201,6 +205,7 @@ CONFIG_FLAGS: dict[str, tuple[str, ...]] = {
     "weights_dir": ("animate.weights_dir",),
     "pose_backend": ("pose.backend",),
     "lora": ("animate.loras",),
+    "gpus": ("animate.parallel.gpus",),
 }
 
 

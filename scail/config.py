@@ -143,6 +143,23 @@ class LoraConfig(_Strict):
         return v
 
 
+MODEL_HEADS: dict[str, int] = {"scail-preview-14b": 40, "tiny-random": 2}
+"""Attention heads of each model's DiT (`DiTConfig.scail_14b`, `.tiny`): sequence parallel splits them."""
+
+
+class ParallelConfig(_Strict):
+    """Several GPUs on one sample (`--gpus N`): scail starts the processes itself (animate/launch.py)."""
+
+    gpus: int = Field(1, ge=1, le=64)
+    """Processes, one GPU each (cuda:<i>, cuda:<i+1>, ... from animate.device), that denoise one sample
+    together: the token sequence is split across them (Ulysses sequence parallel). The DiT's heads must
+    split evenly: 2, 4, 5 or 8 for the 40 heads of the 14B model. On the CPU: gloo processes (tests)."""
+    cfg: bool = False
+    """CFG parallel: the two CFG branches on two groups of gpus/2 (gpus must be even)."""
+    timeout_s: float = Field(1800.0, gt=0)
+    """A rank that does not answer for this long (crashed, hung) fails the sample on all ranks."""
+
+
 class AnimateConfig(_Strict):
     """How the skeleton video, reference image and prompt become the animation (samples/*.mp4)."""
 
@@ -215,6 +232,8 @@ class AnimateConfig(_Strict):
     requires_lora: bool = False
     """The preset is a step-distilled recipe (few steps, CFG 1) that only works with a distill LoRA:
     refuse to run without `animate.loras`."""
+    parallel: ParallelConfig = ParallelConfig()
+    """Sequence / CFG parallel across GPUs. Does not change the video (beyond float rounding)."""
 
     _device = field_validator("device")(_device_name)
 
@@ -254,6 +273,19 @@ class AnimateConfig(_Strict):
         if self.fast and self.offload == "blocks":
             raise ValueError("animate.fast cannot be combined with animate.offload=blocks: FP8 halves the DiT "
                              "weights to ~16 GB, so try fast with offload=encoders, or turn fast off")
+        return self
+
+    @model_validator(mode="after")
+    def _parallel_split(self) -> AnimateConfig:
+        heads = MODEL_HEADS[self.model]
+        groups = 2 if self.parallel.cfg else 1
+        gpus = self.parallel.gpus
+        if gpus % groups:
+            raise ValueError(f"animate.parallel.gpus={gpus}: CFG parallel needs an even number of GPUs (2 groups)")
+        if heads % (gpus // groups):
+            valid = ", ".join(str(n * groups) for n in range(1, 17) if heads % n == 0 and n * groups <= 16)
+            raise ValueError(f"animate.parallel.gpus={gpus}: the {self.model} DiT's {heads} attention heads do "
+                             f"not split across {gpus // groups} sequence-parallel ranks; use one of {valid}")
         return self
 
     @model_validator(mode="after")
@@ -426,4 +458,9 @@ def load_pipeline(name_or_file: str | None = None, overrides: dict[str, object] 
             raise InputError(f"{typed[loc]}: {err['msg']}") from None
         if err["type"] == "extra_forbidden":
             raise InputError(f"{path}: unknown key '{loc}'") from None
+        # a check across a block's fields names the key it rejects ("animate.parallel.gpus=3: ..."):
+        # when the user set that key, the error is theirs, not the file's
+        named = next((k for k in overrides if err["msg"].startswith(f"{k}=")), None)
+        if named is not None:
+            raise InputError(f"{typed[named]}: {err['msg'].partition(': ')[2]}") from None
         raise InputError(f"{path}: {loc}: {err['msg']}") from None

@@ -283,8 +283,8 @@ class RayExecutor:
     def _forward(self, observer: BatchObserver, only: _Slot | None = None) -> None:
         """Replay the actors' recorded observer calls on the driver's display."""
         slots = [only] if only is not None else [s for s in self._slots if s.alive and s.busy]
-        refs = [(s, s.actor.drain.remote()) for s in slots]
-        for slot, ref in refs:
+        refs = [s.actor.drain.remote() for s in slots]
+        for ref in refs:
             try:
                 calls = self._ray.get(ref, timeout=30)
             except Exception:  # a dead actor's progress is lost with it

@@ -248,9 +248,11 @@ def test_every_config_flag_names_an_option_and_a_config_field() -> None:
     for field, keys in CONFIG_FLAGS.items():
         assert field in fields
         assert flag_name(field).startswith("--")
-        for key in keys:
-            block, name = key.split(".")
-            assert name in PipelineConfig.model_fields[block].annotation.model_fields
+        for key in keys:  # every part names a field of the model above it (animate.parallel.gpus)
+            model = PipelineConfig
+            for name in key.split("."):
+                assert name in model.model_fields, key
+                model = model.model_fields[name].annotation
     assert flag_name("weights_dir") == "--weights-dir" and flag_name("sets") == "--set"
     assert [c.value for c in PoseBackendChoice] == list(typing.get_args(PoseConfig.model_fields["backend"].annotation))
 

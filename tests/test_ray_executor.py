@@ -3,7 +3,6 @@ serial executor, a killed worker's example retried once, and resuming with a loc
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -11,48 +10,29 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from scale_out_helpers import TINY_PIPELINE, make_examples
 
 from scail.batch import BatchSummary, SerialExecutor, make_jobs, run_batch
 from scail.cache import read_manifest
 from scail.config import STAGES, load_pipeline
 from scail.engine import Outcome
 from scail.example import Example, discover
-from scail.video import write_video
 
 ray = pytest.importorskip("ray")
 
 from scail.ray_executor import RayExecutor, RayOptions  # noqa: E402
 
-PIPELINE = """\
-name: tiny-ray
-animate: {model: tiny-random, solver: euler, steps: 3, size_hw: [32, 64], device: cpu, seed: 5}
-"""
-
-
-def make_examples(root: Path, count: int = 6) -> Path:
-    """`count` examples with a hand-made rendered.mp4 (pose and render are skipped), prompts on odd ones."""
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        ex = root / f"ex{i}"
-        ex.mkdir(parents=True)
-        frames = []
-        for t in range(5):
-            f = np.zeros((64, 128, 3), np.uint8)
-            f[16:48, (8 * t + 11 * i) % 112 : (8 * t + 11 * i) % 112 + 16] = (255, 120 + 10 * i, 0)
-            frames.append(f)
-        write_video(ex / "rendered.mp4", frames, fps=16.0)
-        Image.fromarray(rng.integers(0, 255, (60, 100, 3), dtype=np.uint8)).save(ex / "ref.png")
-        if i % 2:
-            (ex / "prompt.txt").write_text(f"a dancer, take {i}\n")
-    return root
-
 
 def samples(root: Path) -> dict[str, str]:
-    return {p.parent.parent.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.glob("*/samples/*.mp4"))}
+    """Example name -> the sha256 of its sample's frames (from the manifest: the H.264 bytes of the
+    same frames differ from run to run)."""
+    out = {}
+    for ex in sorted(root.iterdir()):
+        manifest = read_manifest(Example(ex), "animate")
+        if manifest is not None and manifest.status == "done":
+            out[ex.name] = manifest.notes["frames_sha256"]
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +51,7 @@ def serial_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, di
     pristine = make_examples(tmp_path_factory.mktemp("pristine"))
     root = tmp_path_factory.mktemp("serial") / "examples"
     shutil.copytree(pristine, root)
-    (root.parent / "tiny.yaml").write_text(PIPELINE)
+    (root.parent / "tiny.yaml").write_text(TINY_PIPELINE)
     config = load_pipeline(str(root.parent / "tiny.yaml"))
     summary = run_batch(make_jobs(discover(root), config, STAGES), SerialExecutor())
     assert summary.exit_code == 0, summary.to_dict()
@@ -89,7 +69,7 @@ def _ray_batch(root: Path) -> tuple[RayExecutor, BatchSummary]:
 
 def _copy(pristine: Path, dest: Path) -> Path:
     shutil.copytree(pristine, dest / "examples")
-    (dest / "tiny.yaml").write_text(PIPELINE)
+    (dest / "tiny.yaml").write_text(TINY_PIPELINE)
     return dest / "examples"
 
 
@@ -124,7 +104,7 @@ def test_a_killed_worker_has_its_example_retried_once(local_ray, serial_referenc
     watcher = threading.Thread(target=kill_one_running_worker, daemon=True)
     watcher.start()
     try:
-        executor, summary = _ray_batch(root)
+        _, summary = _ray_batch(root)
     finally:
         stop.set()
         watcher.join()

@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
     import torch
 
+    from scail.animate.dit import DiT
+    from scail.animate.dit_files import LoadedDiT
     from scail.animate.lora import LoraSpec
-    from scail.animate.pipeline import AnimatePipeline
+    from scail.animate.pipeline import AnimatePipeline, DiTModels
     from scail.animate.vae import TileConfig
     from scail.animate.weights import Architectures
     from scail.config import AnimateConfig
@@ -80,7 +82,7 @@ def build_tiny_random(
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        dit = DiT(DiTConfig.tiny()).init_weights(gen)
+        dit = DiT(DiTConfig.tiny()).init_weights(gen)  # first, so `tiny_random_dit` builds the same one
         vae = VideoVAE(VAEConfig.tiny())
         t5_cfg = T5Config.tiny()
         t5 = T5Encoder(t5_cfg)
@@ -101,9 +103,51 @@ def build_tiny_random(
     )
 
 
+def tiny_random_dit(device: torch.device | str = "cpu", seed: int = TINY_RANDOM_SEED) -> DiT:
+    """The DiT of `build_tiny_random(seed=seed)` alone, with the same weights."""
+    import torch
+
+    from scail.animate.dit import DiT, DiTConfig
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        dit = DiT(DiTConfig.tiny()).init_weights(torch.Generator().manual_seed(seed))
+    return dit.to(device).eval().requires_grad_(False)
+
+
 # ----------------------------------------------------------------------------------------------
 # SCAIL-Preview 14B
 # ----------------------------------------------------------------------------------------------
+
+
+def load_scail_dit(
+    dit_path: Path,
+    num_heads: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    offload: str,
+    compile_dit: bool,
+    loras: Sequence[LoraSpec] = (),
+    lora_merge: bool = True,
+    fp8_linears: bool = False,
+) -> tuple[LoadedDiT, object | None]:
+    """The DiT of `build_scail_preview` with its memory plan: rows in turn on a GPU, the blocks
+    streamed from the CPU with offload "blocks", compiled blocks. Returns it and the block streamer."""
+    from scail.animate.dit_files import load_dit_with
+    from scail.animate.offload import offload_dit_blocks
+
+    streamed = offload == "blocks"
+    loaded = load_dit_with(dit_path, num_heads=num_heads, dtype=dtype, device="cpu" if streamed else device,
+                           loras=loras, lora_merge=lora_merge, fp8_linears=fp8_linears and not streamed)
+    dit = loaded.dit
+    # the CFG pair through each block one row after the other: same output and speed, ~4 GiB less
+    # peak memory at 512x896x81 (NOTES-gpu.md)
+    dit.set_rows_in_turn(device.type != "cpu")
+    # offload "blocks": the blocks wait in pinned CPU memory and stream to the GPU one ahead of use
+    block_offload = offload_dit_blocks(dit, device) if streamed else None
+    if compile_dit:
+        dit.compile_blocks()
+    return loaded, block_offload
 
 
 def build_scail_preview(
@@ -135,8 +179,6 @@ def build_scail_preview(
 
     from scail.animate import weights
     from scail.animate.clip import CLIPImageEncoder, load_clip
-    from scail.animate.dit_files import load_dit_with
-    from scail.animate.offload import offload_dit_blocks
     from scail.animate.pipeline import AnimatePipeline
     from scail.animate.t5 import TextEncoder, load_t5
     from scail.animate.tokenizer import UMT5Tokenizer
@@ -149,18 +191,9 @@ def build_scail_preview(
     dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
     encoders_at = "cpu" if offload != "none" else device
     log.info("loading SCAIL-Preview from %s (DiT %s on %s)", root, dtype, device)
-    streamed = offload == "blocks"
-    loaded = load_dit_with(dit_file or paths.dit, num_heads=arch.dit.num_heads, dtype=dtype,
-                           device="cpu" if streamed else device, loras=loras, lora_merge=lora_merge,
-                           fp8_linears=fp8_linears and not streamed)
+    loaded, block_offload = load_scail_dit(dit_file or paths.dit, arch.dit.num_heads, device, dtype, offload,
+                                           compile_dit, loras, lora_merge, fp8_linears)
     dit = loaded.dit
-    # the CFG pair through each block one row after the other: same output and speed, ~4 GiB less
-    # peak memory at 512x896x81 (NOTES-gpu.md)
-    dit.set_rows_in_turn(on_gpu)
-    # offload "blocks": the blocks wait in pinned CPU memory and stream to the GPU one ahead of use
-    block_offload = offload_dit_blocks(dit, device) if streamed else None
-    if compile_dit:
-        dit.compile_blocks()
     vae = load_vae(paths.vae, dtype=torch.float32, device=device)
     t5 = load_t5(paths.t5, dtype=torch.bfloat16 if on_gpu else torch.float32, device=encoders_at, config=arch.t5)
     clip = load_clip(
@@ -218,4 +251,43 @@ def build_pipeline(config: AnimateConfig) -> AnimatePipeline:
     if pipeline.pending_loras:  # run-time LoRAs hook the linears fast mode may have swapped for FP8 ones
         attach_loras(pipeline.dit, pipeline.pending_loras)
         pipeline.pending_loras = []
+    if config.parallel.gpus > 1:  # the other ranks start here and load their DiT (build_dit_models)
+        from scail.animate.launch import ParallelGroup
+
+        pipeline.parallel = ParallelGroup(config, pipeline.dit, device)
     return pipeline
+
+
+def build_dit_models(config: AnimateConfig, device: torch.device) -> DiTModels:
+    """The DiT side of `build_pipeline(config)` alone, on `device`, the same network (dit file, LoRAs,
+    fast mode): what the other ranks of a sequence-parallel group load (no VAE, umT5 or CLIP)."""
+    from scail.animate import weights
+    from scail.animate.fast import fp8_supported
+    from scail.animate.lora import LoraSpec, apply_loras, attach_loras, load_loras
+    from scail.animate.pipeline import DiTModels
+
+    loras = [LoraSpec(entry.path, entry.strength) for entry in config.loras]
+    pending = []
+    if config.model == "tiny-random":
+        models = DiTModels(tiny_random_dit(device), device)
+        if loras and config.lora_merge:
+            apply_loras(models.dit, loras)
+        elif loras:
+            pending = load_loras(loras, {k: tuple(v.shape) for k, v in models.dit.state_dict().items()})
+    else:
+        paths = weights.resolve(weights_dir(config), need_dit=config.dit_file is None)
+        loaded, streamer = load_scail_dit(
+            config.dit_file or paths.dit, weights.Architectures.released().dit.num_heads, device,
+            resolve_dtype(config.dtype, device), config.offload, resolve_compile(config.compile, device),
+            loras, config.lora_merge, config.fast and fp8_supported(device))
+        models = DiTModels(loaded.dit, device, block_offload=streamer)
+        pending = [] if loaded.merged else loaded.loras
+    if config.fast:
+        from scail.animate.fast import StepCache, enable_fast
+
+        enable_fast(models.dit)
+        models.step_cache = StepCache(models.dit, config.fast_cache_threshold)
+        models.uncond_every = config.fast_uncond_every
+    if pending:
+        attach_loras(models.dit, pending)
+    return models

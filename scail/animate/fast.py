@@ -191,6 +191,8 @@ class StepCache:
         if not compute:
             assert self._prev is not None
             rel = ((ind - self._prev).abs().mean() / self._prev.abs().mean().clamp(min=1e-12)).item()
+            if dit.parallel is not None:  # every rank of a parallel group must take rank 0's decision
+                rel = dit.parallel.agree(rel)
             self._acc += rel
             compute = self._acc >= self.threshold or self._in_row >= self.max_skips
         if compute:

@@ -7,7 +7,7 @@
       after each step: progress display, Ctrl-C ── continue/stop ────►   follow
       VAE decode, writes the video and the manifest                     wait for the next job
 
-Every rank runs the same sampling loop (`pipeline.denoise_latent`: sampler, CFG, fast mode's step
+Every rank runs the same sampling loop (`pipeline.run_sampling`: sampler, CFG, fast mode's step
 cache) on the same broadcast inputs, so the DiT's collectives pair up; only rank 0 reads or writes
 files and reports progress. Host decisions that could differ between ranks are taken by rank 0 and
 broadcast (`SequenceParallel.agree`). NCCL on CUDA devices (rank r on cuda:<first + r>), gloo on
@@ -38,7 +38,7 @@ from scail.errors import ScailError
 
 if TYPE_CHECKING:
     from scail.animate.dit import DiT
-    from scail.animate.pipeline import DenoiseJob
+    from scail.animate.pipeline import SampleJob
     from scail.config import AnimateConfig
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class ParallelGroup:
     def world(self) -> int:
         return self.spec.world
 
-    def start(self, job: DenoiseJob) -> None:
+    def start(self, job: SampleJob) -> None:
         """Send the next sample's inputs to every worker (they start its sampling loop)."""
         dead = [f"rank {i + 1} (exit code {w.exitcode})" for i, w in enumerate(self.workers) if not w.is_alive()]
         if dead:
@@ -230,8 +230,8 @@ def _worker_main(rank: int, spec: GroupSpec) -> None:
     """Entry point of ranks 1..N-1: load the DiT, then run every broadcast sample until told to quit."""
     _die_with_parent()
     logging.basicConfig(level=logging.WARNING, format=f"rank {rank}: %(levelname)s %(message)s")
-    from scail.animate.build import build_denoiser
-    from scail.animate.pipeline import denoise_latent
+    from scail.animate.build import build_dit_models
+    from scail.animate.pipeline import run_sampling
     from scail.config import AnimateConfig
 
     device = spec.device_of(rank)
@@ -239,8 +239,8 @@ def _worker_main(rank: int, spec: GroupSpec) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // spec.world))
     sp = _join(rank, spec)
     config = AnimateConfig.model_validate(spec.animate)
-    denoiser = build_denoiser(config, device)
-    install(denoiser.dit, sp)
+    models = build_dit_models(config, device)
+    install(models.dit, sp)
     try:
         while True:
             kind, job = _receive()
@@ -249,7 +249,7 @@ def _worker_main(rank: int, spec: GroupSpec) -> None:
             if kind != "sample":
                 continue
             with contextlib.suppress(_Abandoned), torch.no_grad():
-                denoise_latent(denoiser, job, on_progress=_follow)
+                run_sampling(models, job.to(device), on_progress=_follow)
     finally:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()

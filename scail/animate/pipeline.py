@@ -18,11 +18,12 @@ its own sampler (scail-model.md §6). Differences from the official code, on pur
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import torch
 
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
     from scail.animate.clip import CLIPImageEncoder
     from scail.animate.dit import DiT
     from scail.animate.lora import LoraFile
-    from scail.animate.resume import Checkpointer
+    from scail.animate.launch import ParallelGroup
+    from scail.animate.resume import Checkpoint, Checkpointer
     from scail.animate.t5 import TextEncoder
     from scail.animate.vae import TileConfig, WanVAE
     from scail.stage import ProgressFn
@@ -153,6 +155,8 @@ class AnimatePipeline:
         """LoRAs to attach at run time once the DiT's linears are final (`lora.attach_loras`); [] when merged."""
         self.uncond_every = 1
         """Fast mode: run CFG's unconditional branch every n-th step only (`sampler.GuidanceReuse`; 1: exact)."""
+        self.parallel: ParallelGroup | None = None
+        """The other ranks when `animate.parallel.gpus` > 1 (`launch.ParallelGroup`): they denoise with this DiT."""
 
     # ------------------------------------------------------------------------------------------
     # encoders
@@ -263,78 +267,17 @@ class AnimatePipeline:
         Returns:
             (16, F, h, w) float32 final latent on the pipeline's device.
         """
-        t0 = time.perf_counter()
-        dev = self.device
         windows = windows or WindowConfig()
         f, (h, w) = cond.num_latents, cond.ref_latent.shape[-2:]
-        z = self.vae.cfg.z_dim
-        if noise is None:
-            gen = torch.Generator(device="cpu").manual_seed(seed)
-            noise = torch.randn(z, f, h, w, dtype=torch.float32, generator=gen)  # wan layout (C, F, h, w)
-        elif tuple(noise.shape) != (z, f, h, w):
+        z = self.dit.config.latent_channels
+        if noise is not None and tuple(noise.shape) != (z, f, h, w):
             raise ValueError(f"noise must be {(z, f, h, w)}, got {tuple(noise.shape)}")
-
-        if schedule == "lightx2v" and step_list:
-            steps = len(step_list)  # the recipe's list sets the step count
-        spans = windows.plan(f)
-        weights = blend_weights(spans, windows.blend)
-        plan = make_schedule(solver, steps, shift, schedule, step_list)
-        guidances: list[GuidanceReuse] = []
-        caches: list[StepCache] = []
-
-        def window_fn(k: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-            s, e = spans[k]
-            net: Callable[..., torch.Tensor] = self.dit
-            if self.step_cache is not None:  # each window keeps its own cache (its own inputs)
-                sc = self.step_cache
-                cache = sc if len(spans) == 1 else StepCache(sc.dit, sc.threshold, sc.max_skips, sc.stride)
-                cache.reset(steps)
-                caches.append(cache)
-                net = cache
-            guidance = GuidanceReuse(guide_scale, self.uncond_every) if cond.use_cfg else None
-            if guidance is not None:
-                guidances.append(guidance)
-            return velocity_fn(net, cond.context, cond.ref_latent, cond.pose_latent[:, s:e], cond.clip_features,
-                               guidance)
-
-        resumed = checkpoint.load((z, f, h, w), dev) if checkpoint is not None else None
-        total = steps * len(spans)
-
-        def on_window(step: int, done: int) -> None:
-            if checkpoint is not None:
-                checkpoint.tick()
-            if on_progress is not None:
-                on_progress(step * len(spans) + done, total)
-
-        denoise = WindowedDenoiser(
-            spans, weights, window_fn, plan.sigmas, windows.color,
-            ref_latent=cond.ref_latent[0].permute(1, 0, 2, 3),  # (16, 1, h, w)
-            on_window=on_window,
-            start_step=resumed.state.step if resumed is not None else 0,
-            partial=resumed.partial if resumed is not None else None,
-        )
-        if len(spans) > 1:
-            log.info("%d latent frames in %d windows %s (%s blend)", f, len(spans), spans, windows.blend)
-        if checkpoint is not None:
-            checkpoint.partial = lambda: denoise.partial
-        try:
-            latent = sample(denoise, noise.to(dev), plan, state=resumed.state if resumed is not None else None,
-                            on_step=checkpoint.on_step if checkpoint is not None else None)
-        except (KeyboardInterrupt, Interrupted):
-            if checkpoint is not None:
-                checkpoint.save()  # the last consistent state: no finished window is lost
-            raise
-        if checkpoint is not None:
-            checkpoint.save()  # the finished latent: a kill while decoding does not sample again
-        cond.timings_s["sampling_s"] = time.perf_counter() - t0
-        cond.timings_s["windows"] = float(len(spans))
-        if self.uncond_every > 1:
-            cond.timings_s["uncond_reused_steps"] = float(sum(g.reused for g in guidances))
-        if caches:
-            skipped = sum(c.skipped for c in caches)
-            cond.timings_s["cache_skipped_steps"] = float(skipped)
-            log.info("step cache: %d of %d window steps skipped", skipped, total)
-        return latent
+        resumed = checkpoint.load((z, f, h, w), self.device) if checkpoint is not None else None
+        job = SampleJob(cond, solver, steps, shift, guide_scale, seed, noise, windows, schedule, step_list, resumed)
+        if self.parallel is not None:  # rank 0 of a parallel group: the other ranks run the same loop
+            self.parallel.start(job)
+            on_progress = self.parallel.progress_fn(on_progress)
+        return run_sampling(self, job, on_progress, checkpoint)
 
     @torch.no_grad()
     def decode_frames(self, latent: torch.Tensor, num_frames: int | None = None) -> Iterator[torch.Tensor]:
@@ -389,13 +332,156 @@ class AnimatePipeline:
 
     def close(self) -> None:
         """Drop the networks (frees GPU memory once no other reference is held)."""
+        if self.parallel is not None:
+            self.parallel.close()
         remove = getattr(self.block_offload, "remove", None)
         if remove is not None:
             remove()
-        for name in ("dit", "vae", "text_encoder", "image_encoder", "block_offload", "step_cache"):
+        for name in ("parallel", "dit", "vae", "text_encoder", "image_encoder", "block_offload", "step_cache"):
             setattr(self, name, None)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+
+class SamplingModels(Protocol):
+    """What the sampling loop needs: the DiT side of a pipeline (`AnimatePipeline`, or a parallel
+    worker's `DiTModels`)."""
+
+    dit: DiT
+    device: torch.device
+    step_cache: StepCache | None
+    uncond_every: int
+
+
+@dataclass
+class DiTModels:
+    """The DiT side alone: what the other ranks of a sequence-parallel group load (`build.build_dit_models`)."""
+
+    dit: DiT
+    device: torch.device
+    step_cache: StepCache | None = None
+    uncond_every: int = 1
+    block_offload: object | None = None  # kept alive with the models (offload "blocks")
+
+
+@dataclass
+class SampleJob:
+    """One sampling run's inputs (`AnimatePipeline.sample`'s arguments, the checkpoint loaded): what
+    rank 0 of a parallel group sends to the other ranks, which run `run_sampling` on it too."""
+
+    cond: Conditions
+    solver: Solver
+    steps: int
+    shift: float
+    guide_scale: float
+    seed: int
+    noise: torch.Tensor | None
+    windows: WindowConfig
+    schedule: ScheduleName
+    step_list: list[int] | None
+    resumed: Checkpoint | None
+
+    def to(self, device: torch.device | str) -> SampleJob:
+        """A copy with every tensor on `device`."""
+        return cast(SampleJob, _tensors_to(self, torch.device(device)))
+
+
+def _tensors_to(obj: Any, device: torch.device) -> Any:
+    """`obj` with the tensors inside its dataclasses, tuples, lists and dicts moved to `device`."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: _tensors_to(getattr(obj, f.name), device)
+                                          for f in dataclasses.fields(obj) if f.init})
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_tensors_to(x, device) for x in obj)
+    if isinstance(obj, dict):
+        return {k: _tensors_to(v, device) for k, v in obj.items()}
+    return obj
+
+
+def run_sampling(
+    models: SamplingModels,
+    job: SampleJob,
+    on_progress: ProgressFn | None = None,
+    checkpoint: Checkpointer | None = None,
+) -> torch.Tensor:
+    """The sampling loop of `AnimatePipeline.sample` on `models`: (16, F, h, w) float32 latent.
+
+    Every rank of a parallel group runs this on the same job; only rank 0 passes a checkpoint.
+    """
+    t0 = time.perf_counter()
+    dev = models.device
+    cond, steps, windows, noise = job.cond, job.steps, job.windows, job.noise
+    solver, shift, guide_scale, schedule, step_list = job.solver, job.shift, job.guide_scale, job.schedule, job.step_list
+    f, (h, w) = cond.num_latents, cond.ref_latent.shape[-2:]
+    z = models.dit.config.latent_channels
+    if noise is None:
+        gen = torch.Generator(device="cpu").manual_seed(job.seed)
+        noise = torch.randn(z, f, h, w, dtype=torch.float32, generator=gen)  # wan layout (C, F, h, w)
+
+    if schedule == "lightx2v" and step_list:
+        steps = len(step_list)  # the recipe's list sets the step count
+    spans = windows.plan(f)
+    weights = blend_weights(spans, windows.blend)
+    plan = make_schedule(solver, steps, shift, schedule, step_list)
+    guidances: list[GuidanceReuse] = []
+    caches: list[StepCache] = []
+
+    def window_fn(k: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        s, e = spans[k]
+        net: Callable[..., torch.Tensor] = models.dit
+        if models.step_cache is not None:  # each window keeps its own cache (its own inputs)
+            sc = models.step_cache
+            cache = sc if len(spans) == 1 else StepCache(sc.dit, sc.threshold, sc.max_skips, sc.stride)
+            cache.reset(steps)
+            caches.append(cache)
+            net = cache
+        guidance = GuidanceReuse(guide_scale, models.uncond_every) if cond.use_cfg else None
+        if guidance is not None:
+            guidances.append(guidance)
+        return velocity_fn(net, cond.context, cond.ref_latent, cond.pose_latent[:, s:e], cond.clip_features,
+                           guidance)
+
+    resumed = job.resumed
+    total = steps * len(spans)
+
+    def on_window(step: int, done: int) -> None:
+        if checkpoint is not None:
+            checkpoint.tick()
+        if on_progress is not None:
+            on_progress(step * len(spans) + done, total)
+
+    denoise = WindowedDenoiser(
+        spans, weights, window_fn, plan.sigmas, windows.color,
+        ref_latent=cond.ref_latent[0].permute(1, 0, 2, 3),  # (16, 1, h, w)
+        on_window=on_window,
+        start_step=resumed.state.step if resumed is not None else 0,
+        partial=resumed.partial if resumed is not None else None,
+    )
+    if len(spans) > 1:
+        log.info("%d latent frames in %d windows %s (%s blend)", f, len(spans), spans, windows.blend)
+    if checkpoint is not None:
+        checkpoint.partial = lambda: denoise.partial
+    try:
+        latent = sample(denoise, noise.to(dev), plan, state=resumed.state if resumed is not None else None,
+                        on_step=checkpoint.on_step if checkpoint is not None else None)
+    except (KeyboardInterrupt, Interrupted):
+        if checkpoint is not None:
+            checkpoint.save()  # the last consistent state: no finished window is lost
+        raise
+    if checkpoint is not None:
+        checkpoint.save()  # the finished latent: a kill while decoding does not sample again
+    cond.timings_s["sampling_s"] = time.perf_counter() - t0
+    cond.timings_s["windows"] = float(len(spans))
+    if models.uncond_every > 1:
+        cond.timings_s["uncond_reused_steps"] = float(sum(g.reused for g in guidances))
+    if caches:
+        skipped = sum(c.skipped for c in caches)
+        cond.timings_s["cache_skipped_steps"] = float(skipped)
+        log.info("step cache: %d of %d window steps skipped", skipped, total)
+    return latent
 
 
 class _Visit:

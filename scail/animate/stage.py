@@ -14,6 +14,7 @@ a rerun after Ctrl-C or a kill continues mid-clip (`resume.py`); the file goes o
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ TINY_RANDOM_DOWNSCALE = 4
 
 log = logging.getLogger(__name__)
 
-_NOT_IN_FINGERPRINT = frozenset({"weights_dir", "offload", "compile", "checkpoint_every_s"})
+_NOT_IN_FINGERPRINT = frozenset({"weights_dir", "offload", "compile", "checkpoint_every_s", "parallel"})
 """Settings that change where weights come from or how memory is managed, not the video."""
 
 
@@ -137,10 +138,14 @@ class AnimateStage:
         out = self.outputs(example)[0]
         t2 = time.perf_counter()
         written = 0
+        # the frames' own hash: H.264 bytes differ between runs on the same frames, so comparing runs
+        # (local vs Ray, 1 vs N GPUs) needs this
+        digest = hashlib.sha256()
         with ctx.atomic_output(out) as tmp, VideoWriter(tmp, inputs.fps, atomic=False) as writer:
             for piece in pipe.decode_frames(latent, cond.num_frames):  # (n, H, W, 3) uint8
                 for frame in piece.cpu().numpy():
                     writer.write(frame)
+                    digest.update(frame.tobytes())
                 written += int(piece.shape[0])
                 ctx.progress(written, cond.num_frames, unit="frames", desc="decoding")
         checkpoint.discard()
@@ -158,9 +163,11 @@ class AnimateStage:
             size_hw=[h, w],
             pose_frames_in_file=inputs.source_frames,
             frames=written,
+            frames_sha256=digest.hexdigest(),
             windows=num_windows,
             fps=inputs.fps,
             device=str(pipe.device),
+            gpus=cfg.parallel.gpus,
             dit_dtype=str(next(pipe.dit.parameters()).dtype).removeprefix("torch."),
             timings_s={"preprocess_s": round(preprocess_s, 3), **{k: round(v, 3) for k, v in cond.timings_s.items()}},
         )

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from sp_helpers import TOKENS, forward_worker, inputs, tiny_dit
+from scale_out_helpers import TINY_PIPELINE, TOKENS, forward_worker, inputs, make_examples, tiny_dit
 from tensor_checks import errors
+from typer.testing import CliRunner
 
 from scail.animate.parallel import Layout, check_split
+from scail.cache import read_manifest
+from scail.cli import app
+from scail.example import Example
 
 
 def free_port() -> int:
@@ -61,3 +66,39 @@ def test_check_split_names_the_valid_counts() -> None:
     )
     with pytest.raises(ValueError, match="even number of GPUs"):
         check_split(40, 3, True)
+
+
+def _sample_with(root: Path, *args: str) -> dict:
+    result = CliRunner().invoke(app, ["animate", str(root), "-p", str(root.parent / "tiny.yaml"), "-q", *args])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(Example(root), "animate")
+    assert manifest is not None and manifest.status == "done"
+    return manifest.notes
+
+
+def test_animate_on_two_processes_equals_one(tmp_path: Path) -> None:
+    """`scail animate --gpus 2 --device cpu` (sequence parallel over 2 gloo processes, then CFG
+    parallel) writes the frames of the 1-process sample, bit for bit."""
+    make_examples(tmp_path / "pristine", 2)
+    one, two, cfg = (tmp_path / name for name in ("one", "two", "cfg"))
+    (tmp_path / "tiny.yaml").write_text(TINY_PIPELINE)
+    for dest in (one, two, cfg):
+        shutil.copytree(tmp_path / "pristine" / "ex1", dest)  # ex1 has a prompt: the CFG pair runs
+    expected = _sample_with(one)
+    assert expected["cfg_branches"] == 2 and expected["gpus"] == 1
+    got = _sample_with(two, "--gpus", "2", "--device", "cpu")
+    assert got["gpus"] == 2 and got["frames_sha256"] == expected["frames_sha256"]
+    got = _sample_with(cfg, "--gpus", "2", "--set", "animate.parallel.cfg=true")
+    assert got["frames_sha256"] == expected["frames_sha256"]
+
+
+def test_a_gpu_count_that_does_not_split_the_heads_is_one_line(tmp_path: Path) -> None:
+    make_examples(tmp_path / "examples", 1)
+    (tmp_path / "tiny.yaml").write_text(TINY_PIPELINE)
+    args = ["animate", str(tmp_path / "examples"), "-p", str(tmp_path / "tiny.yaml"), "--gpus", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "error: --gpus 3: the tiny-random DiT's 2 attention heads do not split across 3 sequence-parallel "
+        "ranks; use one of 1, 2"
+    )

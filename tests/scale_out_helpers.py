@@ -1,12 +1,17 @@
-"""Process-side helpers of tests/animate/test_parallel.py (spawned children import this by name)."""
+"""Helpers of the scale-out tests (tests/animate/test_parallel.py, tests/test_ray_executor.py): a
+4-head tiny DiT and its inputs for the spawned sequence-parallel ranks (they import this module by
+name), and tiny-random example folders."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from scail.animate.dit import DiT, DiTConfig
+from scail.video import write_video
 
 # 4 heads, so sequence parallel runs on 2 and 4 ranks (the tiny preset has 2)
 CONFIG = DiTConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, freq_dim=32, text_dim=32, clip_dim=32)
@@ -50,3 +55,30 @@ def forward_worker(rank: int, world: int, port: int, out_dir: str, cases: list[t
             torch.save(out, Path(out_dir) / f"rank{rank}-case{i}.pt")
     finally:
         dist.destroy_process_group()
+
+
+TINY_PIPELINE = """\
+name: tiny-scale-out
+animate: {model: tiny-random, solver: euler, steps: 3, size_hw: [32, 64], device: cpu, seed: 5}
+"""
+"""A preset file for the tiny-random pipeline at 32x64 (write it beside the examples, pass it as --pipeline)."""
+
+
+def make_examples(root: Path, count: int = 6) -> Path:
+    """`count` examples with a hand-made rendered.mp4 (so pose and render are skipped), 5 frames of
+    a moving bar, a random reference; odd ones have a prompt (CFG runs both branches)."""
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        ex = root / f"ex{i}"
+        ex.mkdir(parents=True)
+        frames = []
+        for t in range(5):
+            f = np.zeros((64, 128, 3), np.uint8)
+            x = (8 * t + 11 * i) % 112
+            f[16:48, x : x + 16] = (255, 120 + 10 * i, 0)
+            frames.append(f)
+        write_video(ex / "rendered.mp4", frames, fps=16.0)
+        Image.fromarray(rng.integers(0, 255, (60, 100, 3), dtype=np.uint8)).save(ex / "ref.png")
+        if i % 2:
+            (ex / "prompt.txt").write_text(f"a dancer, take {i}\n")
+    return root
