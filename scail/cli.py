@@ -39,6 +39,7 @@ from scail.errors import ExitCode, Interrupted, ScailError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from scail.batch import Executor
     from scail.config import PipelineConfig
     from scail.progress import ProgressDisplay
 
@@ -111,6 +112,11 @@ class StageChoice(str, Enum):
     pose = "pose"
     render = "render"
     animate = "animate"
+
+
+class ExecutorChoice(str, Enum):
+    local = "local"
+    ray = "ray"
 
 
 class ForceChoice(str, Enum):
@@ -295,7 +301,8 @@ def _display(quiet: bool, json_mode: bool, err: Console) -> ProgressDisplay:
 
 
 def _run(opts: Options, stages: Sequence[str], *, force: list[ForceChoice] | None = None,
-         json_out: Path | None = None, lock_wait_s: float = 0.0) -> None:
+         json_out: Path | None = None, lock_wait_s: float = 0.0,
+         make_executor: Callable[[PipelineConfig], Executor] | None = None) -> None:
     """What `run`, `pose`, `render`, `animate` and `demo` share: resolve, run the batch, report, exit."""
     from scail.batch import SUMMARY_NAME, make_jobs, run_batch
     from scail.example import discover
@@ -310,8 +317,9 @@ def _run(opts: Options, stages: Sequence[str], *, force: list[ForceChoice] | Non
     examples = discover(opts.path)
     cli_keys = config_overrides(opts)[0].keys()  # the command line beats each example's scail.yaml
     jobs = make_jobs(examples, config, stages, forced, opts.prompt, lock_wait_s, flag_keys=cli_keys)
+    executor = make_executor(config) if make_executor is not None else None
     with _display(opts.quiet, opts.json_mode, err) as display:
-        summary = run_batch(jobs, observer=display, json_out=json_out or opts.path / SUMMARY_NAME)
+        summary = run_batch(jobs, executor=executor, observer=display, json_out=json_out or opts.path / SUMMARY_NAME)
     if opts.json_mode:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     elif not opts.quiet or summary.exit_code:
@@ -337,6 +345,15 @@ def run(
     lock_wait: Annotated[float, typer.Option(
         "--lock-wait", metavar="SECONDS",
         help="How long to wait for an example another runner holds before reporting it as locked.")] = 0.0,
+    executor: Annotated[ExecutorChoice, typer.Option(
+        "--executor", help="local: this process, one example after the other; ray: Ray actors, one per GPU "
+                           "(or per --gpus N group), models resident (pip install 'scail\\[ray]').")] = ExecutorChoice.local,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", metavar="ADDR", show_default=False,
+        help="Ray cluster to use with --executor ray (auto, HOST:PORT, ray://HOST:10001); default: start a local Ray.")] = None,
+    ray_workers: Annotated[int | None, typer.Option(
+        "--ray-workers", metavar="N", min=1, show_default=False,
+        help="Ray actors with --executor ray (default: one per GPU, or per --gpus N GPUs; 1 on the CPU).")] = None,
 ) -> None:
     """Run pose -> render -> animate on every example; fresh stages are skipped.
 
@@ -347,11 +364,24 @@ def run(
       scail run examples/001 --prompt "a woman dancing" --steps 40 --seed 7
       scail run examples/ --until render          # pose and skeleton videos only
       scail run examples/ --force animate --set animate.guide_scale=5
+      scail run examples/ --executor ray            # every GPU of this machine (or --ray-address ADDR)
     """
     from scail.config import STAGES
 
     stages = STAGES[: STAGES.index(until.value) + 1] if until else STAGES
-    _run(opts, stages, force=force, json_out=json_out, lock_wait_s=lock_wait)
+    make = None
+    if executor is ExecutorChoice.ray:
+        def make(config: PipelineConfig) -> Executor:
+            from scail.ray_executor import RayExecutor, RayOptions
+
+            device = config.animate.device
+            return RayExecutor(RayOptions(
+                address=ray_address, workers=ray_workers,
+                gpus_per_worker=0 if device == "cpu" else config.animate.parallel.gpus,
+                require_gpus=device.startswith("cuda")))
+    elif ray_address is not None or ray_workers is not None:
+        raise ScailError("--ray-address and --ray-workers need --executor ray")
+    _run(opts, stages, force=force, json_out=json_out, lock_wait_s=lock_wait, make_executor=make)
 
 
 @app.command()

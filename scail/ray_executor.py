@@ -57,6 +57,7 @@ class RayOptions:
         address: a running cluster ("auto", "ray://host:10001", "host:6379"); None starts a local Ray.
         workers: how many actors; None: one per `gpus_per_worker` GPUs of the cluster, or 1 without GPUs.
         gpus_per_worker: GPUs each actor holds (a sequence-parallel group of N GPUs is one actor); 0: CPU.
+        require_gpus: fail when the cluster has no GPUs (device cuda); else such a cluster gets CPU actors.
         cpus_per_worker: CPUs each actor reserves.
         num_cpus, object_store_mb: size of a local Ray (None: Ray's defaults; tests keep both small).
         torch_threads: CPU threads of torch in each actor (None: Ray's choice, one per reserved CPU).
@@ -67,6 +68,7 @@ class RayOptions:
     address: str | None = None
     workers: int | None = None
     gpus_per_worker: int = 0
+    require_gpus: bool = False
     cpus_per_worker: float = 1.0
     num_cpus: int | None = None
     object_store_mb: int | None = None
@@ -191,15 +193,16 @@ class RayExecutor:
 
     def _worker_count(self) -> int:
         opts = self.options
-        if opts.workers is not None:
-            return opts.workers
         if opts.gpus_per_worker:
             gpus = int(self._ray.cluster_resources().get("GPU", 0))
-            if gpus < opts.gpus_per_worker:
+            if gpus == 0 and not opts.require_gpus:  # --device auto on a cluster without GPUs
+                self.options = opts = dataclasses.replace(opts, gpus_per_worker=0)
+            elif gpus < opts.gpus_per_worker:
                 raise ScailError(f"--executor ray: the cluster has {gpus} GPU(s), a worker needs "
                                  f"{opts.gpus_per_worker}; use --device cpu or a cluster with GPUs")
-            return gpus // opts.gpus_per_worker
-        return 1
+            elif opts.workers is None:
+                return gpus // opts.gpus_per_worker
+        return opts.workers or 1
 
     def _start_actor(self, index: int) -> _Slot:
         if self._cls is None:

@@ -3,6 +3,7 @@ serial executor, a killed worker's example retried once, and resuming with a loc
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -12,11 +13,12 @@ from pathlib import Path
 
 import pytest
 from scale_out_helpers import TINY_PIPELINE, make_examples
+from typer.testing import CliRunner
 
 from scail.batch import BatchSummary, SerialExecutor, make_jobs, run_batch
 from scail.cache import read_manifest
+from scail.cli import app
 from scail.config import STAGES, load_pipeline
-from scail.engine import Outcome
 from scail.example import Example, discover
 
 ray = pytest.importorskip("ray")
@@ -118,8 +120,14 @@ def test_a_killed_worker_has_its_example_retried_once(local_ray, serial_referenc
     assert samples(root) == expected  # the retry wrote the same video; no partial file left
     assert not list(root.glob("*/samples/.*tmp*"))
 
-    # a local run afterwards finds everything done
-    config = load_pipeline(str(root.parent / "tiny.yaml"))
-    again = run_batch(make_jobs(discover(root), config, STAGES), SerialExecutor())
-    assert again.exit_code == 0
-    assert all(s.outcome is not Outcome.RAN for e in again.examples for s in e.stages)
+    # a local `scail run` afterwards finds everything done
+    result = CliRunner().invoke(app, ["run", str(root), "-p", str(root.parent / "tiny.yaml"), "--json"])
+    assert result.exit_code == 0, result.output
+    outcomes = {s["outcome"] for e in json.loads(result.stdout)["examples"] for s in e["stages"]}
+    assert outcomes <= {"fresh", "skipped", "user-provided"}, outcomes  # nothing ran again
+
+
+def test_ray_flags_need_the_ray_executor(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["run", str(tmp_path), "--ray-workers", "2"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == "error: --ray-address and --ray-workers need --executor ray"

@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 
     from scail.animate.clip import CLIPImageEncoder
     from scail.animate.dit import DiT
-    from scail.animate.lora import LoraFile
     from scail.animate.launch import ParallelGroup
+    from scail.animate.lora import LoraFile
     from scail.animate.resume import Checkpoint, Checkpointer
     from scail.animate.t5 import TextEncoder
     from scail.animate.vae import TileConfig, WanVAE
