@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -14,7 +14,6 @@ from scail.pose.flips import Variant, _apply, fix_flips, flip_rate, mirror_depth
 from scail.pose.schema import PoseData
 
 DATA = Path(__file__).parent / "data"
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _copy(pose: PoseData) -> PoseData:
@@ -139,12 +138,10 @@ def test_hands_follow_the_wrists() -> None:
     assert report.changed == {"0": {"hands": [3]}}
 
 
-def _agreement_module():  # benchmarks/pose_agreement.py (not a package)
-    spec = importlib.util.spec_from_file_location("pose_agreement", REPO / "benchmarks" / "pose_agreement.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _agreement_module() -> ModuleType:
+    from benchmarks import pose_agreement
+
+    return pose_agreement
 
 
 def test_example_001_colours_agree_with_the_official_render(shared_dir: Path) -> None:

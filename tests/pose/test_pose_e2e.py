@@ -21,7 +21,6 @@ from scail.pose.stage import PoseStage
 from scail.stage import ProgressEvent, StageContext
 
 MAX_FRAMES = 24  # enough to check tracking and stability, short enough for CI
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -254,15 +253,10 @@ def test_agreement_with_the_official_pose_video(pose_python: Path, pose_cache_di
     """benchmarks/pose_agreement.py's metrics on all 65 frames of 001: open-mask IoU mean >= 0.65,
     min >= 0.40; colours (hue agreement) >= 0.85 in every frame (MediaPipe's raw labels are flipped
     in frames 15-21: ~0.01 there without scail/pose/flips.py)."""
-    import importlib.util
-
+    from benchmarks import pose_agreement as agreement
     from scail.render import render_pose
     from scail.video import read_frames
 
-    spec = importlib.util.spec_from_file_location("pose_agreement", REPO / "benchmarks" / "pose_agreement.py")
-    assert spec is not None and spec.loader is not None
-    agreement = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(agreement)
     root = copy_example("001")
     st = PoseStage(PoseConfig(backend="mediapipe"), Settings(weights_dir=tmp_path / "w", cache_dir=pose_cache_dir))
     try:
