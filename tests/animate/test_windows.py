@@ -284,17 +284,9 @@ def test_checkpoints_follow_the_clock(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def test_bench_long_runs_the_product_pipeline_at_tiny_size(capsys: pytest.CaptureFixture[str],
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-    import sys
+def test_bench_long_runs_the_product_pipeline_at_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import bench_long as bench
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_long.py"
-    spec = importlib.util.spec_from_file_location("bench_long", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_long", bench)  # dataclasses look their module up there
-    spec.loader.exec_module(bench)
     assert bench.main(["--preset", "tiny", "--device", "cpu", "--size", "64x128", "--frames", "9,14",
                        "--window-frames", "9", "--window-overlap", "4", "--guide-scale", "1"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line[:1] == " "]
