@@ -432,12 +432,10 @@ def run_sampling(
     def window_fn(k: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         s, e = spans[k]
         net: Callable[..., torch.Tensor] = models.dit
-        if models.step_cache is not None:  # each window keeps its own cache (its own inputs)
-            sc = models.step_cache
-            cache = sc if len(spans) == 1 else StepCache(sc.dit, sc.threshold, sc.max_skips, sc.stride)
-            cache.reset(steps)
-            caches.append(cache)
-            net = cache
+        if models.step_cache is not None and len(spans) == 1:
+            models.step_cache.reset(steps)
+            caches.append(models.step_cache)
+            net = models.step_cache
         guidance = GuidanceReuse(guide_scale, models.uncond_every) if cond.use_cfg else None
         if guidance is not None:
             guidances.append(guidance)
@@ -462,6 +460,11 @@ def run_sampling(
     )
     if len(spans) > 1:
         log.info("%d latent frames in %d windows %s (%s blend)", f, len(spans), spans, windows.blend)
+        if models.step_cache is not None:
+            # a skipped step reuses the blocks' residual of its own input: one (B, L, D) float32 tensor
+            # per window (~2 GiB at 14B, 512x896), memory that would grow with the video's length
+            log.warning("fast mode: the step cache is off for a video in %d windows (its memory would grow "
+                        "with the length); FP8 and the reused guidance stay on", len(spans))
     if checkpoint is not None:
         checkpoint.partial = lambda: denoise.partial
     try:

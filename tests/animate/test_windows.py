@@ -296,7 +296,8 @@ def test_bench_long_runs_the_product_pipeline_at_tiny_size(capsys: pytest.Captur
 
 @pytest.mark.parametrize("solver", ["dpm++", "unipc"])
 def test_windows_with_fast_mode_and_every_solver(solver: str) -> None:
-    """Fast mode (FP8 linears, step cache, reused guidance) keeps one cache and guidance state per window."""
+    """Fast mode over windows: FP8 linears and reused guidance (one guidance state per window); the step
+    cache, whose residuals would grow memory with the number of windows, is off."""
     from scail.animate import attention
     from scail.animate.build import build_tiny_random
     from scail.animate.fast import apply_fast_mode
@@ -310,7 +311,7 @@ def test_windows_with_fast_mode_and_every_solver(solver: str) -> None:
         attention.set_fp8(False)
     assert out.frames.shape[0] == 15 and out.timings_s["windows"] == 2
     assert out.timings_s["uncond_reused_steps"] == 2 * 2  # steps 1 and 3 of each window reuse the guidance
-    assert "cache_skipped_steps" in out.timings_s and torch.isfinite(out.latent).all()
+    assert "cache_skipped_steps" not in out.timings_s and torch.isfinite(out.latent).all()
 
 
 def test_scail_clean_removes_a_leftover_checkpoint(tmp_path: Path) -> None:
