@@ -258,7 +258,8 @@ class AnimatePipeline:
             solver, steps, shift: the sampler (see `sampler.py`).
             guide_scale: CFG scale (used when `cond.use_cfg`).
             seed: seeds the CPU generator of the initial noise (16, F, h, w).
-            on_progress: (done, total) after each window of each step: total = windows x steps.
+            on_progress: (done, total) after each window of each step: total = windows x steps (a
+                resumed run counts the window steps left).
             noise: use this initial noise instead of drawing it (tests, parity).
             windows: window length, overlap, blend and colour tie (default `WindowConfig()`).
             checkpoint: saves the sampler state as it goes and continues from a saved one (`resume.py`).
@@ -444,12 +445,17 @@ def run_sampling(
 
     resumed = job.resumed
     total = steps * len(spans)
+    # a resumed run counts only the window steps left, so the progress bar's ETA is right
+    skip = 0 if resumed is None else resumed.state.step * len(spans) + (
+        resumed.partial.done if resumed.partial is not None else 0)
+    if skip:
+        log.info("resuming from the checkpoint: %d of %d window steps already done", skip, total)
 
     def on_window(step: int, done: int) -> None:
         if checkpoint is not None:
             checkpoint.tick()
         if on_progress is not None:
-            on_progress(step * len(spans) + done, total)
+            on_progress(step * len(spans) + done - skip, total - skip)
 
     denoise = WindowedDenoiser(
         spans, weights, window_fn, plan.sigmas, windows.color,
