@@ -34,6 +34,8 @@ from scail.engine import Outcome, StageOutcome, one_line, run_stage, user_output
 from scail.errors import ExitCode, InputError, Interrupted, ScailError
 from scail.example import Example
 from scail.logs import example_log_file
+from scail.outputs import OutputLedger
+from scail.preflight import example_problem
 from scail.stage import ProgressEvent, Stage
 
 log = logging.getLogger(__name__)
@@ -193,13 +195,13 @@ def _build_one(config: PipelineConfig, name: str, prompt: str | None) -> Stage:
         return RenderStage(config.render)
     from scail.animate.stage import AnimateStage
 
-    return AnimateStage(config.animate, prompt_override=prompt)
+    return AnimateStage(config.animate, prompt_override=prompt, preset=config.name)
 
 
 def _user_files(stages: Sequence[Stage], example: Example, force: frozenset[str],
-                hashes: HashCache) -> list[list[Path]]:
+                hashes: HashCache, ledger: OutputLedger) -> list[list[Path]]:
     """Each stage's user-provided outputs (none for forced stages)."""
-    return [[] if s.name in force else user_outputs(s, example, hashes) for s in stages]
+    return [[] if s.name in force else user_outputs(s, example, hashes, ledger) for s in stages]
 
 
 def run_example(job: ExampleJob, stages: Sequence[Stage], observer: BatchObserver | None = None,
@@ -225,8 +227,15 @@ def run_example(job: ExampleJob, stages: Sequence[Stage], observer: BatchObserve
 
 def _run_locked(job: ExampleJob, stages: Sequence[Stage], example: Example, name: str, result: ExampleResult,
                 observer: BatchObserver, cancel: threading.Event | None) -> None:
+    problem = example_problem(job, example)
+    if problem is not None:  # e.g. a prompt.txt that is not UTF-8: fail before pose runs
+        bad_stage, reason = problem
+        result.stages = [StageOutcome(s.name, Outcome.FAILED, reason=reason) if s.name == bad_stage else
+                         StageOutcome(s.name, Outcome.SKIPPED, reason=f"not run: {reason}") for s in stages]
+        return
     hashes = HashCache(example)
-    user = _user_files(stages, example, job.force, hashes)
+    ledger = OutputLedger(example)
+    user = _user_files(stages, example, job.force, hashes, ledger)
     # Stages above the last user-provided one are not needed: a hand-made rendered.mp4 means pose
     # and render have nothing to do for this example, even when driving.mp4 is absent.
     start = max((i for i, files in enumerate(user) if files), default=0)
@@ -242,7 +251,8 @@ def _run_locked(job: ExampleJob, stages: Sequence[Stage], example: Example, name
             observer.stage_started(name, stage.name)
             try:
                 outcome = run_stage(stage, example, on_event=observer.on_event, cancel=cancel,
-                                    force=stage.name in job.force, hashes=hashes, user_files=user_files)
+                                    force=stage.name in job.force, hashes=hashes, user_files=user_files,
+                                    ledger=ledger)
             except Interrupted as exc:
                 outcome = StageOutcome(stage.name, Outcome.INTERRUPTED, reason=one_line(exc))
             observer.stage_finished(name, stage.name, outcome.outcome.value, outcome.duration_s)

@@ -307,6 +307,7 @@ def _run(opts: Options, stages: Sequence[str], *, force: list[ForceChoice] | Non
     from scail.batch import SUMMARY_NAME, make_jobs, run_batch
     from scail.example import discover
     from scail.logs import setup_logging
+    from scail.preflight import check_batch
     from scail.summary import batch_table
 
     out, err = _consoles()
@@ -317,6 +318,7 @@ def _run(opts: Options, stages: Sequence[str], *, force: list[ForceChoice] | Non
     examples = discover(opts.path)
     cli_keys = config_overrides(opts)[0].keys()  # the command line beats each example's scail.yaml
     jobs = make_jobs(examples, config, stages, forced, opts.prompt, lock_wait_s, flag_keys=cli_keys)
+    check_batch(jobs, opts.path)  # a global problem: one line and exit 1, before any example starts
     executor = make_executor(config) if make_executor is not None else None
     with _display(opts.quiet, opts.json_mode, err) as display:
         summary = run_batch(jobs, executor=executor, observer=display, json_out=json_out or opts.path / SUMMARY_NAME)
@@ -420,6 +422,7 @@ def status(opts: Options) -> None:
     from scail.engine import example_status
     from scail.example import discover
     from scail.example_settings import config_for_example
+    from scail.outputs import sample_info
     from scail.summary import status_json, status_table
 
     out, _ = _consoles()
@@ -427,16 +430,18 @@ def status(opts: Options) -> None:
     cli_keys = frozenset(config_overrides(opts)[0])
     built: dict[str, Any] = {}  # stages per distinct config (an example's scail.yaml may change it)
     rows = []
-    for ex in discover(opts.path):
+    examples = discover(opts.path)
+    for ex in examples:
         cfg = config_for_example(config, ex.root, cli_keys)
         key = cfg.model_dump_json()
         if key not in built:
             built[key] = build_stages(cfg, STAGES, opts.prompt)
         rows.append((ex.name, example_status(built[key], ex)))
+    samples = [sample_info(ex) for ex in examples]
     if opts.json_mode:
-        typer.echo(json.dumps(status_json(STAGES, rows), indent=2))
+        typer.echo(json.dumps(status_json(STAGES, rows, samples), indent=2))
     else:
-        out.print(status_table(STAGES, rows))
+        out.print(status_table(STAGES, rows, samples))
 
 
 @app.command()

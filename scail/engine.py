@@ -44,7 +44,8 @@ from scail.cache import (
 )
 from scail.errors import Interrupted, ScailError, StageFailed
 from scail.example import Example
-from scail.stage import ProgressEvent, Stage, StageContext
+from scail.outputs import OutputLedger, move_to_backup, point_latest, safe_key
+from scail.stage import KeepsEveryOutput, ProgressEvent, Stage, StageContext
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +132,36 @@ def _current_fingerprint(stage: Stage, example: Example, hashes: HashCache) -> t
     return fingerprint(stage.name, stage.version, _params_json(stage), inputs), inputs
 
 
-def user_outputs(stage: Stage, example: Example, hashes: HashCache) -> list[Path]:
+def stage_fingerprint(stage: Stage, example: Example, hashes: HashCache | None = None) -> str:
+    """The fingerprint a run of `stage` on `example` would have now (raises when an input is missing)."""
+    own = hashes or HashCache(example)
+    fp, _ = _current_fingerprint(stage, example, own)
+    if hashes is None:
+        own.save()
+    return fp
+
+
+def expected_outputs(stage: Stage, example: Example, fp: str) -> list[Path]:
+    """The files a run of `stage` with fingerprint `fp` writes (named by it for `KeepsEveryOutput`)."""
+    if isinstance(stage, KeepsEveryOutput):
+        return stage.outputs_for(example, fp)
+    return stage.outputs(example)
+
+
+def user_outputs(stage: Stage, example: Example, hashes: HashCache,
+                 ledger: OutputLedger | None = None) -> list[Path]:
     """Outputs the user made or replaced by hand; the engine never overwrites them without force.
 
-    - no manifest file: every existing output is the user's (e.g. a hand-made rendered.mp4);
+    - a file the output ledger holds with its current content is scail's, whatever else;
+    - no manifest file: every other existing output is the user's (e.g. a hand-made rendered.mp4);
     - a manifest: an output is the user's when it was modified after the manifest was written AND
       its content is not the one recorded (every final manifest, failed ones too, records the
       outputs present when it was written). A "running" manifest (a killed run) claims nothing.
+    - outputs named by their fingerprint (`KeepsEveryOutput`: samples) are never the user's.
     The common case costs only stats: outputs older than the manifest are never hashed.
     """
+    if isinstance(stage, KeepsEveryOutput):
+        return []
     existing: list[tuple[Path, int]] = []
     for p in stage.outputs(example):
         try:
@@ -148,17 +170,19 @@ def user_outputs(stage: Stage, example: Example, hashes: HashCache) -> list[Path
             continue
     if not existing:
         return []
+    ledger = ledger or OutputLedger(example)
     try:
         manifest_mtime = os.stat(manifest_file(example, stage.name)).st_mtime_ns
     except FileNotFoundError:
-        return [p for p, _ in existing]
+        return [p for p, _ in existing if not ledger.is_ours(hashes.key(p), hashes.hash(p))]
     newer = [p for p, mtime in existing if mtime >= manifest_mtime]  # >=: coarse clock ticks
     if not newer:
         return []
     manifest = read_manifest(example, stage.name)
     if manifest is None or manifest.status == "running":
         return []
-    return [p for p in newer if manifest.outputs.get(hashes.key(p)) != hashes.hash(p)]
+    return [p for p in newer if manifest.outputs.get(hashes.key(p)) != hashes.hash(p)
+            and not ledger.is_ours(hashes.key(p), hashes.hash(p))]
 
 
 def _user_reason(stage: Stage, example: Example, paths: list[Path]) -> str:
@@ -168,39 +192,66 @@ def _user_reason(stage: Stage, example: Example, paths: list[Path]) -> str:
     return f"{names} made by hand (no manifest); kept unless --force"
 
 
-def stage_status(stage: Stage, example: Example, hashes: HashCache) -> tuple[Status, str]:
-    """(status, one-line reason) of one stage, computed from files only; runs nothing."""
-    user = user_outputs(stage, example, hashes)
+def _ledger_fresh(expected: list[Path], fp: str, hashes: HashCache, ledger: OutputLedger) -> bool:
+    """True when scail wrote every expected output for exactly this fingerprint and none was changed.
+
+    This is what lets an earlier result count again after a run with other settings (or a failed
+    try) rewrote the stage's manifest.
+    """
+    for path in expected:
+        key, digest = hashes.keyed_hash(path)
+        entry = ledger.made_by(key, fp)
+        if entry is None or digest != entry.sha256:
+            return False
+    return bool(expected)
+
+
+def stage_status(stage: Stage, example: Example, hashes: HashCache,
+                 ledger: OutputLedger | None = None) -> tuple[Status, str]:
+    """(status, one-line reason) of one stage, computed from files only; runs nothing.
+
+    The answer is for the configuration `stage` was built with: the last run's manifest counts
+    only when it was a run of that configuration (its fingerprint), so a failed try with other
+    settings does not hide a good result.
+    """
+    ledger = ledger or OutputLedger(example)
+    user = user_outputs(stage, example, hashes, ledger)
     if user:
         return Status.USER_PROVIDED, _user_reason(stage, example, user)
     manifest = read_manifest(example, stage.name)
-    if manifest is None:
-        return Status.MISSING, ""
-    if manifest.status == "running":
-        if is_locked(example):
-            return Status.RUNNING, f"pid {manifest.pid}"
-        return Status.INTERRUPTED, "the run was killed"
-    if manifest.status == "interrupted":
-        return Status.INTERRUPTED, manifest.error or ""
-    if manifest.status == "failed":
-        return Status.FAILED, manifest.error or ""
+    if manifest is not None and manifest.status == "running" and is_locked(example):
+        return Status.RUNNING, f"pid {manifest.pid}"
     try:
         fp, _ = _current_fingerprint(stage, example, hashes)
     except ScailError as exc:
-        return Status.STALE, one_line(exc)
-    if fp != manifest.fingerprint:
+        if manifest is not None and manifest.status == "failed":
+            return Status.FAILED, manifest.error or ""
+        return (Status.STALE, one_line(exc)) if manifest is not None else (Status.MISSING, "")
+    if manifest is not None and manifest.status != "done" and manifest.fingerprint in (fp, ""):
+        if manifest.status == "running":
+            return Status.INTERRUPTED, "the run was killed"
+        if manifest.status == "interrupted":
+            return Status.INTERRUPTED, manifest.error or ""
+        return Status.FAILED, manifest.error or ""
+    expected = expected_outputs(stage, example, fp)
+    if _ledger_fresh(expected, fp, hashes, ledger):
+        return Status.FRESH, ""
+    if manifest is None:
+        return Status.MISSING, ""
+    if manifest.status != "done" or fp != manifest.fingerprint:
         return Status.STALE, "inputs or parameters changed"
-    reason = _outputs_match(example, manifest, stage.outputs(example), hashes)
+    reason = _outputs_match(example, manifest, expected, hashes)
     return (Status.STALE, reason) if reason else (Status.FRESH, "")
 
 
 def example_status(stages: Sequence[Stage], example: Example) -> list[tuple[Status, str]]:
     """Status of each stage in pipeline order; a done stage below one that will rerun is stale."""
     hashes = HashCache(example)
+    ledger = OutputLedger(example)
     out: list[tuple[Status, str]] = []
     upstream_pending: str | None = None
     for stage in stages:
-        status, reason = stage_status(stage, example, hashes)
+        status, reason = stage_status(stage, example, hashes, ledger)
         if status is Status.FRESH and upstream_pending is not None:
             status, reason = Status.STALE, f"upstream {upstream_pending} will rerun"
         if status is Status.USER_PROVIDED:
@@ -237,6 +288,7 @@ def run_stage(
     force: bool = False,
     hashes: HashCache | None = None,
     user_files: list[Path] | None = None,
+    ledger: OutputLedger | None = None,
 ) -> StageOutcome:
     """Run `stage` on `example` unless it is fresh or user-provided (`force` runs it anyway).
 
@@ -244,29 +296,36 @@ def run_stage(
     FAILED outcome; Ctrl-C (`Interrupted`, `KeyboardInterrupt`) writes an "interrupted" manifest
     and is re-raised so the batch stops. The caller must hold the example lock. `user_files`:
     the stage's user-provided outputs when the caller already looked them up (`user_outputs`).
+    With `force`, user-provided outputs are first renamed to a backup name (and the outcome says so).
     """
     hashes = hashes or HashCache(example)
+    ledger = ledger or OutputLedger(example)
     t0 = time.perf_counter()
-    if not force:
-        user = user_outputs(stage, example, hashes) if user_files is None else user_files
+    if force:
+        user = user_outputs(stage, example, hashes, ledger)
+    else:
+        user = user_outputs(stage, example, hashes, ledger) if user_files is None else user_files
         if user:
             return StageOutcome(stage.name, Outcome.USER_PROVIDED, reason=_user_reason(stage, example, user))
     manifest = read_manifest(example, stage.name)
 
-    params = _params_json(stage)
+    params: dict[str, Any] = {}
     try:
+        params = _params_json(stage)
         fp, inputs = _current_fingerprint(stage, example, hashes)
     except ScailError as exc:
+        present = [] if isinstance(stage, KeepsEveryOutput) else [p for p in stage.outputs(example) if p not in user]
         _record(example, Manifest(stage=stage.name, status="failed", fingerprint="", params=params,
-                                  outputs=_present(stage.outputs(example), hashes), error=one_line(exc),
-                                  finished=now_iso()))
+                                  outputs=_present(present, hashes), error=one_line(exc), finished=now_iso()))
         return StageOutcome(stage.name, Outcome.FAILED, time.perf_counter() - t0, one_line(exc))
 
-    expected = stage.outputs(example)
-    why = _why_run(example, manifest, fp, expected, hashes, force)
+    expected = expected_outputs(stage, example, fp)
+    why = "--force" if force else _why_run(example, manifest, fp, expected, hashes, ledger)
     if not why:
+        _publish(stage, example, expected, hashes, ledger)
         return StageOutcome(stage.name, Outcome.FRESH, time.perf_counter() - t0)
 
+    backups = _back_up(user, example, stage.name)
     for out in expected:
         for tmp in temp_files(out.parent, of=out):
             log.debug("removing leftover temp file %s", tmp)
@@ -279,7 +338,15 @@ def run_stage(
     ctx = StageContext(example=example, stage=stage.name, on_event=on_event or (lambda e: None),
                        cancel=cancel or threading.Event(), log=logging.getLogger(f"scail.stage.{stage.name}"),
                        fingerprint=fp)
+    if backups:
+        ctx.note(user_files_backed_up=backups)
     log.info("%s: %s started (%s)", example.name, stage.name, why)
+
+    def finish(status: str, outputs: dict[str, str], **extra: Any) -> None:
+        ledger.record(stage.name, outputs, fp if status == "done" else "")
+        _save_ledger(ledger)
+        _finish(example, running, ctx, t0, status=status, outputs=outputs, **extra)
+
     try:
         stage.run(example, ctx)
         missing = [p for p in expected if not p.exists()]
@@ -287,13 +354,12 @@ def run_stage(
             raise StageFailed(f"{example.root}: {stage.name} finished without writing {missing[0].name}")
         outputs = hash_files(expected, hashes)
     except (Interrupted, KeyboardInterrupt) as exc:
-        _finish(example, running, ctx, t0, status="interrupted", error="interrupted by the user",
-                outputs=_present(expected, hashes))
+        finish("interrupted", _present(expected, hashes), error="interrupted by the user")
         if isinstance(exc, KeyboardInterrupt):
             raise Interrupted(f"{example.root}: {stage.name} interrupted") from exc
         raise
     except ScailError as exc:
-        _finish(example, running, ctx, t0, status="failed", error=one_line(exc), outputs=_present(expected, hashes))
+        finish("failed", _present(expected, hashes), error=one_line(exc))
         log.info("%s: %s failed: %s", example.name, stage.name, one_line(exc))
         return StageOutcome(stage.name, Outcome.FAILED, time.perf_counter() - t0, one_line(exc))
     except Exception as exc:
@@ -305,19 +371,22 @@ def run_stage(
                       "(finished stages are kept)")
         else:
             reason = f"{type(exc).__name__}: {one_line(exc)}" + (f" (traceback: {tb})" if tb else "")
-        _finish(example, running, ctx, t0, status="failed", error=reason, traceback_file=tb,
-                outputs=_present(expected, hashes))
+        finish("failed", _present(expected, hashes), error=reason, traceback_file=tb)
         return StageOutcome(stage.name, Outcome.FAILED, time.perf_counter() - t0, reason)
-    _finish(example, running, ctx, t0, status="done", outputs=outputs)
+    finish("done", outputs)
+    _publish(stage, example, expected, hashes, ledger)
     log.info("%s: %s done in %.1fs", example.name, stage.name, time.perf_counter() - t0)
-    return StageOutcome(stage.name, Outcome.RAN, time.perf_counter() - t0)
+    note = "; ".join(f"{k} was user-provided: moved to {v}" for k, v in backups.items())
+    return StageOutcome(stage.name, Outcome.RAN, time.perf_counter() - t0, note)
 
 
 def _why_run(example: Example, manifest: Manifest | None, fp: str, expected: list[Path], hashes: HashCache,
-             force: bool) -> str:
-    """Why the stage must run ('' when it is fresh)."""
-    if force:
-        return "--force"
+             ledger: OutputLedger) -> str:
+    """Why the stage must run ('' when it is fresh); the same rules as `stage_status`."""
+    if manifest is not None and manifest.status != "done" and manifest.fingerprint in (fp, ""):
+        return f"last run {manifest.status}"
+    if _ledger_fresh(expected, fp, hashes, ledger):
+        return ""
     if manifest is None:
         return "never ran"
     if manifest.status != "done":
@@ -325,6 +394,49 @@ def _why_run(example: Example, manifest: Manifest | None, fp: str, expected: lis
     if manifest.fingerprint != fp:
         return "inputs or parameters changed"
     return _outputs_match(example, manifest, expected, hashes)
+
+
+def _back_up(user: list[Path], example: Example, stage: str) -> dict[str, str]:
+    """Rename the user's files a forced stage is about to replace; {name: backup name}, logged."""
+    moved: dict[str, str] = {}
+    for path in user:
+        try:
+            dest = move_to_backup(path)
+        except OSError as exc:
+            raise StageFailed(f"{path}: cannot move the user-provided file aside before --force "
+                              f"({exc.strerror}); move it yourself and rerun") from exc
+        rel_src, rel_dst = os.path.relpath(path, example.root), os.path.relpath(dest, example.root)
+        log.warning("%s: %s: %s is user-provided; moved it to %s before redoing %s",
+                    example.name, stage, rel_src, rel_dst, stage)
+        moved[rel_src] = rel_dst
+    return moved
+
+
+def _publish(stage: Stage, example: Example, outputs: list[Path], hashes: HashCache, ledger: OutputLedger) -> None:
+    """Point the stage's stable names (`<name>_latest.mp4`) at `outputs` and note them in the ledger.
+
+    A file under a stable name that scail did not write (the user's) is moved to a backup name first.
+    """
+    if not isinstance(stage, KeepsEveryOutput):
+        return
+    for pointer, target in stage.pointers(example, outputs):
+        key = hashes.key(pointer)
+        try:
+            if pointer.exists() and not ledger.is_ours(key, hashes.hash(pointer)):
+                _back_up([pointer], example, stage.name)
+            if point_latest(target, pointer) or key not in ledger.files:
+                _, digest = hashes.keyed_hash(pointer)
+                ledger.record_pointer(stage.name, key, digest or "", hashes.key(target))
+        except (OSError, StageFailed) as exc:  # a pointer is a convenience: never fail the stage for it
+            log.warning("%s: could not update %s: %s", example.name, pointer.name, exc)
+    _save_ledger(ledger)
+
+
+def _save_ledger(ledger: OutputLedger) -> None:
+    try:
+        ledger.save()
+    except OSError as exc:  # a full disk must not hide the stage's own result
+        log.error("%s: could not write the output ledger: %s", ledger.path, exc)
 
 
 def _present(paths: list[Path], hashes: HashCache) -> dict[str, str]:
@@ -355,21 +467,36 @@ def _record(example: Example, manifest: Manifest) -> None:
 
 
 def clean_example(example: Example, stage_names: Sequence[str]) -> list[Path]:
-    """Delete the outputs scail recorded for these stages, their manifests and leftover temp files.
+    """Delete what scail wrote for these stages: the output ledger's files (every sample, the
+    `latest` pointer), what their manifests recorded, the manifests, and leftover temp files.
 
-    Files without a manifest (user-provided) are never touched. Returns what was removed.
+    Only files whose content is still what scail wrote go: user-provided files, and files the user
+    changed by hand after scail wrote them, are never touched. Returns what was removed.
     """
     removed: list[Path] = []
+    hashes = HashCache(example)
+    ledger = OutputLedger(example)
     for name in stage_names:
         manifest = read_manifest(example, name)
-        hashes = HashCache(example)
-        targets = [Path(hashes.resolve(key)) for key in (manifest.outputs if manifest else {})]
-        targets.append(example.state_dir / f"{name}.json")
-        targets.append(example.state_dir / f"{name}-resume.safetensors")  # a mid-run checkpoint (animate/resume.py)
-        for path in targets:
-            with contextlib.suppress(FileNotFoundError):
+        targets: dict[str, str] = dict(manifest.outputs) if manifest else {}
+        targets.update((key, entry.sha256) for key, entry in ledger.stage_files(name).items())
+        for key, digest in sorted(targets.items()):
+            if not safe_key(key):
+                log.warning("%s: %s manifest names %s, outside the example; left alone", example.root, name, key)
+                continue
+            path = Path(hashes.resolve(key))
+            current = hashes.hash(path)
+            if current is None or current == digest:
+                ledger.forget(key)
+            if current is not None and current == digest:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+        for path in (manifest_path(example, name), example.state_dir / f"{name}-resume.safetensors"):
+            with contextlib.suppress(FileNotFoundError):  # the manifest, a mid-run checkpoint (animate/resume.py)
                 path.unlink()
                 removed.append(path)
+    _save_ledger(ledger)
     for folder in (example.root, example.state_dir, example.samples_dir):
         if folder.is_dir():
             for tmp in temp_files(folder):

@@ -109,8 +109,26 @@ class Example:
 
             return (load_example_settings(self.root).prompt or "").strip()
         if self.prompt_file.is_file():
-            return self.prompt_file.read_text(encoding="utf-8").strip()
+            return read_prompt_file(self.prompt_file)
         return ""
+
+
+def read_prompt_file(path: Path) -> str:
+    """A prompt file's text: UTF-8, with or without a byte-order mark (Windows editors add one).
+
+    Any other encoding is an `InputError` naming the file and the first bad byte, raised before
+    any stage runs (scail/preflight.py), never a raw UnicodeDecodeError after hours of work.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the prompt file ({exc.strerror})") from exc
+    try:
+        return raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start]
+        raise InputError(f"{path}: not UTF-8 text (byte 0x{bad:02x} at offset {exc.start}); "
+                         "save it as UTF-8 and rerun") from None
 
 
 def is_example_dir(path: Path) -> bool:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -53,7 +53,7 @@ class StageContext:
     notes: dict[str, Any] = field(default_factory=dict)
     """Extra facts for the manifest (backend chosen, seed, resolved sizes, ...)."""
     fingerprint: str = ""
-    """The engine's fingerprint of this run (settings + input hashes): keys state a rerun may resume from."""
+    """The engine's fingerprint of this run: it names `KeepsEveryOutput` outputs and keys state a rerun may resume from."""
 
     def progress(self, done: int, total: int | None, unit: str = "frames", desc: str = "") -> None:
         """Report progress; raises `Interrupted` if the run was cancelled (Ctrl-C)."""
@@ -115,3 +115,23 @@ class Stage(Protocol):
     def close(self) -> None:
         """Free heavy resources (models, worker processes) at the end of a batch."""
         ...
+
+
+@runtime_checkable
+class KeepsEveryOutput(Protocol):
+    """A stage whose outputs are named by the fingerprint that made them (animate's samples).
+
+    Runs with other settings add files instead of replacing the last one, so no result is lost;
+    the engine asks `outputs_for` instead of `outputs`, never treats such files as user-provided,
+    and after each run (or fresh skip) points the stable names that `pointers` gives
+    (`<name>_latest.mp4`) at them.
+    """
+
+    def outputs_for(self, example: Example, fingerprint: str) -> list[Path]:
+        """The files a run with this fingerprint writes."""
+        ...
+
+    def pointers(self, example: Example, outputs: list[Path]) -> list[tuple[Path, Path]]:
+        """(stable name, the output it stands for) pairs; the engine writes them (scail/outputs.py)."""
+        ...
+

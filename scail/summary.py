@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from scail.batch import BatchSummary
     from scail.doctor import Check
     from scail.engine import Status
+    from scail.outputs import SampleInfo
 
 STATUS_STYLES = {
     "ran": "green", "fresh": "dim green", "user-provided": "cyan", "skipped": "dim",
@@ -64,9 +65,10 @@ def batch_table(summary: BatchSummary) -> RenderableType:
     return table
 
 
-def status_table(stage_names: Sequence[str], rows: Sequence[tuple[str, Sequence[tuple[Status, str]]]]
-                 ) -> RenderableType:
-    """Examples x stages: fresh / stale / failed / missing / user-provided / interrupted / running."""
+def status_table(stage_names: Sequence[str], rows: Sequence[tuple[str, Sequence[tuple[Status, str]]]],
+                 samples: Sequence[SampleInfo] | None = None) -> RenderableType:
+    """Examples x stages: fresh / stale / failed / missing / user-provided / interrupted / running,
+    then the latest sample (and how many earlier ones exist)."""
     from rich.table import Table
 
     totals: Counter[str] = Counter(s.value for _, st in rows for s, _ in st)
@@ -75,23 +77,38 @@ def status_table(stage_names: Sequence[str], rows: Sequence[tuple[str, Sequence[
     table.add_column("example", no_wrap=True)
     for name in stage_names:
         table.add_column(name)
+    if samples is not None:
+        table.add_column("latest sample", overflow="fold")
     table.add_column("note", overflow="fold")
-    shown = rows
+    shown = list(range(len(rows)))
     if len(rows) > MAX_ROWS:
-        shown = [r for r in rows if any(s.value != "fresh" for s, _ in r[1])][:MAX_ROWS]
+        shown = [i for i, r in enumerate(rows) if any(s.value != "fresh" for s, _ in r[1])][:MAX_ROWS]
         table.caption = f"{len(rows) - len(shown)} examples not shown (all fresh)"
-    for name, statuses in shown:
+    for i in shown:
+        name, statuses = rows[i]
         note = next((f"{stage}: {reason}" for stage, (s, reason) in zip(stage_names, statuses, strict=True)
                      if reason and s.value != "fresh"), "")
-        table.add_row(name, *(_cell(s.value) for s, _ in statuses), note)
+        extra = [] if samples is None else [_sample_cell(samples[i])]
+        table.add_row(name, *(_cell(s.value) for s, _ in statuses), *extra, note)
     return table
 
 
-def status_json(stage_names: Sequence[str], rows: Sequence[tuple[str, Sequence[tuple[Status, str]]]]
-                ) -> dict[str, Any]:
-    return {"examples": [{"name": name, "stages": {stage: {"status": s.value, "reason": r}
-                                                   for stage, (s, r) in zip(stage_names, statuses, strict=True)}}
-                         for name, statuses in rows]}
+def _sample_cell(info: SampleInfo) -> str:
+    if info.latest is None:
+        return f"(none; {info.earlier} earlier)" if info.earlier else ""
+    return info.latest + (f" (+{info.earlier} earlier)" if info.earlier else "")
+
+
+def status_json(stage_names: Sequence[str], rows: Sequence[tuple[str, Sequence[tuple[Status, str]]]],
+                samples: Sequence[SampleInfo] | None = None) -> dict[str, Any]:
+    out: list[dict[str, Any]] = []
+    for i, (name, statuses) in enumerate(rows):
+        doc: dict[str, Any] = {"name": name, "stages": {stage: {"status": s.value, "reason": r}
+                                                        for stage, (s, r) in zip(stage_names, statuses, strict=True)}}
+        if samples is not None:
+            doc["samples"] = {"latest": samples[i].latest, "earlier": samples[i].earlier}
+        out.append(doc)
+    return {"examples": out}
 
 
 def doctor_table(checks: Sequence[Check]) -> RenderableType:

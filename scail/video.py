@@ -283,7 +283,8 @@ class VideoWriter:
     """
 
     def __init__(
-        self, path: Path, fps: float | Fraction, crf: int = 18, preset: str = "medium", atomic: bool = True
+        self, path: Path, fps: float | Fraction, crf: int = 18, preset: str = "medium", atomic: bool = True,
+        metadata: dict[str, str] | None = None,
     ) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps}")
@@ -292,6 +293,8 @@ class VideoWriter:
         self.crf = crf
         self.preset = preset
         self.atomic = atomic
+        self.metadata = dict(metadata or {})
+        """Container tags (title, comment, ...; other keys are kept too), read back by `read_metadata`."""
         self.frames_written = 0
         self._target = self.path
         self._container: Any = None
@@ -304,7 +307,10 @@ class VideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.atomic:
             self._target = temp_path(self.path)
-        self._container = av.open(str(self._target), "w", format="mp4", options={"movflags": "+faststart"})
+        # use_metadata_tags: keep keys MP4 has no atom for (the sample's fingerprint, seed, ...)
+        self._container = av.open(str(self._target), "w", format="mp4",
+                                  options={"movflags": "+faststart+use_metadata_tags"})
+        self._container.metadata.update(self.metadata)
         return self
 
     def write(self, frame: np.ndarray) -> None:
@@ -382,6 +388,15 @@ def _pad_even(frame: np.ndarray) -> np.ndarray:
     if h % 2 == 0 and w % 2 == 0:
         return frame
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The container tags of a video (what `VideoWriter(metadata=...)` wrote)."""
+    container = _open(Path(path))
+    try:
+        return {str(k): str(v) for k, v in container.metadata.items()}
+    finally:
+        container.close()
 
 
 def write_video(path: Path, frames: Iterable[np.ndarray], fps: float | Fraction, crf: int = 18) -> None:

@@ -89,8 +89,8 @@ def test_run_writes_every_output_and_a_rerun_does_nothing(env: dict[str, str], d
     for video in (ex.rendered, ex.rendered_aligned):
         info = probe(video)
         assert (info.codec, info.num_frames, info.fps, info.height, info.width) == ("h264", FRAMES, 16.0, 512, 896)
-    (sample,) = (done / "samples").glob("*.mp4")
-    assert sample.name == "001_42.mp4"
+    (sample,) = (done / "samples").glob("001_42_*.mp4")  # named by its fingerprint (scail/outputs.py)
+    assert (done / "samples" / "001_latest.mp4").samefile(sample)
     info = probe(sample)
     notes = _manifest(done, "animate").notes
     assert (info.codec, info.num_frames, info.fps) == ("h264", FRAMES, 16.0)
@@ -108,12 +108,15 @@ def test_run_writes_every_output_and_a_rerun_does_nothing(env: dict[str, str], d
 def test_changing_the_seed_reruns_only_animate(env: dict[str, str], done: Path, tmp_path: Path) -> None:
     root = tmp_path / "001"
     shutil.copytree(done, root)
-    upstream = {k: v for k, v in _snapshot(root).items() if not k.startswith(("samples/", ".scail/animate"))}
+    upstream = {k: v for k, v in _snapshot(root).items()
+                if not k.startswith(("samples/", ".scail/animate", ".scail/outputs.json"))}
     outcomes = _outcomes(_scail(env, "run", str(root), *FAST, "--seed", "7", "--json"))
     assert outcomes == {"pose": "fresh", "render": "fresh", "animate": "ran"}
     after = _snapshot(root)
     assert {k: after[k] for k in upstream} == upstream
-    assert probe(root / "samples" / "001_7.mp4").num_frames == FRAMES
+    (seed7,) = (root / "samples").glob("001_7_*.mp4")
+    assert probe(seed7).num_frames == FRAMES and len(list((root / "samples").glob("001_42_*.mp4"))) == 1
     assert _manifest(root, "animate").notes["seed"] == 7
     assert _status(env, root, "--set", "animate.seed=7") == dict.fromkeys(STAGES, "fresh")
-    assert _status(env, root) == {"pose": "fresh", "render": "fresh", "animate": "stale"}
+    assert _status(env, root) == dict.fromkeys(STAGES, "fresh")  # the seed-42 sample is kept, so still fresh
+    assert _status(env, root, "--seed", "8") == {"pose": "fresh", "render": "fresh", "animate": "stale"}

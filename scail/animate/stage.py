@@ -1,4 +1,9 @@
-"""The animate stage: rendered pose video + reference image + prompt -> samples/<example>_<seed>.mp4.
+"""The animate stage: rendered pose video + reference image + prompt -> samples/<name>_<seed>_<fp>.mp4.
+
+Every sample is named by the fingerprint of what made it (`<fp>`: its first 8 hex digits), so a
+new prompt, seed, preset or checkpoint adds a sample instead of overwriting the last one. Beside
+each sample a sidecar `<same name>.json` and the MP4's own tags record the prompt, seed, preset and
+model; `samples/<name>_latest.mp4` is the sample of the most recent run (scail/outputs.py).
 
 Fingerprint (what makes a cached sample stale):
 * params: the animate settings that change the video (`AnimateConfig` without `weights_dir`,
@@ -15,6 +20,7 @@ a rerun after Ctrl-C or a kill continues mid-clip (`resume.py`); the file goes o
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -22,9 +28,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from scail.cache import now_iso
 from scail.config import AnimateConfig
 from scail.errors import InputError
 from scail.example import Example
+from scail.outputs import latest_path, sample_stem
 from scail.stage import StageContext
 
 if TYPE_CHECKING:
@@ -48,6 +56,9 @@ class AnimateParams(BaseModel):
     """The resolved AnimateConfig, minus weights_dir, offload, compile and checkpoint_every_s (they do not change the video)."""
     prompt_override: str | None = None
     """--prompt; None means each example's prompt.txt (or the empty prompt)."""
+    weights: dict[str, str] = {}
+    """`file_identity` of each checkpoint file the model loads (none for tiny-random): another
+    checkpoint in --weights-dir makes every sample stale, a copied folder does not."""
 
 
 class AnimateStage:
@@ -56,13 +67,14 @@ class AnimateStage:
     name: ClassVar[str] = "animate"
     version: ClassVar[str] = "2"
 
-    def __init__(self, config: AnimateConfig, prompt_override: str | None = None) -> None:
+    def __init__(self, config: AnimateConfig, prompt_override: str | None = None, preset: str = "") -> None:
         self.config = config
         self.prompt_override = prompt_override
-        self._params = AnimateParams(
-            settings=config.model_dump(mode="json", exclude=set(_NOT_IN_FINGERPRINT)),
-            prompt_override=prompt_override.strip() if prompt_override is not None else None,
-        )
+        self.preset = preset
+        """The pipeline preset's name (recorded in the sample's metadata; not in the fingerprint: the
+        resolved settings are)."""
+        self._settings = config.model_dump(mode="json", exclude=set(_NOT_IN_FINGERPRINT))
+        self._params: AnimateParams | None = None
         self._pipeline: AnimatePipeline | None = None
         self.builds = 0
         """How many times models were built (once per batch)."""
@@ -72,7 +84,32 @@ class AnimateStage:
     # --------------------------------------------------------------------------------------------
 
     def params(self) -> AnimateParams:
+        """The fingerprinted settings; the weights' identities are read on first use (raises
+        `CheckpointError` when the weights are missing: the pre-flight check reports that once)."""
+        if self._params is None:
+            override = self.prompt_override.strip() if self.prompt_override is not None else None
+            self._params = AnimateParams(settings=self._settings, prompt_override=override,
+                                         weights=self.weights_identity())
         return self._params
+
+    def weights_identity(self) -> dict[str, str]:
+        """{component: file_identity} of every checkpoint file this model loads: the weights folder's
+        (none for tiny-random), `animate.dit_file` in place of its DiT, and each LoRA (`lora0`, ...)."""
+        from scail.identity import file_identity
+
+        cfg = self.config
+        files: dict[str, Path] = {}
+        if cfg.model != "tiny-random":
+            from scail.animate.weights import resolve
+            from scail.config import resolve_weights_dir
+
+            paths = resolve(resolve_weights_dir(cfg.weights_dir), need_dit=cfg.dit_file is None)
+            files = {"dit": paths.dit, "vae": paths.vae, "t5": paths.t5, "tokenizer": paths.tokenizer,
+                     "clip": paths.clip}
+        if cfg.dit_file is not None:
+            files["dit"] = cfg.dit_file
+        files.update((f"lora{i}", lora.path) for i, lora in enumerate(cfg.loras))
+        return {name: file_identity(path) for name, path in files.items()}
 
     def pose_video(self, example: Example) -> Path:
         video = example.pose_video()
@@ -91,7 +128,20 @@ class AnimateStage:
         return paths
 
     def outputs(self, example: Example) -> list[Path]:
-        return [example.samples_dir / f"{example.name}_{self.config.seed}.mp4"]
+        """The sample (and its sidecar) of the current settings and inputs (fingerprints them)."""
+        return self.outputs_for(example, self._fingerprint(example))
+
+    def _fingerprint(self, example: Example) -> str:
+        from scail.engine import stage_fingerprint
+
+        return stage_fingerprint(self, example)
+
+    def outputs_for(self, example: Example, fingerprint: str) -> list[Path]:
+        stem = sample_stem(example, self.config.seed, fingerprint)
+        return [example.samples_dir / f"{stem}.mp4", example.samples_dir / f"{stem}.json"]
+
+    def pointers(self, example: Example, outputs: list[Path]) -> list[tuple[Path, Path]]:
+        return [(latest_path(example), outputs[0])]
 
     def run(self, example: Example, ctx: StageContext) -> None:
         """Encode, sample (windowed, checkpointed to .scail/ so a rerun resumes), then decode
@@ -105,6 +155,7 @@ class AnimateStage:
         pipe = self.pipeline()
         ctx.note(model=pipe.label or cfg.model)
         prompt = example.prompt(self.prompt_override)
+        self._warn_if_cut(prompt, pipe, example, ctx)
         t0 = time.perf_counter()
         inputs = load_inputs(
             example.reference(),
@@ -120,8 +171,8 @@ class AnimateStage:
         windows = WindowConfig(cfg.window_frames, cfg.window_overlap, cfg.window_blend, cfg.window_color)
         num_windows = len(windows.plan(cond.num_latents))
         desc = "denoising" if num_windows == 1 else f"denoising {num_windows} windows x {cfg.steps} steps"
-        checkpoint = Checkpointer(example.state_dir / CHECKPOINT_NAME, ctx.fingerprint or self._key(example),
-                                  cfg.checkpoint_every_s)
+        fingerprint = ctx.fingerprint or self._fingerprint(example)  # the engine passes it; a direct call has none
+        checkpoint = Checkpointer(example.state_dir / CHECKPOINT_NAME, fingerprint, cfg.checkpoint_every_s)
         latent = pipe.sample(
             cond,
             solver=cfg.solver,
@@ -135,13 +186,16 @@ class AnimateStage:
             schedule=cfg.schedule,
             step_list=list(cfg.denoising_step_list) if cfg.denoising_step_list else None,
         )
-        out = self.outputs(example)[0]
+        out, sidecar = self.outputs_for(example, fingerprint)
+        record = self._record(prompt, fingerprint, pipe.label or cfg.model)
+        tags = {"title": prompt[:255], "comment": json.dumps(record, ensure_ascii=False),
+                **{f"scail_{k}": str(v) for k, v in record.items() if k not in ("prompt", "weights")}}
         t2 = time.perf_counter()
         written = 0
         # the frames' own hash: H.264 bytes differ between runs on the same frames, so comparing runs
         # (local vs Ray, 1 vs N GPUs) needs this
         digest = hashlib.sha256()
-        with ctx.atomic_output(out) as tmp, VideoWriter(tmp, inputs.fps, atomic=False) as writer:
+        with ctx.atomic_output(out) as tmp, VideoWriter(tmp, inputs.fps, atomic=False, metadata=tags) as writer:
             for piece in pipe.decode_frames(latent, cond.num_frames):  # (n, H, W, 3) uint8
                 for frame in piece.cpu().numpy():
                     writer.write(frame)
@@ -151,6 +205,10 @@ class AnimateStage:
         checkpoint.discard()
         cond.timings_s["vae_decode_s"] = time.perf_counter() - t2
         h, w = inputs.size_hw
+        with ctx.atomic_output(sidecar) as tmp:
+            doc = {**record, "video": out.name, "size_hw": [h, w], "frames": written,
+                   "fps": inputs.fps, "created": now_iso()}
+            tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         ctx.note(
             prompt=prompt,
             negative_prompt=cfg.negative_prompt,
@@ -172,12 +230,26 @@ class AnimateStage:
             timings_s={"preprocess_s": round(preprocess_s, 3), **{k: round(v, 3) for k, v in cond.timings_s.items()}},
         )
 
-    def _key(self, example: Example) -> str:
-        """The resume key when no engine fingerprint is given (direct API use): params + input hashes."""
-        from scail.cache import HashCache, fingerprint, hash_files
+    @staticmethod
+    def _warn_if_cut(prompt: str, pipe: AnimatePipeline, example: Example, ctx: StageContext) -> None:
+        """The official pipeline silently keeps the first 511 tokens (+ `</s>`); say how much is lost."""
+        tokenizer = pipe.text_encoder.tokenizer
+        total, cut = tokenizer.overflow(prompt)
+        if cut:
+            ctx.log.warning("%s: the prompt is %d tokens; the text encoder reads %d (with </s>), so the last %d "
+                            "(%.0f%%) were cut; shorten it", example.name, total, tokenizer.text_len, cut,
+                            100.0 * cut / total)
+            ctx.note(prompt_tokens=total, prompt_tokens_cut=cut)
 
-        inputs = hash_files(self.inputs(example), HashCache(example))
-        return fingerprint(self.name, self.version, self._params.model_dump(mode="json"), inputs)
+    def _record(self, prompt: str, fingerprint: str, model: str) -> dict[str, Any]:
+        """What made a sample: written into its MP4 tags and its sidecar JSON."""
+        import scail
+
+        cfg = self.config
+        return {"prompt": prompt, "negative_prompt": cfg.negative_prompt, "seed": cfg.seed,
+                "preset": self.preset, "model": model, "solver": cfg.solver, "steps": cfg.steps,
+                "shift": cfg.shift, "guide_scale": cfg.guide_scale, "fingerprint": fingerprint,
+                "weights": self.params().weights, "scail_version": scail.__version__}
 
     def close(self) -> None:
         if self._pipeline is not None:

@@ -117,6 +117,11 @@ class UMT5Tokenizer:
             return list(self.backend.encode(text, add_special_tokens=False).ids)
         return list(self.backend.encode(text))  # sentencepiece
 
+    def overflow(self, prompt: str) -> tuple[int, int]:
+        """(tokens in the cleaned prompt, how many of them `__call__` cuts to fit `text_len` with `</s>`)."""
+        n = len(self.token_ids(clean_text(prompt)))
+        return n, max(0, n - (self.text_len - 1))
+
     def __call__(self, prompts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:

@@ -36,9 +36,19 @@ class PoseStage:
         self.config = config
         self.settings = settings or Settings.from_env()
         self._worker: PoseWorker | None = None
+        self._resolved: PoseConfig | None = None
+        self.backend_reason = ""
 
     def params(self) -> PoseConfig:
-        return self.config
+        """The config with `backend: auto` resolved to the backend that will run (mediapipe or nlf),
+        so the fingerprint and manifest name what made the pose data, and a change of what `auto`
+        picks (nlf weights appear) makes it stale."""
+        if self._resolved is None:
+            from scail.pose.backends import resolve_backend
+
+            name, self.backend_reason = resolve_backend(self.config.backend, self.settings.weights_dir)
+            self._resolved = self.config.model_copy(update={"backend": name})
+        return self._resolved
 
     def inputs(self, example: Example) -> list[Path]:
         return [example.driving(), example.reference()]
@@ -58,7 +68,7 @@ class PoseStage:
     def job(self, example: Example, out_pose: Path | None = None, out_ref_pose: Path | None = None) -> PoseJob:
         """The worker's job. With `out_pose`/`out_ref_pose` (raw files) the worker leaves the
         clean-up to `postprocess` here, in the parent."""
-        cfg = self.config
+        cfg = self.params()  # backend `auto` resolved: the worker runs what the fingerprint names
         raw = out_pose is not None
         return PoseJob(
             driving=example.driving().resolve(), reference=example.reference().resolve(),
@@ -113,7 +123,7 @@ class PoseStage:
                             "picks one", example.name, people)
         else:
             ctx.log.info("%s: %s", example.name, people)
-        ctx.note(backend=summary.get("backend"), backend_reason=summary.get("backend_reason"),
+        ctx.note(backend=summary.get("backend"), backend_reason=self.backend_reason or summary.get("backend_reason"),
                  pose_frames=summary.get("frames"), pose_people=summary.get("people"),
                  frames_without_detection=len(summary.get("frames_without_detection", [])))
         with ctx.atomic_output(summary_path(example)) as tmp:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,8 @@ def test_stage_writes_a_playable_sample_and_reuses_models(tmp_path: Path) -> Non
     ex2 = _make_example(tmp_path / "ex2", frames=6, fps=16.0)
     (ex2.root / "prompt.txt").write_text("a person dancing\n")
     stage = AnimateStage(_config())
-    assert stage.outputs(ex1) == [ex1.root / "samples" / "ex1_7.mp4"]
+    sample, sidecar = stage.outputs(ex1)
+    assert re.fullmatch(r"ex1_7_[0-9a-f]{8}\.mp4", sample.name) and sidecar == sample.with_suffix(".json")
     assert stage.inputs(ex1) == [ex1.rendered, ex1.root / "ref.png"]
     assert stage.inputs(ex2)[-1] == ex2.prompt_file  # the prompt enters the fingerprint
 
@@ -81,7 +83,7 @@ def test_fingerprint_params_cover_settings_and_override(tmp_path: Path) -> None:
     assert ex.prompt_file not in b.inputs(ex)  # the override replaces prompt.txt
     assert b.params().prompt_override == "from cli"
     assert a.params() == c.params()  # where weights live and memory handling do not change the video
-    assert a.params() != d.params() and d.outputs(ex)[0].name == "ex_8.mp4"
+    assert a.params() != d.params() and d.outputs(ex)[0].name.startswith("ex_8_")
     assert a.params() is a.params()  # one object per stage (the engine caches its JSON)
     assert a.params() != AnimateStage(_config(vae_tiling="on")).params()  # tiles change the pixels
 
