@@ -64,7 +64,7 @@ class PoseWorker:
         self._events = queue.Queue()
         self._stderr_tail = []
         self.proc = subprocess.Popen(
-            [str(self.python), "-m", "scail.pose.worker", "--serve"], stdin=subprocess.PIPE,
+            [str(self.python), "-m", "scail.pose.worker", "--serve", "--parent", str(os.getpid())], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=env,
             start_new_session=True,  # Ctrl-C reaches us only; we forward it (see stop)
         )

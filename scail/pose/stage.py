@@ -8,13 +8,12 @@ The work happens in the pose worker (scail/pose/worker.py), in the isolated pose
 from __future__ import annotations
 
 import json
-import os
-import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from scail.atomic import temp_path
 from scail.config import PoseConfig, Settings
 from scail.example import Example
 from scail.pose.client import PoseWorker, worker_python
@@ -83,9 +82,10 @@ class PoseStage:
     def run(self, example: Example, ctx: StageContext) -> None:
         # the worker writes raw pose data to private temp files; nothing lands under the stage's
         # output names unless every step below succeeds (a failed run leaves no pose.npz behind)
-        tag = f"{os.getpid()}-{threading.get_ident()}"
-        raw_pose = example.state_dir / f".pose.raw-{tag}.npz"
-        raw_ref = example.state_dir / f".ref_pose.raw-{tag}.npz"
+        # temp names of the outputs (scail.atomic's rule): what a killed run leaves is removed before
+        # the next run of this stage and by `scail clean`; only this process renames them into place,
+        # under the example lock (the worker exits when this process dies: scail/lifeline.py)
+        raw_pose, raw_ref = temp_path(example.pose_data), temp_path(example.ref_pose_data)
         try:
             self._run(example, ctx, raw_pose, raw_ref)
         finally:

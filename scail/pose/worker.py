@@ -2,6 +2,7 @@
 
     python -m scail.pose.worker JOBFILE      # one job, then exit
     python -m scail.pose.worker --serve      # read job-file paths from stdin, one per line (models stay loaded)
+    ... --parent PID                         # exit when process PID (the runner) dies (scail/lifeline.py)
 
 Protocol (JSON lines on stdout; everything else the libraries print goes to stderr):
     {"event": "start", "job": ...}
@@ -27,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scail.errors import InputError, Interrupted, ScailError
+from scail.lifeline import JobLines, check_parent, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,7 @@ class Runner:
             raise InputError(f"{job.driving}: no person detected in any of the {pose.num_frames} frames; "
                              "the pose stage needs a visible person")
         filled = clean_tracks(pose, max_gap=job.max_gap, smoothing=job.smoothing) if job.postprocess else {}
+        check_parent()  # write only while the runner (and its example lock) is alive
         save_pose(pose, job.out_pose)
         summary: dict[str, Any] = {
             "backend": name, "backend_reason": reason, "version": pose.version, "frames": pose.num_frames,
@@ -137,6 +140,7 @@ class Runner:
                   "desc": "reference image"})
             ref = backend.image(load_reference(job.reference, plan.size_hw))
             ref.fps = pose.fps
+            check_parent()
             save_pose(ref, job.out_ref_pose)
             summary["reference_person_found"] = bool(_frames_with_person(ref).any())
         summary["timings_s"]["total"] = round(time.monotonic() - t0, 2)
@@ -202,8 +206,19 @@ def _event_stream() -> Emit:
     return emit
 
 
+def _parent_arg(args: list[str]) -> tuple[list[str], int | None]:
+    """(args without `--parent PID`, PID or None)."""
+    if "--parent" in args:
+        i = args.index("--parent")
+        if i + 1 < len(args) and args[i + 1].isdigit():
+            return args[:i] + args[i + 2:], int(args[i + 1])
+    return args, None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args, parent = _parent_arg(list(sys.argv[1:] if argv is None else argv))
+    if parent is not None:
+        die_with_parent(parent)  # never outlive the runner (scail/lifeline.py)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ INFO lines
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -211,13 +226,21 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner()
     try:
         if args == ["--serve"]:
+            jobs = JobLines(sys.stdin)
             emit({"event": "ready", "pid": os.getpid(), "protocol": PROTOCOL_VERSION})
-            for line in sys.stdin:
-                if line.strip() and run_one(runner, Path(line.strip()), emit) == 130:
+            for line in jobs:
+                if not line.strip():
+                    continue
+                jobs.busy.set()  # from here, EOF on stdin means the runner died: exit at once
+                try:
+                    code = run_one(runner, Path(line.strip()), emit)
+                finally:
+                    jobs.busy.clear()
+                if code == 130:
                     return 130  # Ctrl-C / SIGINT from the parent ends the worker
             return 0
         if len(args) != 1:
-            emit({"event": "error", "message": "usage: python -m scail.pose.worker JOBFILE | --serve",
+            emit({"event": "error", "message": "usage: python -m scail.pose.worker JOBFILE | --serve [--parent PID]",
                   "kind": "input"})
             return 2
         return run_one(runner, Path(args[0]), emit)
