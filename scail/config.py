@@ -339,12 +339,14 @@ class Settings(_Strict):
 
     weights_dir: Path
     cache_dir: Path
+    ray_address: str | None = None
+    """$RAY_ADDRESS: the Ray cluster `scail doctor` reports (Ray's own variable)."""
 
     @classmethod
     def from_env(cls) -> Settings:
         cache = Path(os.environ.get("SCAIL_CACHE_DIR", Path.home() / ".cache" / "scail")).expanduser()
         weights = Path(os.environ.get("SCAIL_WEIGHTS_DIR", cache / "weights")).expanduser()
-        return cls(weights_dir=weights, cache_dir=cache)
+        return cls(weights_dir=weights, cache_dir=cache, ray_address=os.environ.get("RAY_ADDRESS") or None)
 
 
 def resolve_weights_dir(explicit: Path | str | None = None) -> Path:

@@ -124,13 +124,53 @@ def check_weights(settings: Settings) -> Check:
                                   "`scail weights verify` checks keys and shapes")
 
 
+def check_distributed() -> Check:
+    """What `--gpus N` (sequence parallel) can use here: NCCL and the GPUs, or gloo on the CPU."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return Check("distributed", "warn", "torch.distributed is not built in; --gpus N is unavailable")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus and dist.is_nccl_available():
+        version = ".".join(str(v) for v in torch.cuda.nccl.version())
+        return Check("distributed", "ok", f"NCCL {version}, {gpus} GPU(s): --gpus up to {gpus} "
+                                          "(2, 4, 5 or 8 for the 14B model)")
+    if gpus:
+        return Check("distributed", "warn", f"{gpus} GPU(s) but no NCCL in this torch build; --gpus N needs it")
+    return Check("distributed", "ok", f"gloo on the CPU{' and NCCL' if dist.is_nccl_available() else ''}; "
+                                      "no GPU, so --gpus N runs CPU processes (tests only)")
+
+
+def check_ray(settings: Settings) -> Check:
+    """The Ray install and, with $RAY_ADDRESS, the cluster `scail run --executor ray` would use."""
+    try:
+        import ray
+    except ImportError:
+        return Check("ray", "ok", "not installed (optional: pip install 'scail[ray]' for --executor ray)")
+    if settings.ray_address is None:
+        return Check("ray", "ok", f"{ray.__version__}; no cluster named ($RAY_ADDRESS unset): "
+                                  "--executor ray starts a local one, or pass --ray-address")
+    try:
+        ray.init(address=settings.ray_address, log_to_driver=False, logging_level="ERROR")
+        res = ray.cluster_resources()
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    except Exception as exc:  # unreachable cluster, version mismatch, ...
+        return Check("ray", "warn", f"{ray.__version__}; cluster {settings.ray_address} not reachable "
+                                    f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})")
+    finally:
+        ray.shutdown()
+    return Check("ray", "ok", f"{ray.__version__}; cluster {settings.ray_address}: {nodes} node(s), "
+                              f"{res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs")
+
+
 def collect(settings: Settings | None = None) -> list[Check]:
     """Run every check (torch is imported here, never at CLI start-up)."""
     settings = settings or Settings.from_env()
     checks = [check_python()]
     steps: list[Callable[[], Check | list[Check]]] = [
-        check_torch, check_attention, check_encoder, check_decord,
-        lambda: check_pose_env(settings), lambda: check_weights(settings),
+        check_torch, check_attention, check_distributed, lambda: check_ray(settings), check_encoder,
+        check_decord, lambda: check_pose_env(settings), lambda: check_weights(settings),
     ]
     for step in steps:
         try:

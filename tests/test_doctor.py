@@ -34,3 +34,22 @@ def test_attention_check_names_the_kernel() -> None:
     got = check_attention()
     assert got.level in ("ok", "warn") and got.detail  # on this CPU machine: torch SDPA on the CPU
     assert "SDPA" in got.detail or "sdpa" in got.detail or "flash_attn" in got.detail
+
+
+def test_doctor_reports_distributed_and_ray(tmp_path: Path) -> None:
+    import torch
+
+    from scail.config import Settings
+    from scail.doctor import check_distributed, check_ray
+
+    dist = check_distributed()
+    if not torch.cuda.is_available():
+        assert dist.level == "ok" and dist.detail.startswith("gloo on the CPU")
+    ray = check_ray(Settings(weights_dir=tmp_path, cache_dir=tmp_path))
+    assert ray.level == "ok"
+    try:
+        import ray as ray_module
+    except ImportError:
+        assert ray.detail.startswith("not installed")
+    else:
+        assert ray.detail.startswith(f"{ray_module.__version__}; no cluster named")
