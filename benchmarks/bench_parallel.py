@@ -98,8 +98,9 @@ def make_job(case: Case, steps: int) -> SampleJob:
         use_cfg=True,
         num_frames=1 + 4 * (f - 1),
     )
-    return SampleJob(cond, "euler", steps, 5.0, 4.0, 42, None, WindowConfig(frames=1 + 4 * (f - 1), overlap=0),
-                     "default", None, None)
+    frames = 1 + 4 * (f - 1)  # longer than 81: temporal windows of 81 (as the animate stage), each split
+    windows = WindowConfig(frames=min(frames, 81), overlap=0 if frames <= 81 else 16)
+    return SampleJob(cond, "euler", steps, 5.0, 4.0, 42, None, windows, "default", None, None)
 
 
 def _free_port() -> int:

@@ -5,6 +5,7 @@ Each check is independent and never raises: a broken part is reported, not fatal
 
 from __future__ import annotations
 
+import logging
 import platform
 import sys
 from collections.abc import Callable
@@ -152,7 +153,7 @@ def check_ray(settings: Settings) -> Check:
         return Check("ray", "ok", f"{ray.__version__}; no cluster named ($RAY_ADDRESS unset): "
                                   "--executor ray starts a local one, or pass --ray-address")
     try:
-        ray.init(address=settings.ray_address, log_to_driver=False, logging_level="ERROR")
+        ray.init(address=settings.ray_address, log_to_driver=False, logging_level=logging.ERROR)
         res = ray.cluster_resources()
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     except Exception as exc:  # unreachable cluster, version mismatch, ...

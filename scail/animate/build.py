@@ -275,7 +275,7 @@ def build_dit_models(config: AnimateConfig, device: torch.device) -> DiTModels:
         elif loras:
             pending = load_loras(loras, {k: tuple(v.shape) for k, v in models.dit.state_dict().items()})
     else:
-        paths = weights.resolve(weights_dir(config), need_dit=config.dit_file is None)
+        paths = weights.resolve(resolve_weights_dir(config.weights_dir), need_dit=config.dit_file is None)
         loaded, streamer = load_scail_dit(
             config.dit_file or paths.dit, weights.Architectures.released().dit.num_heads, device,
             resolve_dtype(config.dtype, device), config.offload, resolve_compile(config.compile, device),
