@@ -133,3 +133,31 @@ def test_latest_is_a_plain_file_that_shares_the_sample_bytes(demo: Path) -> None
     assert latest.is_file() and not latest.is_symlink()
     (sample,) = [p for p in (demo / "samples").glob("dance_42_*.mp4")]
     assert os.path.samefile(latest, sample)  # a hard link here: no second copy on disk
+
+
+def test_an_interrupted_try_with_other_settings_does_not_hide_a_good_sample(demo: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _scail("run", str(demo), *FAST)
+    good = _sha(demo / "samples" / "dance_latest.mp4")
+    manifest = demo / ".scail" / "animate.json"
+    first_fp = json.loads(manifest.read_text())["fingerprint"]
+    try_ = subprocess.Popen([sys.executable, "-m", "scail", "run", str(demo), *FAST, "--seed", "7", "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # wait for the second try's animate to start, then Ctrl-C it
+        doc = json.loads(manifest.read_text()) if manifest.exists() else {}
+        if doc.get("status") == "running" and doc.get("fingerprint") != first_fp:
+            break
+        time.sleep(0.05)
+    try_.send_signal(signal.SIGINT)
+    assert try_.wait(timeout=120) == 130
+    assert json.loads(manifest.read_text())["status"] == "interrupted"
+
+    assert _status(demo)["stages"]["animate"]["status"] == "fresh"  # the good sample still counts
+    assert _status(demo, "--seed", "7")["stages"]["animate"]["status"] == "interrupted"
+    assert _outcomes(_scail("run", str(demo), *FAST))["animate"] == "fresh"
+    assert _sha(demo / "samples" / "dance_latest.mp4") == good
