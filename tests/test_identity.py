@@ -71,6 +71,14 @@ def test_a_changed_lora_file_makes_the_sample_stale(tmp_path: Path) -> None:
     assert animate_status() == "fresh"
     os.utime(lora, (1, 1))  # touched or copied: same bytes, still fresh
     assert animate_status() == "fresh"
+    moved = tmp_path / "loras" / "renamed.safetensors"
+    moved.parent.mkdir()
+    shutil.copy2(lora, moved)  # the same LoRA under another path: still fresh
+    args[-1] = f"{moved}:0.5"
+    assert animate_status() == "fresh"
+    args[-1] = f"{moved}:0.6"  # another strength: stale
+    assert animate_status() == "stale"
+    args[-1] = f"{lora}:0.5"
     write_random_lora(lora, DiTConfig.tiny(), rank=2, seed=2)  # retrained in place
     assert animate_status() == "stale"
 

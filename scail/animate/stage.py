@@ -73,7 +73,10 @@ class AnimateStage:
         self.preset = preset
         """The pipeline preset's name (recorded in the sample's metadata; not in the fingerprint: the
         resolved settings are)."""
-        self._settings = config.model_dump(mode="json", exclude=set(_NOT_IN_FINGERPRINT))
+        self._settings = config.model_dump(mode="json", exclude=set(_NOT_IN_FINGERPRINT) | {"dit_file"})
+        # the DiT file and the LoRA files enter by content (`weights_identity`), not by path: a moved
+        # or renamed LoRA keeps its samples; the strengths, in order, are settings
+        self._settings["loras"] = [{"strength": lora.strength} for lora in config.loras]
         self._params: AnimateParams | None = None
         self._pipeline: AnimatePipeline | None = None
         self.builds = 0
