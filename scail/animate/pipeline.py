@@ -2,9 +2,11 @@
 
     ref (3, H, W) ──► VAE ──► ref latent (1, 1, 16, h, w)          h, w = H/8, W/8
                  └──► CLIP (squashed to its input size) ──► (1, 257, 1280)
-    pose (3, T, H/2, W/2) ──► VAE ──► pose latent (1, F, 16, h/2, w/2)   F = 1 + (T-1)//4
+    pose (3, T, H/2, W/2) ──► VAE ──► pose latent (1, F, 16, h/2, w/2)   F = 1 + ceil((T-1)/4)
+                                 (streamed in chunks; the last padded with the last frame)
     prompt / negative prompt ──► umT5 ──► zero-padded to 512 rows
-    noise (16, F, h, w) ──► sampler (euler | unipc | dpm++) with text-only CFG ──► VAE decode ──► uint8
+    noise (16, F, h, w) ──► sampler (euler | unipc | dpm++) with text-only CFG, over temporal windows
+                            of <= 21 latent frames (windows.py) ──► VAE decode, streamed ──► T frames uint8
 
 The order of operations and the numerics follow the wan branch's `SCAILPipeline.generate`
 (fixtures/scail/pipeline reproduces it end to end); the SAT branch computes the same function with
@@ -56,7 +58,7 @@ class Animation:
     """The result of `AnimatePipeline.generate`.
 
     Attributes:
-        frames: (N, H, W, 3) uint8 RGB, N = 1 + 4 (F - 1).
+        frames: (N, H, W, 3) uint8 RGB, N = T, the pose video's frames (the padding is dropped).
         latent: (16, F, h, w) float32 final latent (on the pipeline's device).
         video: (3, N, H, W) float32 decoded video in [-1, 1].
         used_cfg: whether the unconditional branch ran.
