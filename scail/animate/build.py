@@ -212,8 +212,6 @@ def build_scail_preview(
     )
     pipeline.block_offload = block_offload
     pipeline.pending_loras = [] if loaded.merged else loaded.loras
-    if loaded.loras:
-        pipeline.label += " + " + ", ".join(f"{lf.path.name}@{s:g}" for lf, s in loaded.loras)
     return pipeline
 
 
@@ -244,6 +242,8 @@ def build_pipeline(config: AnimateConfig) -> AnimatePipeline:
         )
     else:
         raise ValueError(f"unknown model {config.model!r}")
+    if loras:  # the label goes to the manifest and the sample's sidecar
+        pipeline.label += " + " + ", ".join(f"{spec.path.name}@{spec.strength:g}" for spec in loras)
     if config.fast:
         from scail.animate.fast import apply_fast_mode
 

@@ -143,6 +143,7 @@ def test_build_pipeline_applies_config_loras(tmp_path: Path) -> None:
     hooked = build_pipeline(AnimateConfig(model="tiny-random", device="cpu", loras=[f"{lora}:0.9"], lora_merge=False))
     zero = build_pipeline(AnimateConfig(model="tiny-random", device="cpu", loras=[f"{lora}:0"]))
     assert hooked.pending_loras == [] and merged.pending_loras == []
+    assert merged.label.endswith(" + tiny_lora.safetensors@0.9")
     cfg = base.dit.config
     g = torch.Generator().manual_seed(0)
     args = (torch.randn(1, 2, 16, 8, 12, generator=g), torch.tensor([700.0]), torch.randn(1, 7, cfg.text_dim, generator=g),
