@@ -64,20 +64,20 @@ animate: {model: tiny-random, solver: euler, steps: 3, size_hw: [32, 64], device
 """A preset file for the tiny-random pipeline at 32x64 (write it beside the examples, pass it as --pipeline)."""
 
 
-def make_examples(root: Path, count: int = 6) -> Path:
-    """`count` examples with a hand-made rendered.mp4 (so pose and render are skipped), 5 frames of
-    a moving bar, a random reference; odd ones have a prompt (CFG runs both branches)."""
+def make_examples(root: Path, count: int = 6, frames: int = 5) -> Path:
+    """`count` examples with a hand-made rendered.mp4 (so pose and render are skipped), `frames`
+    frames of a moving bar, a random reference; odd ones have a prompt (CFG runs both branches)."""
     rng = np.random.default_rng(0)
     for i in range(count):
         ex = root / f"ex{i}"
         ex.mkdir(parents=True)
-        frames = []
-        for t in range(5):
+        video = []
+        for t in range(frames):
             f = np.zeros((64, 128, 3), np.uint8)
             x = (8 * t + 11 * i) % 112
             f[16:48, x : x + 16] = (255, 120 + 10 * i, 0)
-            frames.append(f)
-        write_video(ex / "rendered.mp4", frames, fps=16.0)
+            video.append(f)
+        write_video(ex / "rendered.mp4", video, fps=16.0)
         Image.fromarray(rng.integers(0, 255, (60, 100, 3), dtype=np.uint8)).save(ex / "ref.png")
         if i % 2:
             (ex / "prompt.txt").write_text(f"a dancer, take {i}\n")

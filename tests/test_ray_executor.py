@@ -15,11 +15,12 @@ import pytest
 from scale_out_helpers import TINY_PIPELINE, make_examples
 from typer.testing import CliRunner
 
-from scail.batch import BatchSummary, SerialExecutor, make_jobs, run_batch
+from scail.batch import BatchSummary, NullObserver, SerialExecutor, make_jobs, run_batch
 from scail.cache import read_manifest
 from scail.cli import app
 from scail.config import STAGES, load_pipeline
 from scail.example import Example, discover
+from scail.stage import ProgressEvent
 
 ray = pytest.importorskip("ray")
 
@@ -60,13 +61,23 @@ def serial_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, di
     return pristine, samples(root)
 
 
-def _ray_batch(root: Path) -> tuple[RayExecutor, BatchSummary]:
+class Events(NullObserver):
+    """Records the progress events the driver's display receives."""
+
+    def __init__(self) -> None:
+        self.events: list[ProgressEvent] = []
+
+    def on_event(self, event: ProgressEvent) -> None:
+        self.events.append(event)
+
+
+def _ray_batch(root: Path, observer: Events | None = None) -> tuple[RayExecutor, BatchSummary]:
     config = load_pipeline(str(root.parent / "tiny.yaml"))
     import torch
 
     # the actors multiply with the driver's thread count, so CPU sums match bit for bit
     executor = RayExecutor(RayOptions(workers=2, torch_threads=torch.get_num_threads()))
-    return executor, run_batch(make_jobs(discover(root), config, STAGES), executor)
+    return executor, run_batch(make_jobs(discover(root), config, STAGES), executor, observer)
 
 
 def _copy(pristine: Path, dest: Path) -> Path:
@@ -78,9 +89,13 @@ def _copy(pristine: Path, dest: Path) -> Path:
 def test_two_workers_give_the_serial_outputs_bit_exact(local_ray, serial_reference, tmp_path: Path) -> None:
     pristine, expected = serial_reference
     root = _copy(pristine, tmp_path)
-    _, summary = _ray_batch(root)
+    observer = Events()
+    _, summary = _ray_batch(root, observer)
     assert summary.exit_code == 0, summary.to_dict()
     assert len(expected) == 6 and samples(root) == expected
+    # the driver's display got every worker's denoising progress, labelled by worker
+    labels = {e.desc.split("]")[0] + "]" for e in observer.events if e.unit == "steps"}
+    assert labels == {"[w0]", "[w1]"}, labels
     pids = {read_manifest(Example(root / name), "animate").pid for name in expected}
     assert len(pids) == 2 and os.getpid() not in pids  # both actors worked, the driver did not
 

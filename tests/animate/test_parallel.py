@@ -92,6 +92,50 @@ def test_animate_on_two_processes_equals_one(tmp_path: Path) -> None:
     assert got["frames_sha256"] == expected["frames_sha256"]
 
 
+def test_fast_mode_and_windows_on_two_processes_equal_one(tmp_path: Path) -> None:
+    """Fast mode (FP8 arithmetic, the step cache whose skip decision rank 0 takes for all) and
+    temporal windows, with sequence parallel: the 1-process frames, bit for bit."""
+    make_examples(tmp_path / "pristine", 2, frames=21)
+    (tmp_path / "tiny.yaml").write_text(TINY_PIPELINE)
+    opts = ["--set", "animate.fast=true", "--set", "animate.window_frames=9", "--set", "animate.window_overlap=4"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    for dest in (one, two):
+        shutil.copytree(tmp_path / "pristine" / "ex1", dest)
+    expected = _sample_with(one, *opts)
+    assert expected["windows"] >= 2 and expected["cfg_branches"] == 2
+    got = _sample_with(two, *opts, "--gpus", "2")
+    assert got["frames_sha256"] == expected["frames_sha256"]
+
+
+def test_an_interrupted_sample_leaves_the_group_ready_for_the_next(tmp_path: Path) -> None:
+    """Ctrl-C on rank 0 mid-sample stops the other rank at the same step; the next sample runs, gives
+    the 1-process latent, and close() ends the worker."""
+    from scail.animate.build import build_pipeline, build_tiny_random
+    from scail.config import AnimateConfig, ParallelConfig
+    from scail.errors import Interrupted
+
+    g = torch.Generator().manual_seed(3)
+    ref, pose = torch.rand(3, 32, 64, generator=g) * 2 - 1, torch.rand(3, 5, 16, 32, generator=g) * 2 - 1
+    single = build_tiny_random("cpu")
+    expected = single.sample(single.prepare(ref, pose, "a dancer"), steps=3, seed=9)
+    pipe = build_pipeline(AnimateConfig(model="tiny-random", device="cpu", parallel=ParallelConfig(gpus=2)))
+    assert pipe.parallel is not None
+    workers = list(pipe.parallel.workers)
+    try:
+        cond = pipe.prepare(ref, pose, "a dancer")
+
+        def ctrl_c(done: int, total: int | None) -> None:
+            raise Interrupted("stop")
+
+        with pytest.raises(Interrupted):
+            pipe.sample(cond, steps=3, seed=9, on_progress=ctrl_c)
+        got = pipe.sample(cond, steps=3, seed=9)
+        assert torch.equal(got, expected)
+    finally:
+        pipe.close()
+    assert workers and not any(w.is_alive() for w in workers)
+
+
 def test_a_gpu_count_that_does_not_split_the_heads_is_one_line(tmp_path: Path) -> None:
     make_examples(tmp_path / "examples", 1)
     (tmp_path / "tiny.yaml").write_text(TINY_PIPELINE)
