@@ -234,14 +234,14 @@ def stage_status(stage: Stage, example: Example, hashes: HashCache,
             return Status.INTERRUPTED, manifest.error or ""
         return Status.FAILED, manifest.error or ""
     expected = expected_outputs(stage, example, fp)
+    reason = "inputs or parameters changed"
+    if manifest is not None and manifest.status == "done" and fp == manifest.fingerprint:
+        reason = _outputs_match(example, manifest, expected, hashes)  # the common case: no ledger read
+        if not reason:
+            return Status.FRESH, ""
     if _ledger_fresh(expected, fp, hashes, ledger):
         return Status.FRESH, ""
-    if manifest is None:
-        return Status.MISSING, ""
-    if manifest.status != "done" or fp != manifest.fingerprint:
-        return Status.STALE, "inputs or parameters changed"
-    reason = _outputs_match(example, manifest, expected, hashes)
-    return (Status.STALE, reason) if reason else (Status.FRESH, "")
+    return (Status.MISSING, "") if manifest is None else (Status.STALE, reason)
 
 
 def example_status(stages: Sequence[Stage], example: Example) -> list[tuple[Status, str]]:
@@ -385,15 +385,16 @@ def _why_run(example: Example, manifest: Manifest | None, fp: str, expected: lis
     """Why the stage must run ('' when it is fresh); the same rules as `stage_status`."""
     if manifest is not None and manifest.status != "done" and manifest.fingerprint in (fp, ""):
         return f"last run {manifest.status}"
+    reason = "inputs or parameters changed"
+    if manifest is not None and manifest.status == "done" and manifest.fingerprint == fp:
+        reason = _outputs_match(example, manifest, expected, hashes)  # the common case: no ledger read
+        if not reason:
+            return ""
     if _ledger_fresh(expected, fp, hashes, ledger):
         return ""
     if manifest is None:
         return "never ran"
-    if manifest.status != "done":
-        return f"last run {manifest.status}"
-    if manifest.fingerprint != fp:
-        return "inputs or parameters changed"
-    return _outputs_match(example, manifest, expected, hashes)
+    return f"last run {manifest.status}" if manifest.status != "done" else reason
 
 
 def _back_up(user: list[Path], example: Example, stage: str) -> dict[str, str]:
