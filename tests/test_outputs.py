@@ -161,3 +161,21 @@ def test_an_interrupted_try_with_other_settings_does_not_hide_a_good_sample(demo
     assert _status(demo, "--seed", "7")["stages"]["animate"]["status"] == "interrupted"
     assert _outcomes(_scail("run", str(demo), *FAST))["animate"] == "fresh"
     assert _sha(demo / "samples" / "dance_latest.mp4") == good
+
+
+def test_clean_never_follows_a_ledger_or_manifest_out_of_the_example(tmp_path: Path) -> None:
+    """A hand-edited ledger or manifest naming `../` or an absolute path deletes nothing there."""
+    root = tmp_path / "examples" / "001"
+    (root / ".scail").mkdir(parents=True)
+    (root / "ref.png").write_bytes(b"not really a png")
+    victim = tmp_path / "examples" / "precious.txt"
+    victim.write_text("keep me")
+    digest = _sha(victim)
+    entry = {"stage": "animate", "sha256": digest, "fingerprint": "x" * 64, "written": "2026-12-07T00:00:00+00:00"}
+    (root / ".scail" / "outputs.json").write_text(json.dumps(
+        {"version": 1, "files": {"../precious.txt": entry, str(victim): entry}}))
+    (root / ".scail" / "animate.json").write_text(json.dumps(
+        {"stage": "animate", "status": "done", "fingerprint": "x", "outputs": {"../precious.txt": digest}}))
+    result = runner.invoke(app, ["clean", str(root)])
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "keep me"

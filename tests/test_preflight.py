@@ -125,3 +125,16 @@ def test_bad_prompt_file_fails_its_example_before_pose_and_bom_and_long_prompts_
     assert cut == total - 511 > 0
     flat = " ".join(result.output.split())
     assert f"good: the prompt is {total} tokens; the text encoder reads 512 (with </s>), so the last {cut}" in flat
+
+
+def test_pose_env_that_cannot_be_built_for_lack_of_space_is_one_error(three: Path) -> None:
+    for ex in three.iterdir():  # pose has work: the demo's hand-made pose data is gone
+        for name in ("pose.npz", "ref_pose.npz"):
+            (ex / ".scail" / name).unlink()
+    config = load_pipeline("tiny-random")
+    jobs = make_jobs([Example(p) for p in sorted(three.iterdir())], config, STAGES)
+    with pytest.raises(ScailError, match=r"pose env .*: 100 MiB free in .*, building it needs about 2\.0 GiB"):
+        check_batch(jobs, three, disk_free=lambda p: 100 << 20)
+    # `scail render` / `scail animate` do not run pose: its env is not checked.
+    render_only = make_jobs([Example(p) for p in sorted(three.iterdir())], config, ("render", "animate"))
+    check_batch(render_only, three, disk_free=lambda p: 100 << 30)
