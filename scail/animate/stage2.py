@@ -1,0 +1,148 @@
+"""The animate stage for SCAIL-2 models: identity masks, mode, segments, one sample per example.
+
+`AnimateStage` hands over to these functions when `animate.model` is a SCAIL-2 model. The flow:
+
+1. the mode (`animate.scail2_mode`, default by the files present: `inputs2.detect_mode`);
+2. missing identity masks are made from the pose stage's tracks (`animate.masks`, `mask_stage`);
+   masks in the folder are the user's and are used as they are;
+3. the inputs are read and prepared the official way (`inputs2`), the video is generated in
+   81-frame segments with SCAIL-2's clean-history continuation (`pipeline2`) and written to
+   `samples/<example>_<seed>.mp4`.
+
+Fingerprint inputs: the reference, the driving video, both masks (or, before they exist, the pose
+tracks they will be made from), the extra references and their masks, and prompt.txt.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scail.errors import InputError
+
+if TYPE_CHECKING:
+    from scail.animate.inputs2 import Scail2Files, Scail2Mode
+    from scail.animate.pipeline import AnimatePipeline
+    from scail.config import AnimateConfig
+    from scail.example import Example
+    from scail.stage import StageContext
+
+SCAIL2_MODELS = ("scail-2-14b", "tiny-random-scail-2")
+TINY_RANDOM_DOWNSCALE = 4
+
+
+def is_scail2(model: str) -> bool:
+    """Whether `animate.model` names a SCAIL-2 model."""
+    return model in SCAIL2_MODELS
+
+
+def resolved_mode(example: Example, cfg: AnimateConfig) -> Scail2Mode:
+    from scail.animate.inputs2 import detect_mode
+
+    return detect_mode(example.root) if cfg.scail2_mode == "auto" else cfg.scail2_mode
+
+
+def driving_for(example: Example, cfg: AnimateConfig) -> Path:
+    """The video that drives the DiT (its masks must follow it frame by frame)."""
+    from scail.animate.inputs2 import driving_video
+
+    mode = resolved_mode(example, cfg)
+    video = driving_video(example, mode)
+    if video is None:
+        raise InputError(
+            f"{example.root}: SCAIL-2 {mode} mode has no driving video (driving.mp4, rendered_v2.mp4"
+            + (", or a skeleton render from the render stage" if mode == "pose" else "") + "); add one"
+        )
+    return video
+
+
+def input_files(example: Example, cfg: AnimateConfig) -> list[Path]:
+    """The files whose content decides the sample (the stage's fingerprint inputs)."""
+    from scail.animate.inputs2 import locate
+
+    try:
+        return locate(example, resolved_mode(example, cfg)).all()
+    except InputError:
+        if cfg.masks == "none":
+            raise
+    # masks still to be made: they follow from the pose tracks, the driving video and the reference
+    paths = [example.reference(), driving_for(example, cfg)]
+    paths += [p for p in (example.pose_data, example.ref_pose_data) if p.is_file()]
+    return paths
+
+
+def prepare_files(example: Example, cfg: AnimateConfig, cache_dir: Path | None) -> Scail2Files:
+    """Make missing masks (if configured) and locate every input; InputError names what is missing."""
+    from scail.animate.inputs2 import locate
+    from scail.animate.mask_stage import ensure_masks
+
+    mode = resolved_mode(example, cfg)
+    driving = driving_for(example, cfg)
+    pose_fps = None
+    if mode == "pose" and driving.name != "rendered_v2.mp4" and example.pose_data.is_file():
+        from scail.pose.schema import load_pose
+
+        pose_fps = load_pose(example.pose_data).fps  # the skeleton render runs at the pose fps
+    ensure_masks(example, driving, mode == "replacement", cfg.masks, pose_fps=pose_fps,
+                 sam_weights=cfg.mask_sam_weights, device="cpu", cache_dir=cache_dir)  # fmt: skip
+    return locate(example, mode)
+
+
+def run(
+    example: Example, ctx: StageContext, cfg: AnimateConfig, base: AnimatePipeline, prompt: str,
+    out: Path, cache_dir: Path | None = None,
+) -> None:  # fmt: skip
+    """Generate and write one SCAIL-2 sample to `out`; notes go to the manifest through `ctx`."""
+    from scail.animate.inputs2 import load_inputs2
+    from scail.animate.pipeline2 import SCAIL2Pipeline
+    from scail.video import VideoWriter
+
+    t0 = time.perf_counter()
+    files = prepare_files(example, cfg, cache_dir)
+    inputs = load_inputs2(
+        files,
+        size_hw=cfg.size_hw,
+        max_frames=cfg.max_frames,
+        downscale=TINY_RANDOM_DOWNSCALE if cfg.model.startswith("tiny-random") else 1,
+    )
+    preprocess_s = time.perf_counter() - t0
+    ctx.check_cancelled()
+    pipe = SCAIL2Pipeline(base)
+    result = pipe.generate(
+        inputs,
+        prompt=prompt,
+        negative_prompt=cfg.negative_prompt,
+        solver=cfg.solver,
+        steps=cfg.steps,
+        shift=cfg.shift,
+        guide_scale=cfg.guide_scale,
+        seed=cfg.seed,
+        on_progress=ctx.progress_fn(unit="steps", desc="denoising"),
+        segment_frames=cfg.window_frames,
+    )
+    with ctx.atomic_output(out) as tmp, VideoWriter(tmp, inputs.fps, atomic=False) as writer:
+        for frame in result.frames:
+            writer.write(frame)
+    h, w = inputs.size_hw
+    notes: dict[str, Any] = {
+        "scail2_mode": inputs.mode,
+        "extra_references": len(inputs.extra_refs),
+        "driving": files.driving.name,
+        "driving_mask": files.driving_mask.name,
+        "prompt": prompt,
+        "negative_prompt": cfg.negative_prompt,
+        "solver": cfg.solver,
+        "steps": cfg.steps,
+        "shift": cfg.shift,
+        "guide_scale": cfg.guide_scale,
+        "cfg_branches": 2 if result.used_cfg else 1,
+        "seed": cfg.seed,
+        "size_hw": [h, w],
+        "frames": int(result.frames.shape[0]),
+        "segments": [list(s) for s in result.segments],
+        "fps": inputs.fps,
+        "device": str(pipe.device),
+        "timings_s": {"preprocess_s": round(preprocess_s, 3), **{k: round(v, 3) for k, v in result.timings_s.items()}},
+    }
+    ctx.note(**notes)
