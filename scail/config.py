@@ -163,10 +163,23 @@ class ParallelConfig(_Strict):
 class AnimateConfig(_Strict):
     """How the skeleton video, reference image and prompt become the animation (samples/*.mp4)."""
 
-    model: Literal["scail-preview-14b", "tiny-random"] = "scail-preview-14b"
-    """Which model. `tiny-random` is a small random network for tests and the offline demo: its output is noise."""
+    model: Literal["scail-preview-14b", "tiny-random", "scail-2-14b", "tiny-random-scail-2"] = "scail-preview-14b"
+    """Which model. `scail-2-14b`: SCAIL-2 (identity masks, animation or replacement, end-to-end, extra
+    references, its own long-video continuation). `tiny-random`, `tiny-random-scail-2`: small random networks
+    for tests and the offline demo: their output is noise."""
     weights_dir: Path | None = None
-    """Folder of the SCAIL-Preview download; default from $SCAIL_WEIGHTS_DIR or ~/.cache/scail/weights."""
+    """Folder of the model's download; default from $SCAIL_WEIGHTS_DIR or ~/.cache/scail/weights (SCAIL-2:
+    its `scail-2/` subfolder)."""
+    scail2_mode: Literal["auto", "end-to-end", "pose", "replacement"] = "auto"
+    """SCAIL-2: `end-to-end` drives with the raw video, `pose` with a skeleton render, `replacement` replaces
+    the masked person in the driving video. `auto`: replacement when replace_mask.mp4 exists, else
+    end-to-end when there is a driving video, else pose (scail/animate/inputs2.py)."""
+    masks: Literal["none", "embedded", "sam"] = "embedded"
+    """SCAIL-2 identity masks missing from the example folder are made from the pose stage's person tracks:
+    `embedded` (MediaPipe segmentation, offline on CPU; coarse), `sam` (ultralytics SAM, needs
+    `mask_sam_weights`), `none` (the user provides them). Masks in the folder are always used as they are."""
+    mask_sam_weights: Path | None = None
+    """SCAIL-2 `masks: sam`: a SAM / SAM 2 / MobileSAM weights file in ultralytics' format (e.g. sam2.1_b.pt)."""
     solver: Literal["euler", "unipc", "dpm++"] = "euler"
     """`euler` is the official SAT sampler; `unipc` and `dpm++` are the wan branch's solvers."""
     steps: int = Field(50, ge=1, le=1000)

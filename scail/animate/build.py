@@ -56,22 +56,37 @@ def resolve_vae_tile(mode: str, device: torch.device) -> TileConfig | None:
     return TileConfig() if mode == "on" or (mode == "auto" and device.type != "cpu") else None
 
 
+def weights_dir(config: AnimateConfig) -> Path:
+    """The model's weights folder: animate.weights_dir, else the default folder (`resolve_weights_dir`),
+    for SCAIL-2 its `scail-2/` subfolder (where `scail weights download --model scail-2` puts it)."""
+    from scail.animate import weights
+
+    if config.weights_dir is not None:
+        return resolve_weights_dir(config.weights_dir)
+    return weights.model_dir(resolve_weights_dir(), config.model)
+
+
 # ----------------------------------------------------------------------------------------------
 # tiny-random
 # ----------------------------------------------------------------------------------------------
 
 
 def build_tiny_random(
-    device: torch.device | str = "cpu", seed: int = TINY_RANDOM_SEED, vae_tile: TileConfig | None = None
+    device: torch.device | str = "cpu",
+    seed: int = TINY_RANDOM_SEED,
+    vae_tile: TileConfig | None = None,
+    scail2: bool = False,
 ) -> AnimatePipeline:
-    """Tiny random DiT / VAE / umT5 / CLIP in float32 (same structure as the real ones).
+    """Tiny random DiT / VAE / umT5 / CLIP in float32 (same structure as the real ones; `scail2`: a
+    SCAIL-2 DiT).
 
     The weights depend only on `seed` (the global RNG is left untouched), so two builds are equal.
     """
     import torch
 
     from scail.animate.clip import CLIPConfig, CLIPImageEncoder, CLIPVisionTower
-    from scail.animate.dit import DiT, DiTConfig
+    from scail.animate.dit import DiTConfig
+    from scail.animate.dit2 import SCAIL2Config, build_dit
     from scail.animate.pipeline import AnimatePipeline
     from scail.animate.t5 import T5Config, T5Encoder, TextEncoder
     from scail.animate.tokenizer import UMT5Tokenizer
@@ -82,7 +97,8 @@ def build_tiny_random(
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        dit = DiT(DiTConfig.tiny()).init_weights(gen)  # first, so `tiny_random_dit` builds the same one
+        # first, so `tiny_random_dit` builds the same one
+        dit = build_dit(SCAIL2Config.tiny() if scail2 else DiTConfig.tiny()).init_weights(gen)
         vae = VideoVAE(VAEConfig.tiny())
         t5_cfg = T5Config.tiny()
         t5 = T5Encoder(t5_cfg)
@@ -98,20 +114,22 @@ def build_tiny_random(
         image_encoder=CLIPImageEncoder(clip.eval().requires_grad_(False)),
         device=device,
         offload="none",
-        label=TINY_RANDOM_LABEL,
+        label=TINY_RANDOM_LABEL.replace("tiny-random", "tiny-random-scail-2") if scail2 else TINY_RANDOM_LABEL,
         vae_tile=vae_tile,
     )
 
 
-def tiny_random_dit(device: torch.device | str = "cpu", seed: int = TINY_RANDOM_SEED) -> DiT:
-    """The DiT of `build_tiny_random(seed=seed)` alone, with the same weights."""
+def tiny_random_dit(device: torch.device | str = "cpu", seed: int = TINY_RANDOM_SEED, scail2: bool = False) -> DiT:
+    """The DiT of `build_tiny_random(seed=seed, scail2=scail2)` alone, with the same weights."""
     import torch
 
-    from scail.animate.dit import DiT, DiTConfig
+    from scail.animate.dit import DiTConfig
+    from scail.animate.dit2 import SCAIL2Config, build_dit
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        dit = DiT(DiTConfig.tiny()).init_weights(torch.Generator().manual_seed(seed))
+        dit = build_dit(SCAIL2Config.tiny() if scail2 else DiTConfig.tiny())
+        dit.init_weights(torch.Generator().manual_seed(seed))
     return dit.to(device).eval().requires_grad_(False)
 
 
@@ -162,8 +180,10 @@ def build_scail_preview(
     loras: Sequence[LoraSpec] = (),
     lora_merge: bool = True,
     fp8_linears: bool = False,
+    model: str = "scail-preview-14b",
 ) -> AnimatePipeline:
-    """The released model from a SCAIL-Preview folder (see `weights.py` for the layout).
+    """The released model from a SCAIL-Preview (or, `model` scail-2-14b, SCAIL-2) folder (see
+    `weights.py` for the layout); the DiT's kind is read from its keys and must match `model`.
 
     `architectures` gives the umT5 and CLIP sizes (default: the released ones; the DiT and VAE
     sizes are read from their files). `dit_file` replaces the folder's DiT (any format
@@ -185,15 +205,16 @@ def build_scail_preview(
     from scail.animate.vae import load_vae
 
     device = torch.device(device)
-    paths = weights.resolve(root, need_dit=dit_file is None)  # raises with the download command if missing
-    arch = architectures or weights.Architectures.released()
+    paths = weights.resolve(root, need_dit=dit_file is None, model=model)  # raises with the download command
+    arch = architectures or weights.Architectures.released(model)
     on_gpu = device.type != "cpu"
     dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
     encoders_at = "cpu" if offload != "none" else device
-    log.info("loading SCAIL-Preview from %s (DiT %s on %s)", root, dtype, device)
+    log.info("loading %s from %s (DiT %s on %s)", model, root, dtype, device)
     loaded, block_offload = load_scail_dit(dit_file or paths.dit, arch.dit.num_heads, device, dtype, offload,
                                            compile_dit, loras, lora_merge, fp8_linears)
     dit = loaded.dit
+    check_dit_kind(dit, model, dit_file or paths.dit)
     vae = load_vae(paths.vae, dtype=torch.float32, device=device)
     t5 = load_t5(paths.t5, dtype=torch.bfloat16 if on_gpu else torch.float32, device=encoders_at, config=arch.t5)
     clip = load_clip(
@@ -207,12 +228,26 @@ def build_scail_preview(
         image_encoder=CLIPImageEncoder(clip),
         device=device,
         offload="encoders" if offload != "none" else "none",
-        label=f"scail-preview-14b ({root})",
+        label=f"{model} ({root})",
         vae_tile=vae_tile,
     )
     pipeline.block_offload = block_offload
     pipeline.pending_loras = [] if loaded.merged else loaded.loras
     return pipeline
+
+
+def check_dit_kind(dit: object, model: str, source: Path) -> None:
+    """A CheckpointError when the DiT file holds the other model (SCAIL-Preview vs SCAIL-2)."""
+    from scail.animate.dit2 import SCAIL2DiT
+    from scail.errors import CheckpointError
+
+    is2 = isinstance(dit, SCAIL2DiT)
+    if is2 != model.startswith("scail-2"):
+        found, other = ("SCAIL-2", "scail-2-14b") if is2 else ("SCAIL-Preview", "scail-preview-14b")
+        raise CheckpointError(
+            f"{source}: holds a {found} DiT but animate.model is {model}; set animate.model={other} or "
+            "point animate.weights_dir at the right download"
+        )
 
 
 def resolve_compile(mode: str, device: torch.device) -> bool:
@@ -228,17 +263,18 @@ def build_pipeline(config: AnimateConfig) -> AnimatePipeline:
     from scail.animate.lora import LoraSpec, apply_loras, attach_loras, load_loras
 
     loras = [LoraSpec(entry.path, entry.strength) for entry in config.loras]
-    if config.model == "tiny-random":
-        pipeline = build_tiny_random(device, vae_tile=vae_tile)
+    if config.model in ("tiny-random", "tiny-random-scail-2"):
+        pipeline = build_tiny_random(device, vae_tile=vae_tile, scail2=config.model == "tiny-random-scail-2")
         if loras and config.lora_merge:
             apply_loras(pipeline.dit, loras)
         elif loras:
             pipeline.pending_loras = load_loras(loras, {k: tuple(v.shape) for k, v in pipeline.dit.state_dict().items()})
-    elif config.model == "scail-preview-14b":
+    elif config.model in ("scail-preview-14b", "scail-2-14b"):
         pipeline = build_scail_preview(
-            resolve_weights_dir(config.weights_dir), device, resolve_dtype(config.dtype, device), config.offload,
+            weights_dir(config), device, resolve_dtype(config.dtype, device), config.offload,
             vae_tile=vae_tile, compile_dit=resolve_compile(config.compile, device), dit_file=config.dit_file,
             loras=loras, lora_merge=config.lora_merge, fp8_linears=config.fast and fp8_supported(device),
+            model=config.model,
         )
     else:
         raise ValueError(f"unknown model {config.model!r}")
@@ -268,16 +304,16 @@ def build_dit_models(config: AnimateConfig, device: torch.device) -> DiTModels:
 
     loras = [LoraSpec(entry.path, entry.strength) for entry in config.loras]
     pending = []
-    if config.model == "tiny-random":
-        models = DiTModels(tiny_random_dit(device), device)
+    if config.model in ("tiny-random", "tiny-random-scail-2"):
+        models = DiTModels(tiny_random_dit(device, scail2=config.model == "tiny-random-scail-2"), device)
         if loras and config.lora_merge:
             apply_loras(models.dit, loras)
         elif loras:
             pending = load_loras(loras, {k: tuple(v.shape) for k, v in models.dit.state_dict().items()})
     else:
-        paths = weights.resolve(resolve_weights_dir(config.weights_dir), need_dit=config.dit_file is None)
+        paths = weights.resolve(weights_dir(config), need_dit=config.dit_file is None, model=config.model)
         loaded, streamer = load_scail_dit(
-            config.dit_file or paths.dit, weights.Architectures.released().dit.num_heads, device,
+            config.dit_file or paths.dit, weights.Architectures.released(config.model).dit.num_heads, device,
             resolve_dtype(config.dtype, device), config.offload, resolve_compile(config.compile, device),
             loras, config.lora_merge, config.fast and fp8_supported(device))
         models = DiTModels(loaded.dit, device, block_offload=streamer)

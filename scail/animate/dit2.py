@@ -58,12 +58,26 @@ class SCAIL2Config(DiTConfig):
     replace_ref_rope_h: int = 120
 
     @classmethod
+    def of(cls, base: DiTConfig, mask_dim: int = 4 * MASK_COLOURS) -> SCAIL2Config:
+        """SCAIL-Preview's hyper-parameters `base` with the mask stream."""
+        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(DiTConfig)}
+        return cls(**fields, mask_dim=mask_dim)
+
+    @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SCAIL2Config:
         """As `DiTConfig.from_json`, reading `mask_dim` from the official `SCAIL2Model` kwargs."""
-        base = DiTConfig.from_json(data)
         d = dict(data.get("constructor_kwargs", data))
-        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(DiTConfig)}
-        return cls(**fields, mask_dim=int(d.get("mask_dim", 4 * MASK_COLOURS)))
+        return cls.of(DiTConfig.from_json(data), int(d.get("mask_dim", 4 * MASK_COLOURS)))
+
+    @classmethod
+    def scail_14b(cls) -> SCAIL2Config:
+        """SCAIL-2 14B (16,395,544,384 parameters: SCAIL-Preview's plus the mask conv)."""
+        return cls.of(DiTConfig.scail_14b())
+
+    @classmethod
+    def tiny(cls) -> SCAIL2Config:
+        """`DiTConfig.tiny` with the mask stream (tests and the tiny-random-scail-2 preset)."""
+        return cls.of(DiTConfig.tiny())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -297,3 +311,8 @@ def _check_scail2_inputs(
     if not 0 <= history_frames <= t:
         raise ValueError(f"history_frames must be in [0, {t}], got {history_frames}")
     return ref_mask, driving_mask
+
+
+def build_dit(config: DiTConfig) -> DiT:
+    """The DiT for `config`: SCAIL-2's when it is a `SCAIL2Config` (a checkpoint with a mask conv)."""
+    return SCAIL2DiT(config) if isinstance(config, SCAIL2Config) else DiT(config)

@@ -98,7 +98,8 @@ def dit_with(
     import torch
 
     from scail.animate.checkpoint import check_state_dict
-    from scail.animate.dit import DiT, is_fp32_param
+    from scail.animate.dit import is_fp32_param
+    from scail.animate.dit2 import build_dit
     from scail.animate.dit_loader import infer_config, to_wan_names
     from scail.animate.fast import FP8_LINEARS, FP8Linear
     from scail.animate.lora import load_loras, merge_loras
@@ -117,7 +118,7 @@ def dit_with(
     params = {k: v for k, v in wan.items() if k not in fmt.side_keys}  # quantized weights have their shapes
     config = infer_config({k: tuple(v.shape) for k, v in params.items()}, num_heads, source)
     with torch.device("meta"):
-        model = DiT(config)
+        model = build_dit(config)  # SCAIL-2's when the file has its mask conv
     check_state_dict(model, params, source, "a complete SCAIL DiT checkpoint")
     shapes = {k: tuple(v.shape) for k, v in params.items()}
     mapped = load_loras(loras, shapes)
@@ -156,7 +157,8 @@ def describe_dit_file(path: Path, config: object | None = None) -> str:
     import torch
 
     from scail.animate.checkpoint import check_state_dict, read_tensors
-    from scail.animate.dit import DiT, DiTConfig
+    from scail.animate.dit import DiTConfig
+    from scail.animate.dit2 import build_dit
     from scail.animate.dit_loader import infer_config, to_wan_names
     from scail.animate.quant import detect_format, is_marker, safetensors_metadata
 
@@ -167,7 +169,7 @@ def describe_dit_file(path: Path, config: object | None = None) -> str:
     cfg = config if isinstance(config, DiTConfig) else infer_config(
         {k: tuple(v.shape) for k, v in params.items()}, None, str(path))
     with torch.device("meta"):
-        model = DiT(cfg)
+        model = build_dit(cfg)
     check_state_dict(model, params, str(path), "a complete SCAIL DiT checkpoint")
     nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
     return (f"format {fmt.describe()}; {len(tensors)} tensors, {nbytes / 1e9:.2f} GB; keys and shapes match the "

@@ -35,12 +35,17 @@ log = logging.getLogger(__name__)
 
 SAT_PREFIX = "model.diffusion_model."
 SAT_FILE = "mp_rank_00_model_states.pt"
+SAT_FILES = (SAT_FILE, "fsdp2_rank_0000_checkpoint.pt")
+"""SAT checkpoint file names: SCAIL-Preview's (DeepSpeed) and SCAIL-2's (FSDP2), both `{"module": ...}`."""
+# Wan2GP's names for the pose and mask patch embeddings (research/scail2-model.md §5)
+_WAN2GP_NAMES = {"pose_patch_embedding.": "patch_embedding_pose.", "mask_patch_embedding.": "patch_embedding_mask."}
 
 # SAT name (after SAT_PREFIX) -> wan names; several wan names mean the SAT tensor is their
 # concatenation along dim 0, in that order (official convert.py: chunk(3) q,k,v / chunk(2) k,v).
 _SAT_GLOBAL: dict[str, tuple[str, ...]] = {
     "mixins.patch_embed.proj.{p}": ("patch_embedding.{p}",),
     "mixins.patch_embed.proj_pose.{p}": ("patch_embedding_pose.{p}",),
+    "mixins.patch_embed.proj_mask.{p}": ("patch_embedding_mask.{p}",),  # SCAIL-2's mask stream
     "time_embed.0.{p}": ("time_embedding.0.{p}",),
     "time_embed.2.{p}": ("time_embedding.2.{p}",),
     "adaln_projection.1.{p}": ("time_projection.1.{p}",),
@@ -182,14 +187,16 @@ def resolve_dit_file(path: Path) -> Path:
         latest = folder / "latest"
         if latest.is_file():
             iteration = latest.read_text(encoding="utf-8", errors="replace").strip()
-            candidate = folder / iteration / SAT_FILE
-            if not candidate.is_file():
+            candidates = [folder / iteration / name for name in SAT_FILES]
+            hit = next((c for c in candidates if c.is_file()), None)
+            if hit is None:
                 raise CheckpointError(
-                    f"{latest} names iteration {iteration!r} but {candidate} does not exist"
+                    f"{latest} names iteration {iteration!r} but {candidates[0]} does not exist"
                 )
-            return candidate
-        if (folder / SAT_FILE).is_file():
-            return folder / SAT_FILE
+            return hit
+        for name in SAT_FILES:
+            if (folder / name).is_file():
+                return folder / name
     found = sorted(path.glob("*.safetensors"))
     if len(found) == 1:
         return found[0]
@@ -213,15 +220,26 @@ def to_wan_names(tensors: Mapping[str, torch.Tensor], source: str) -> dict[str, 
             f"{source}: diffusers (WanTransformer3DModel) naming is not supported; "
             "use the official SAT checkpoint or a wan-named .safetensors (convert.py output)"
         )
+    out = dict(tensors)
     for prefix in (SAT_PREFIX, "diffusion_model.", "model."):
         if names and all(k.startswith(prefix) for k in names):
-            return {k.removeprefix(prefix): v for k, v in tensors.items()}
-    return dict(tensors)
+            out = {k.removeprefix(prefix): v for k, v in tensors.items()}
+            break
+    return {_wan2gp_to_wan(k): v for k, v in out.items()}
+
+
+def _wan2gp_to_wan(key: str) -> str:
+    for theirs, ours in _WAN2GP_NAMES.items():
+        if key.startswith(theirs):
+            return ours + key.removeprefix(theirs)
+    return key
 
 
 def infer_config(shapes: Mapping[str, tuple[int, ...]], num_heads: int | None, source: str) -> DiTConfig:
-    """DiTConfig from wan-named tensor shapes; `num_heads` defaults to dim // 128."""
+    """DiTConfig from wan-named tensor shapes; `num_heads` defaults to dim // 128. A checkpoint with
+    `patch_embedding_mask` is SCAIL-2 (its `SCAIL2Config`), as ComfyUI detects it."""
     from scail.animate.dit import DiTConfig
+    from scail.animate.dit2 import SCAIL2Config
 
     needed = [
         "patch_embedding.weight",
@@ -244,8 +262,9 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]], num_heads: int | None, s
         raise CheckpointError(
             f"{source}: hidden size {dim} cannot be split into {heads} heads; pass num_heads"
         )
+    mask = shapes.get("patch_embedding_mask.weight")
     try:
-        return DiTConfig(
+        config = DiTConfig(
             dim=dim,
             num_heads=heads,
             num_layers=num_layers,
@@ -257,6 +276,7 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]], num_heads: int | None, s
             mask_channels=in_channels - latent_channels,
             patch_size=(patch[0], patch[1], patch[2]),
         )
+        return SCAIL2Config.of(config, mask[1]) if mask is not None else config
     except (ValueError, IndexError) as exc:
         raise CheckpointError(f"{source}: unsupported DiT shapes ({exc})") from exc
 
@@ -310,12 +330,13 @@ def dit_from_state_dict(
     import torch
 
     from scail.animate.dit import DiT, is_fp32_param
+    from scail.animate.dit2 import SCAIL2Config, SCAIL2DiT
 
     compute = torch.float32 if dtype is None else dtype
     wan = to_wan_names(tensors, source)
     config = infer_config({k: tuple(v.shape) for k, v in wan.items()}, num_heads, source)
     with torch.device("meta"):
-        model = DiT(config)
+        model = SCAIL2DiT(config) if isinstance(config, SCAIL2Config) else DiT(config)
     model = assign_weights(
         model, wan, lambda key: torch.float32 if is_fp32_param(key) else compute, device, source,
         "a complete SCAIL DiT checkpoint",

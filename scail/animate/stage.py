@@ -102,11 +102,11 @@ class AnimateStage:
 
         cfg = self.config
         files: dict[str, Path] = {}
-        if cfg.model != "tiny-random":
+        if not cfg.model.startswith("tiny-random"):
+            from scail.animate.build import weights_dir
             from scail.animate.weights import resolve
-            from scail.config import resolve_weights_dir
 
-            paths = resolve(resolve_weights_dir(cfg.weights_dir), need_dit=cfg.dit_file is None)
+            paths = resolve(weights_dir(cfg), need_dit=cfg.dit_file is None, model=cfg.model)
             files = {"dit": paths.dit, "vae": paths.vae, "t5": paths.t5, "tokenizer": paths.tokenizer,
                      "clip": paths.clip}
         if cfg.dit_file is not None:
@@ -124,7 +124,12 @@ class AnimateStage:
         return video
 
     def inputs(self, example: Example) -> list[Path]:
-        paths = [self.pose_video(example), example.reference()]
+        from scail.animate import stage2
+
+        if stage2.is_scail2(self.config.model):
+            paths = stage2.input_files(example, self.config)
+        else:
+            paths = [self.pose_video(example), example.reference()]
         source = example.prompt_source(self.prompt_override)  # prompt.txt or scail.yaml's prompt
         if source is not None:
             paths.append(source)
@@ -149,6 +154,7 @@ class AnimateStage:
     def run(self, example: Example, ctx: StageContext) -> None:
         """Encode, sample (windowed, checkpointed to .scail/ so a rerun resumes), then decode
         straight into the H.264 file latent frame by latent frame."""
+        from scail.animate import stage2
         from scail.animate.preprocess import load_inputs
         from scail.animate.resume import CHECKPOINT_NAME, Checkpointer
         from scail.animate.windows import WindowConfig
@@ -159,6 +165,12 @@ class AnimateStage:
         ctx.note(model=pipe.label or cfg.model)
         prompt = example.prompt(self.prompt_override)
         self._warn_if_cut(prompt, pipe, example, ctx)
+        if stage2.is_scail2(cfg.model):  # SCAIL-2: masks, modes, its own continuation (stage2.py)
+            fingerprint = ctx.fingerprint or self._fingerprint(example)
+            out, sidecar = self.outputs_for(example, fingerprint)
+            record = self._record(prompt, fingerprint, pipe.label or cfg.model)
+            stage2.run(example, ctx, cfg, pipe, prompt, out, sidecar, record)
+            return
         t0 = time.perf_counter()
         inputs = load_inputs(
             example.reference(),

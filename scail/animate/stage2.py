@@ -91,9 +91,14 @@ def prepare_files(example: Example, cfg: AnimateConfig, cache_dir: Path | None) 
 
 def run(
     example: Example, ctx: StageContext, cfg: AnimateConfig, base: AnimatePipeline, prompt: str,
-    out: Path, cache_dir: Path | None = None,
+    out: Path, sidecar: Path, record: dict[str, Any], cache_dir: Path | None = None,
 ) -> None:  # fmt: skip
-    """Generate and write one SCAIL-2 sample to `out`; notes go to the manifest through `ctx`."""
+    """Generate one SCAIL-2 sample and write it to `out` (MP4 tags from `record`) and `sidecar` (the
+    record as JSON, as `AnimateStage` does for SCAIL-Preview); notes go to the manifest through `ctx`."""
+    import hashlib
+    import json
+
+    from scail.cache import now_iso
     from scail.animate.inputs2 import load_inputs2
     from scail.animate.pipeline2 import SCAIL2Pipeline
     from scail.video import VideoWriter
@@ -121,10 +126,19 @@ def run(
         on_progress=ctx.progress_fn(unit="steps", desc="denoising"),
         segment_frames=cfg.window_frames,
     )
-    with ctx.atomic_output(out) as tmp, VideoWriter(tmp, inputs.fps, atomic=False) as writer:
+    record = {**record, "scail2_mode": inputs.mode, "extra_references": len(inputs.extra_refs)}
+    tags = {"title": prompt[:255], "comment": json.dumps(record, ensure_ascii=False),
+            **{f"scail_{k}": str(v) for k, v in record.items() if k not in ("prompt", "weights")}}  # fmt: skip
+    digest = hashlib.sha256()
+    with ctx.atomic_output(out) as tmp, VideoWriter(tmp, inputs.fps, atomic=False, metadata=tags) as writer:
         for frame in result.frames:
             writer.write(frame)
+            digest.update(frame.tobytes())
     h, w = inputs.size_hw
+    with ctx.atomic_output(sidecar) as tmp:
+        doc = {**record, "video": out.name, "size_hw": [h, w], "frames": int(result.frames.shape[0]),
+               "fps": inputs.fps, "created": now_iso()}  # fmt: skip
+        tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     notes: dict[str, Any] = {
         "scail2_mode": inputs.mode,
         "extra_references": len(inputs.extra_refs),
@@ -140,6 +154,7 @@ def run(
         "seed": cfg.seed,
         "size_hw": [h, w],
         "frames": int(result.frames.shape[0]),
+        "frames_sha256": digest.hexdigest(),
         "segments": [list(s) for s in result.segments],
         "fps": inputs.fps,
         "device": str(pipe.device),

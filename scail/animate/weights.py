@@ -9,6 +9,13 @@ Layout of the `zai-org/SCAIL-Preview` download (research/scail-model.md §5):
     <dir>/umt5-xxl/                                       its tokenizer (tokenizer.json / spiece.model)
     <dir>/models_clip_open-clip-xlm-roberta-large-vit-huge-14-onlyvisual.pth   CLIP ViT-H/14
 
+SCAIL-2 (`zai-org/SCAIL-2`, `--model scail-2`, default folder `<weights dir>/scail-2`) has the same
+layout with the DiT at `model/<n>/fsdp2_rank_0000_checkpoint.pt` (research/scail2-model.md §5);
+a wan-named conversion (`SCAIL-2.safetensors` from the official convert.py, ComfyUI's
+`wan2.1_14B_SCAIL_2_fp16.safetensors`, also under `diffusion_models/`) is found too, and the CLIP
+file, which the SCAIL-2 repository may not carry, is also looked for in the SCAIL-Preview folder
+above it (the two models share T5, VAE and CLIP).
+
 Also accepted: the full Wan CLIP file (`...-vit-huge-14.pth`) and a `google/umt5-xxl/` tokenizer
 folder (Wan2.1's layout). `verify` opens every checkpoint memory-mapped and compares its keys and
 shapes with the model built on the meta device, so it checks 40 GB of files in seconds without
@@ -36,6 +43,28 @@ log = logging.getLogger(__name__)
 REPO_ID = "zai-org/SCAIL-Preview"
 DIT_DIR = "model"
 SAT_FILE = "mp_rank_00_model_states.pt"
+SCAIL2_REPO_ID = "zai-org/SCAIL-2"
+SCAIL2_SAT_FILE = "fsdp2_rank_0000_checkpoint.pt"
+SAT_FILES = (SAT_FILE, SCAIL2_SAT_FILE)
+SCAIL2_DIR = "scail-2"
+"""The SCAIL-2 download's default folder under the weights folder."""
+WAN_DIT_GLOBS = ("model/*.safetensors", "*SCAIL*.safetensors", "diffusion_models/*SCAIL*.safetensors")
+"""Wan-named DiT conversions: convert.py's output, ComfyUI's repacks (`wan2.1_14B_SCAIL_2_fp16.safetensors`)."""
+MODELS = ("scail-preview", "scail-2")
+
+
+def is_scail2(model: str) -> bool:
+    """`scail-2` (weights CLI) and `scail-2-14b` (animate.model) name SCAIL-2."""
+    return model.startswith("scail-2")
+
+
+def repo_id(model: str = "scail-preview") -> str:
+    return SCAIL2_REPO_ID if is_scail2(model) else REPO_ID
+
+
+def model_dir(weights_root: Path, model: str) -> Path:
+    """The default folder of `model` under the weights folder: SCAIL-Preview there, SCAIL-2 in `scail-2/`."""
+    return weights_root / SCAIL2_DIR if is_scail2(model) else weights_root
 VAE_FILE = "Wan2.1_VAE.pth"
 T5_FILE = "umt5-xxl/models_t5_umt5-xxl-enc-bf16.pth"
 TOKENIZER_DIRS = ("umt5-xxl", "google/umt5-xxl")
@@ -46,9 +75,10 @@ CLIP_FILES = (
 
 
 
-def download_command(root: Path) -> str:
+def download_command(root: Path, model: str = "scail-preview") -> str:
     """The exact command that fetches the weights into `root`."""
-    return f"scail weights download --dir {root}"
+    flag = " --model scail-2" if is_scail2(model) else ""
+    return f"scail weights download{flag} --dir {root}"
 
 
 @dataclass(frozen=True)
@@ -69,13 +99,14 @@ def _sat_checkpoint(root: Path) -> Path | None:
     model_dir = root / DIT_DIR
     latest = model_dir / "latest"
     if latest.is_file():
-        candidate = model_dir / latest.read_text(encoding="utf-8").strip() / SAT_FILE
-        if candidate.is_file():
-            return candidate
-    found = sorted(model_dir.glob(f"*/{SAT_FILE}")) if model_dir.is_dir() else []
+        for name in SAT_FILES:
+            candidate = model_dir / latest.read_text(encoding="utf-8").strip() / name
+            if candidate.is_file():
+                return candidate
+    found = [p for name in SAT_FILES for p in sorted(model_dir.glob(f"*/{name}"))] if model_dir.is_dir() else []
     if len(found) == 1:
         return found[0]
-    converted = sorted(model_dir.glob("*.safetensors")) if model_dir.is_dir() else []
+    converted = sorted({p for pattern in WAN_DIT_GLOBS for p in root.glob(pattern)})
     return converted[0] if len(converted) == 1 else None
 
 
@@ -95,7 +126,8 @@ def locate(root: Path) -> dict[str, Path | None]:
         "vae": _first(root, (VAE_FILE,)),
         "t5": _first(root, (T5_FILE,)),
         "tokenizer": _first(root, TOKENIZER_DIRS, is_dir=True),
-        "clip": _first(root, CLIP_FILES),
+        # SCAIL-2 shares SCAIL-Preview's CLIP, which its repository may not carry
+        "clip": _first(root, CLIP_FILES) or (_first(root.parent, CLIP_FILES) if root.name == SCAIL2_DIR else None),
     }
 
 
@@ -108,23 +140,29 @@ _EXPECTED = {
 }
 
 
-def resolve(root: Path, need_dit: bool = True) -> WeightPaths:
+def resolve(root: Path, need_dit: bool = True, model: str = "scail-preview") -> WeightPaths:
     """The weight files under `root`; a one-line `CheckpointError` with the fix if any is missing.
 
     `need_dit=False` (a DiT file given elsewhere, `animate.dit_file`): a missing DiT is no error and
-    `dit` is then the folder's `model` path, unused.
+    `dit` is then the folder's `model` path, unused. `model`: scail-preview or scail-2 (the messages).
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise CheckpointError(f"{root}: SCAIL weights folder not found; run `{download_command(root)}`")
+        raise CheckpointError(f"{root}: SCAIL weights folder not found; run `{download_command(root, model)}`")
     found = locate(root)
     if not need_dit and found["dit"] is None:
         found["dit"] = root / DIT_DIR
     missing = [name for name, path in found.items() if path is None]
     if missing:
-        what = ", ".join(f"{name} ({_EXPECTED[name]})" for name in missing)
-        raise CheckpointError(f"{root}: missing {what}; run `{download_command(root)}`")
+        what = ", ".join(f"{name} ({_expected(name, model)})" for name in missing)
+        raise CheckpointError(f"{root}: missing {what}; run `{download_command(root, model)}`")
     return WeightPaths(root=root, **{k: v for k, v in found.items() if v is not None})
+
+
+def _expected(name: str, model: str) -> str:
+    if name == "dit" and is_scail2(model):
+        return f"{DIT_DIR}/latest + {DIT_DIR}/<n>/{SCAIL2_SAT_FILE}, or SCAIL-2.safetensors"
+    return _EXPECTED[name]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,8 +191,10 @@ def _progress_class(on_progress: ProgressFn) -> type:
     return _Forward
 
 
-def download(root: Path, on_progress: ProgressFn | None = None, revision: str | None = None) -> Path:
-    """Download (or resume) `zai-org/SCAIL-Preview` into `root` with huggingface_hub.
+def download(
+    root: Path, on_progress: ProgressFn | None = None, revision: str | None = None, model: str = "scail-preview"
+) -> Path:
+    """Download (or resume) `zai-org/SCAIL-Preview` (`model` scail-2: `zai-org/SCAIL-2`) into `root`.
 
     Files already complete are skipped; partial files resume. Raises a one-line `ScailError` when
     the hub is unreachable or offline (HF_HUB_OFFLINE=1).
@@ -162,26 +202,27 @@ def download(root: Path, on_progress: ProgressFn | None = None, revision: str | 
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
+    repo = repo_id(model)
     root = Path(root).expanduser()
     root.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s into %s", REPO_ID, root)
+    log.info("downloading %s into %s", repo, root)
     try:
         path = snapshot_download(
-            REPO_ID,
+            repo,
             revision=revision,
             local_dir=root,
             tqdm_class=_progress_class(on_progress) if on_progress is not None else None,
         )
     except (OfflineModeIsEnabled, LocalEntryNotFoundError) as exc:
         raise ScailError(
-            f"cannot download {REPO_ID} into {root}: the Hugging Face hub is unreachable or offline mode is on "
-            "(HF_HUB_OFFLINE); connect to the internet, or copy the SCAIL-Preview files there and run "
+            f"cannot download {repo} into {root}: the Hugging Face hub is unreachable or offline mode is on "
+            "(HF_HUB_OFFLINE); connect to the internet, or copy the model's files there and run "
             f"`scail weights verify --dir {root}`"
         ) from exc
     except HfHubHTTPError as exc:
-        raise ScailError(f"cannot download {REPO_ID}: {str(exc).splitlines()[0]}") from exc
+        raise ScailError(f"cannot download {repo}: {str(exc).splitlines()[0]}") from exc
     except OSError as exc:  # disk full, permissions, connection errors
-        raise ScailError(f"cannot download {REPO_ID} into {root}: {exc}") from exc
+        raise ScailError(f"cannot download {repo} into {root}: {exc}") from exc
     return Path(path)
 
 
@@ -217,13 +258,15 @@ class Architectures:
     clip: Any = None
 
     @classmethod
-    def released(cls) -> Architectures:
+    def released(cls, model: str = "scail-preview") -> Architectures:
         from scail.animate.clip import CLIPConfig
         from scail.animate.dit import DiTConfig
+        from scail.animate.dit2 import SCAIL2Config
         from scail.animate.t5 import T5Config
         from scail.animate.vae import VAEConfig
 
-        return cls(DiTConfig.scail_14b(), VAEConfig.wan21(), T5Config.umt5_xxl(), CLIPConfig.vit_h_14())
+        dit = SCAIL2Config.scail_14b() if is_scail2(model) else DiTConfig.scail_14b()
+        return cls(dit, VAEConfig.wan21(), T5Config.umt5_xxl(), CLIPConfig.vit_h_14())
 
 
 def _summary(tensors: dict[str, torch.Tensor]) -> str:
@@ -281,16 +324,19 @@ _CHECKS: dict[str, Callable[[Path, Architectures], str]] = {
 }
 
 
-def verify(root: Path, architectures: Architectures | None = None, dit_file: Path | None = None) -> list[CheckResult]:
+def verify(
+    root: Path, architectures: Architectures | None = None, dit_file: Path | None = None, model: str = "scail-preview"
+) -> list[CheckResult]:
     """Check presence, size and loadability (keys and shapes, memory-mapped) of every weight file.
 
     Args:
         root: the weights folder.
-        architectures: the model sizes to check against; default the released SCAIL-Preview.
+        architectures: the model sizes to check against; default the released `model`'s.
         dit_file: check this DiT file (any supported format, `animate.dit_file`) instead of the folder's.
+        model: scail-preview or scail-2.
     """
     root = Path(root).expanduser()
-    arch = architectures or Architectures.released()
+    arch = architectures or Architectures.released(model)
     found = locate(root) if root.is_dir() else dict.fromkeys(_CHECKS)
     if dit_file is not None:
         found["dit"] = Path(dit_file).expanduser()
@@ -298,7 +344,7 @@ def verify(root: Path, architectures: Architectures | None = None, dit_file: Pat
     for name, check in _CHECKS.items():
         path = found[name]
         if path is None:
-            rows.append(CheckResult(name, None, False, 0, f"missing: {_EXPECTED[name]}"))
+            rows.append(CheckResult(name, None, False, 0, f"missing: {_expected(name, model)}"))
             continue
         size = _size(path)
         if size == 0:

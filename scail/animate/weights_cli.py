@@ -1,4 +1,4 @@
-"""`scail weights download|verify`: fetch and check the SCAIL-Preview weights folder.
+"""`scail weights download|verify [--model scail-2]`: fetch and check a model's weights folder.
 
 Mounted by scail/cli.py as `scail weights`. Failures raise `ScailError`; the main CLI prints them
 as one line and exits 1.
@@ -7,6 +7,7 @@ as one line and exits 1.
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ import typer
 
 weights_app = typer.Typer(
     name="weights",
-    help="Download and check the SCAIL-Preview model weights (about 50 GB).",
+    help="Download and check the SCAIL-Preview (default) or SCAIL-2 model weights (about 50 GB each).",
     no_args_is_help=True,
 )
 
@@ -28,6 +29,30 @@ DirOption = Annotated[
 ]
 
 
+class Model(str, Enum):
+    scail_preview = "scail-preview"
+    scail_2 = "scail-2"
+
+
+ModelOption = Annotated[
+    Model,
+    typer.Option(
+        "--model",
+        help="Which model: scail-preview (zai-org/SCAIL-Preview) or scail-2 (zai-org/SCAIL-2, default folder "
+        "<weights dir>/scail-2).",
+        case_sensitive=False,
+    ),
+]
+
+
+def _root(folder: Path | None, model: Model) -> Path:
+    """--dir, else the model's default folder under $SCAIL_WEIGHTS_DIR / ~/.cache/scail/weights."""
+    from scail.animate import weights
+    from scail.config import resolve_weights_dir
+
+    return resolve_weights_dir(folder) if folder is not None else weights.model_dir(resolve_weights_dir(), model.value)
+
+
 def _human(size: int) -> str:
     value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -38,17 +63,16 @@ def _human(size: int) -> str:
 
 
 @weights_app.command("download")
-def download_cmd(folder: DirOption = None) -> None:
-    """Download zai-org/SCAIL-Preview from Hugging Face (resumes an interrupted download)."""
+def download_cmd(folder: DirOption = None, model: ModelOption = Model.scail_preview) -> None:
+    """Download zai-org/SCAIL-Preview (or --model scail-2: zai-org/SCAIL-2) from Hugging Face (resumes)."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     from scail.animate import weights
-    from scail.config import resolve_weights_dir
 
-    root = resolve_weights_dir(folder)
+    root = _root(folder, model)
     console = Console(stderr=True)
-    console.print(f"downloading {weights.REPO_ID} into {root}", soft_wrap=True)
+    console.print(f"downloading {weights.repo_id(model.value)} into {root}", soft_wrap=True)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console
     ) as progress:
@@ -57,9 +81,10 @@ def download_cmd(folder: DirOption = None) -> None:
         def on_progress(done: int, total: int | None) -> None:
             progress.update(task, completed=done, total=total)
 
-        path = weights.download(root, on_progress=on_progress)
+        path = weights.download(root, on_progress=on_progress, model=model.value)
     typer.echo(str(path))
-    console.print(f"done; check the files with: scail weights verify --dir {root}", soft_wrap=True)
+    flag = " --model scail-2" if model is Model.scail_2 else ""
+    console.print(f"done; check the files with: scail weights verify{flag} --dir {root}", soft_wrap=True)
 
 
 @weights_app.command("verify")
@@ -69,16 +94,16 @@ def verify_cmd(
     dit: Annotated[Path | None, typer.Option(
         "--dit", dir_okay=False, help="Check this DiT file instead of the folder's (animate.dit_file): SAT, "
         "safetensors, ComfyUI/kijai fp8_e4m3fn_scaled, comfy-quant fp8/int8; the row says which format.")] = None,
+    model: ModelOption = Model.scail_preview,
 ) -> None:
     """Check that every weight file is present and loadable (keys and shapes, read memory-mapped)."""
     from rich.console import Console
     from rich.table import Table
 
     from scail.animate import weights
-    from scail.config import resolve_weights_dir
 
-    root = resolve_weights_dir(folder)
-    rows = weights.verify(root, dit_file=dit)
+    root = _root(folder, model)
+    rows = weights.verify(root, dit_file=dit, model=model.value)
     ok = all(r.ok for r in rows)
     if as_json:
         payload = {
@@ -102,6 +127,6 @@ def verify_cmd(
         Console(width=160).print(table)
     if not ok:
         Console(stderr=True).print(
-            f"some weight files are missing or broken; run: {weights.download_command(root)}", soft_wrap=True
+            f"some weight files are missing or broken; run: {weights.download_command(root, model.value)}", soft_wrap=True
         )
         raise typer.Exit(code=1)
