@@ -149,7 +149,7 @@ PathArg = Annotated[Path, typer.Argument(
     help="An example folder (driving.mp4 + ref.jpg) or a folder of example folders.")]
 PipelineOpt = Annotated[str | None, typer.Option(
     "--pipeline", "-p", metavar="NAME|FILE",
-    help="Preset name from pipelines/ (scail-preview-512p, scail-wan-unipc, tiny-random) or a YAML file. "
+    help="Preset name from pipelines/ (scail-preview-512p, scail-wan-unipc, scail-2, tiny-random, ...) or a YAML file. "
          "Default: scail-preview-512p.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; errors only.")]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")]

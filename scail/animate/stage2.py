@@ -103,6 +103,13 @@ def run(
     from scail.animate.pipeline2 import SCAIL2Pipeline
     from scail.video import VideoWriter
 
+    from scail.animate.pipeline2 import ANCHOR_FRAMES
+
+    if cfg.window_frames <= ANCHOR_FRAMES:
+        raise InputError(
+            f"animate.window_frames {cfg.window_frames}: SCAIL-2 segments must be longer than their "
+            f"{ANCHOR_FRAMES}-frame anchor; use 81 (the trained length) or at least 9"
+        )
     t0 = time.perf_counter()
     files = prepare_files(example, cfg, cache_dir)
     inputs = load_inputs2(

@@ -216,8 +216,8 @@ def download(
     except (OfflineModeIsEnabled, LocalEntryNotFoundError) as exc:
         raise ScailError(
             f"cannot download {repo} into {root}: the Hugging Face hub is unreachable or offline mode is on "
-            "(HF_HUB_OFFLINE); connect to the internet, or copy the model's files there and run "
-            f"`scail weights verify --dir {root}`"
+            f"(HF_HUB_OFFLINE); connect to the internet, or copy the {repo.split('/')[1]} files there and run "
+            f"`{download_command(root, model).replace(' download', ' verify')}`"
         ) from exc
     except HfHubHTTPError as exc:
         raise ScailError(f"cannot download {repo}: {str(exc).splitlines()[0]}") from exc

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from scail2_cases import case_inputs
 from tensor_checks import assert_close, errors
 
-from scail.animate.dit import DiT, DiTConfig, pad_context, scail_rope_tables
+from scail.animate.dit import DiT, DiTConfig, scail_rope_tables
 from scail.animate.dit2 import SCAIL2Config, SCAIL2DiT, scail2_rope_tables
 
 CASES = [
@@ -34,41 +35,6 @@ def dit2(fixture_path: Callable[..., Path]) -> SCAIL2DiT:
     state = {k: v.float() for k, v in load_file(str(root / "weights_wan.safetensors")).items()}
     model.load_state_dict(state, strict=True)
     return model.eval()
-
-
-def btchw(a: np.ndarray) -> torch.Tensor:
-    """Official per-sample [C, T, h, w] -> the DiT's (1, T, C, h, w)."""
-    return torch.from_numpy(a).permute(1, 0, 2, 3)[None].contiguous()
-
-
-def case_inputs(root: Path, case: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """DiT keyword arguments for the case (cond branch) and the uncond context."""
-    i = dict(np.load(root / case / "inputs.npz"))
-    ref_masks = i["ref_masks"]  # [28, 1+T, h, w]: the ref's mask, then T zero frames (official)
-    assert not ref_masks[:, 1:].any()
-    kwargs: dict = {
-        "x": btchw(i["x"]),
-        "timesteps": torch.from_numpy(i["t"]),
-        "context": pad_context(torch.from_numpy(i["context"])[None], 512),
-        "ref_latent": btchw(i["ref_latents"]),
-        "pose_latent": btchw(i["pose_latents"]),
-        "clip_features": load_file(str(root / "clip_fea.safetensors"))["clip_fea"].float(),
-        "ref_mask": btchw(ref_masks[:, :1]),
-        "driving_mask": btchw(i["driving_masks"]),
-        "replace": bool(i["replace_flag"]),
-    }
-    if "additional_ref_latents" in i:
-        kwargs["extra_refs"] = btchw(i["additional_ref_latents"])
-        kwargs["extra_ref_masks"] = btchw(i["additional_ref_masks"])
-    if "history_mask" in i:
-        hist = i["history_mask"]  # [4, T, h, w]: 1 on the anchor's latent frames
-        frames = int(hist[0, :, 0, 0].sum())
-        expected = np.zeros_like(hist)
-        expected[:, :frames] = 1
-        assert frames == 2 and np.array_equal(hist, expected)
-        kwargs["history_frames"] = frames
-    null = pad_context(torch.from_numpy(i["context_null"])[None], 512)
-    return kwargs, {"context_null": null}
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -4,50 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from scail2_cases import H, W, make_example, person_masks
 
 from scail.animate.inputs2 import detect_mode, load_inputs2, locate
 from scail.animate.preprocess2 import compress_mask, driving_mask_latent
 from scail.errors import InputError
-from scail.example import Example
 from scail.video import write_video
-
-H, W = 64, 96
-
-
-def person_masks(frames: int, background: tuple[int, int, int]) -> np.ndarray:
-    """Two identities (blue left, red right) moving right on `background`, (T, H, W, 3) uint8."""
-    video = np.empty((frames, H, W, 3), np.uint8)
-    video[:] = background
-    for t in range(frames):
-        video[t, 16:56, 8 + t : 30 + t] = (0, 0, 255)
-        video[t, 16:56, 56 + t : 80 + t] = (255, 0, 0)
-    return video
-
-
-def make_example(root: Path, frames: int = 9, *, replace: bool = False, raw: bool = True,
-                 v2: bool = False, extra: int = 0) -> Example:  # fmt: skip
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (H * 2, W * 2, 3), dtype=np.uint8)).save(root / "ref.png")
-    video = rng.integers(0, 255, (frames, H, W, 3), dtype=np.uint8)
-    if raw:
-        write_video(root / "driving.mp4", video, fps=24)
-    if v2:
-        write_video(root / "rendered_v2.mp4", video, fps=24)
-    if replace:
-        write_video(root / "replace_mask.mp4", person_masks(frames, (255, 255, 255))[..., :], fps=24)
-        Image.fromarray(person_masks(1, (0, 0, 0))[0]).save(root / "ref_mask.png")
-    else:
-        write_video(root / "rendered_mask_v2.mp4", person_masks(frames, (0, 0, 0)), fps=24)
-        Image.fromarray(person_masks(1, (255, 255, 255))[0]).save(root / "ref_mask.jpg")
-    for k in range(1, extra + 1):
-        Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(root / f"extra_ref_{k}.png")
-        Image.fromarray(person_masks(1, (0, 0, 0))[0]).save(root / f"extra_ref_mask_{k}.png")
-    return Example(root)
 
 
 def test_mode_follows_the_files(tmp_path: Path) -> None:
