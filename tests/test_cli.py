@@ -111,8 +111,8 @@ def test_status_and_clean(toy_stages, make_toy_example, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--pipeline", "nope"], "error: unknown pipeline 'nope'; choose one of scail-2, scail-2-wan, scail-distill-4, "
-                             "scail-distill-6, scail-preview-512p, scail-preview-fast, scail-wan-unipc, tiny-random, "
+    (["--pipeline", "nope"], "error: unknown pipeline 'nope'; choose one of scail-2, scail-2-distill, scail-2-wan, "
+                             "scail-distill-4, scail-distill-6, scail-preview-512p, scail-preview-fast, scail-wan-unipc, tiny-random, "
                              "tiny-random-scail-2 or pass a .yaml file"),
     (["--lora", ":0.5"], "error: --lora ':0.5': give a LoRA file, as PATH or PATH:STRENGTH (e.g. lora.safetensors:0.8)"),
     (["--set", "animate.stepz=4"], "error: --set animate.stepz: unknown key 'animate.stepz'"),
@@ -165,7 +165,7 @@ def test_presets_ship_inside_the_package(repo_root) -> None:
     assert sorted(p.name for p in packaged.glob("*.yaml")) == sorted(p.name for p in (repo_root / "pipelines").glob("*.yaml"))
     data = tomllib.loads((repo_root / "pyproject.toml").read_text())
     assert "pipelines/*.yaml" in data["tool"]["setuptools"]["package-data"]["scail"]
-    assert list_presets() == ["scail-2", "scail-2-wan", "scail-distill-4", "scail-distill-6", "scail-preview-512p",
+    assert list_presets() == ["scail-2", "scail-2-distill", "scail-2-wan", "scail-distill-4", "scail-distill-6", "scail-preview-512p",
                               "scail-preview-fast", "scail-wan-unipc", "tiny-random", "tiny-random-scail-2"]
     default = load_pipeline()
     assert (default.name, default.animate.solver, default.animate.steps, default.animate.shift,

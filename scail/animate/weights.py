@@ -140,7 +140,7 @@ _EXPECTED = {
 }
 
 
-def resolve(root: Path, need_dit: bool = True, model: str = "scail-preview") -> WeightPaths:
+def resolve(root: Path, need_dit: bool = True, *, model: str = "scail-preview") -> WeightPaths:
     """The weight files under `root`; a one-line `CheckpointError` with the fix if any is missing.
 
     `need_dit=False` (a DiT file given elsewhere, `animate.dit_file`): a missing DiT is no error and

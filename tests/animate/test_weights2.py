@@ -108,7 +108,7 @@ def test_comfyui_and_wan2gp_files(fixture_path: Callable[..., Path], tmp_path: P
 def test_scail2_folder_resolves_verifies_and_builds(scail2_weights: Path) -> None:
     from scail.animate.build import build_scail_preview
 
-    paths = weights.resolve(scail2_weights, "scail-2")
+    paths = weights.resolve(scail2_weights, model="scail-2")
     assert paths.dit.name == "fsdp2_rank_0000_checkpoint.pt"
     assert paths.clip.parent == scail2_weights.parent  # SCAIL-Preview's CLIP beside it
     rows = verify(scail2_weights, tiny2_arch(), model="scail-2")
@@ -127,7 +127,7 @@ def test_missing_scail2_weights_name_the_command(tmp_path: Path) -> None:
 
     (tmp_path / "scail-2").mkdir()
     with pytest.raises(CheckpointError, match=r"fsdp2_rank_0000_checkpoint\.pt.*--model scail-2"):
-        weights.resolve(tmp_path / "scail-2", "scail-2")
+        weights.resolve(tmp_path / "scail-2", model="scail-2")
     result = CliRunner().invoke(weights_app, ["verify", "--model", "scail-2", "--dir", str(tmp_path / "scail-2")])
     assert result.exit_code == 1
     assert f"scail weights download --model scail-2 --dir {tmp_path / 'scail-2'}" in result.output.replace("\n", "")
