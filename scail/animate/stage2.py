@@ -100,10 +100,8 @@ def run(
 
     from scail.cache import now_iso
     from scail.animate.inputs2 import load_inputs2
-    from scail.animate.pipeline2 import SCAIL2Pipeline
+    from scail.animate.pipeline2 import ANCHOR_FRAMES, SCAIL2Pipeline
     from scail.video import VideoWriter
-
-    from scail.animate.pipeline2 import ANCHOR_FRAMES
 
     if cfg.window_frames <= ANCHOR_FRAMES:
         raise InputError(
