@@ -72,3 +72,9 @@ def test_missing_masks_without_a_backend_is_one_clear_error(tmp_path: Path) -> N
     result = runner.invoke(app, ["run", str(path), "-p", "tiny-random-scail-2", "--set", "animate.masks=none"])
     assert result.exit_code == 2
     assert "needs rendered_mask_v2.mp4" in result.output and "black background" in result.output
+
+
+def test_sequence_parallel_is_refused_for_scail2(tmp_path: Path) -> None:
+    path = scail2_example(tmp_path / "ex")
+    result = runner.invoke(app, ["run", str(path), "-p", "tiny-random-scail-2", "--set", "animate.parallel.gpus=2"])
+    assert result.exit_code != 0 and "sequence parallel does not run SCAIL-2" in result.output
