@@ -84,20 +84,20 @@ def check_weights(config: PipelineConfig) -> str:
         why = truncated(Path(path))
         if why:
             return f"{path}: {why}; copy or download it again"
-    if cfg.model == "tiny-random":
+    if cfg.model.startswith("tiny-random"):
         return ""
+    from scail.animate.build import weights_dir
     from scail.animate.weights import download_command, resolve
-    from scail.config import resolve_weights_dir
 
-    root = resolve_weights_dir(cfg.weights_dir)
+    root = weights_dir(cfg)  # SCAIL-2: its own folder
     try:
-        paths = resolve(root, need_dit=cfg.dit_file is None)
+        paths = resolve(root, need_dit=cfg.dit_file is None, model=cfg.model)
     except CheckpointError as exc:
         return str(exc)
     for path in ([paths.dit] if cfg.dit_file is None else []) + [paths.vae, paths.t5, paths.clip]:
         why = truncated(path)
         if why:
-            return f"{path}: {why}; download it again (`{download_command(root)}`)"
+            return f"{path}: {why}; download it again (`{download_command(root, cfg.model)}`)"
     return ""
 
 

@@ -177,7 +177,7 @@ class AnimateStage:
             self.pose_video(example),
             size_hw=cfg.size_hw,
             max_frames=cfg.max_frames,
-            downscale=TINY_RANDOM_DOWNSCALE if cfg.model == "tiny-random" else 1,
+            downscale=TINY_RANDOM_DOWNSCALE if cfg.model.startswith("tiny-random") else 1,
         )
         preprocess_s = time.perf_counter() - t0
         ctx.check_cancelled()

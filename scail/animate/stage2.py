@@ -98,9 +98,9 @@ def run(
     import hashlib
     import json
 
-    from scail.cache import now_iso
     from scail.animate.inputs2 import load_inputs2
     from scail.animate.pipeline2 import ANCHOR_FRAMES, SCAIL2Pipeline
+    from scail.cache import now_iso
     from scail.video import VideoWriter
 
     if cfg.window_frames <= ANCHOR_FRAMES:

@@ -49,19 +49,21 @@ def test_scail_run_each_mode(tmp_path: Path, kw: dict, args: list[str], mode: st
     doc = run(path, *args)
     stages = {s["stage"]: s["outcome"] for s in doc["examples"][0]["stages"]}
     assert stages["render"] == "user-provided" and stages["animate"] == "ran"
-    out = path / "samples" / "ex_42.mp4"
+    out = path / "samples" / "ex_latest.mp4"
     info = probe(out)
     assert info.num_frames == 9 and (info.height, info.width) == (128, 224)  # the tiny model's 1/4 size
     manifest = json.loads((path / ".scail" / "animate.json").read_text())
     notes = json.dumps(manifest)
     assert f'"scail2_mode": "{mode}"' in notes and f'"extra_references": {extra}' in notes
+    sidecar = json.loads(next((path / "samples").glob("ex_42_*.json")).read_text())
+    assert sidecar["scail2_mode"] == mode and sidecar["frames"] == 9 and sidecar["model"].startswith("tiny-random-scail-2")
     assert run(path, *args)["examples"][0]["stages"][2]["outcome"] == "fresh"  # cached
 
 
 def test_long_video_runs_in_segments(tmp_path: Path) -> None:
     path = scail2_example(tmp_path / "ex", frames=13)
     run(path, "--set", "animate.window_frames=9", "--set", "animate.window_overlap=4")  # overlap: Preview only
-    assert probe(path / "samples" / "ex_42.mp4").num_frames == 13  # segments (0, 9), (4, 13): the tail kept
+    assert probe(path / "samples" / "ex_latest.mp4").num_frames == 13  # segments (0, 9), (4, 13): the tail kept
     notes = json.loads((path / ".scail" / "animate.json").read_text())
     assert '"segments": [[0, 9], [4, 13]]' in json.dumps(notes)
 
