@@ -18,7 +18,7 @@ official model; the benchmark measures what it costs (latent relative error, PSN
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -179,9 +179,11 @@ class StepCache:
         ref_latent: torch.Tensor,
         pose_latent: torch.Tensor,
         clip_features: torch.Tensor,
+        **dit_kwargs: Any,
     ) -> torch.Tensor:
+        """As the DiT's forward; `dit_kwargs` are the SCAIL-2 DiT's extra inputs (masks, references)."""
         dit = self.dit
-        tokens, cond = dit.embed(x, timesteps, context, ref_latent, pose_latent, clip_features)
+        tokens, cond = dit.embed(x, timesteps, context, ref_latent, pose_latent, clip_features, **dit_kwargs)
         ind = self._indicator(tokens, cond.e0)
         b = tokens.shape[0]
         last = self.steps is not None and self.step >= self.steps - 1

@@ -97,3 +97,16 @@ def test_needs_a_scail2_dit() -> None:
 
     with pytest.raises(TypeError, match="SCAIL2DiT"):
         SCAIL2Pipeline(build_tiny_random())
+
+
+def test_fast_mode_step_cache_takes_the_scail2_inputs() -> None:
+    """Fast mode's step cache wraps the SCAIL-2 DiT too; with threshold 0 it never skips, so the
+    video equals the plain run."""
+    from scail.animate.fast import StepCache
+
+    pipe = tiny_pipeline()
+    plain = pipe.generate(synthetic_inputs(5), steps=2, guide_scale=2.0, seed=1).frames
+    pipe.base.step_cache = StepCache(pipe.dit, threshold=0.0)
+    cached = pipe.generate(synthetic_inputs(5), steps=2, guide_scale=2.0, seed=1).frames
+    assert pipe.base.step_cache.computed == 2
+    assert np.array_equal(plain, cached)
