@@ -38,20 +38,32 @@ def inputs(batch: int = 2) -> dict[str, torch.Tensor]:
     }
 
 
-def forward_worker(rank: int, world: int, port: int, out_dir: str, cases: list[tuple[int, bool]]) -> None:
-    """One rank: the parallel forward of `tiny_dit` on `inputs` for each (cfg groups, rows in turn)
-    case, saved as rank<r>-case<i>.pt (one process group serves every case)."""
+def forward_worker(rank: int, world: int, port: int, out_dir: str, cases: list[tuple[int, bool, bool]]) -> None:
+    """One rank: the parallel forward of `tiny_dit` on `inputs` for each (cfg groups, rows in turn,
+    compiled blocks) case, saved as rank<r>-case<i>.pt (one process group serves every case).
+
+    Compiled cases use the aot_eager backend (no C compiler needed) with errors raised, and fail on
+    any graph break: the all-to-all attention must trace as the custom op."""
+    import torch._dynamo
     import torch.distributed as dist
+    from torch._dynamo.utils import counters
 
     from scail.animate.parallel import install, make_groups
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        for i, (cfg, rows_in_turn) in enumerate(cases):
-            dit = install(tiny_dit().set_rows_in_turn(rows_in_turn), make_groups(world, cfg, rank))
+        for i, (cfg, rows_in_turn, compiled) in enumerate(cases):
+            dit = tiny_dit().set_rows_in_turn(rows_in_turn)
+            if compiled:
+                dit.compile_blocks(backend="aot_eager")
+                torch._dynamo.config.suppress_errors = False
+                counters.clear()
+            dit = install(dit, make_groups(world, cfg, rank))
             with torch.no_grad():
                 out = dit(**inputs())
+            if compiled and (counters["graph_break"] or not counters["stats"]["unique_graphs"]):
+                raise AssertionError(f"compiled blocks: {dict(counters['graph_break'])}, {dict(counters['stats'])}")
             torch.save(out, Path(out_dir) / f"rank{rank}-case{i}.pt")
     finally:
         dist.destroy_process_group()

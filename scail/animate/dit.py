@@ -586,8 +586,7 @@ class DiT(nn.Module):
         rows in turn even the first block writes into it.
         """
         if self.parallel is not None:  # each rank runs its slice of the tokens; all of them come back
-            x_all = tokens.pop() if isinstance(tokens, list) else tokens
-            return self.parallel.run_blocks(self._run_blocks_here, x_all, cond)
+            return self.parallel.run_blocks(self._run_blocks_here, tokens, cond)
         return self._run_blocks_here(tokens, cond)
 
     def _run_blocks_here(self, tokens: torch.Tensor | list[torch.Tensor], cond: Conditioning) -> torch.Tensor:

@@ -106,9 +106,15 @@ class SequenceParallel:
     # run_blocks: shard, run, gather
     # ------------------------------------------------------------------------------------------
 
-    def run_blocks(self, blocks: BlocksFn, tokens: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        """`blocks` on this rank's slice of `tokens` (B, L, D) float32; returns all (B, L, D) on every rank."""
+    def run_blocks(self, blocks: BlocksFn, tokens: torch.Tensor | list[torch.Tensor], cond: Conditioning) -> torch.Tensor:
+        """`blocks` on this rank's slice of `tokens` (B, L, D) float32; returns all (B, L, D) on every rank.
+
+        Tokens handed over in a one-element list (as `DiT.run_blocks` takes them) are freed once this
+        rank's slice is cut from them.
+        """
         lay = self.layout
+        if isinstance(tokens, list):
+            tokens = tokens.pop()
         b, length, _ = tokens.shape
         split_cfg = lay.cfg == 2 and b == 2
         if split_cfg:  # this group's row of the CFG pair
@@ -117,7 +123,8 @@ class SequenceParallel:
         chunk = -(-length // sp)  # tokens per rank, padding included
         padded = chunk * sp
         start = lay.sp_rank * chunk
-        local = _pad_tokens(tokens, padded)[:, start : start + chunk].contiguous()  # (b, Ls, D)
+        local = _pad_tokens(tokens, padded)[:, start : start + chunk].clone()  # (b, Ls, D)
+        del tokens  # the whole sequence is not needed again until the all-gather
         cos = _pad_rows(cond.rope_cos, padded, 1.0)[start : start + chunk]  # (Ls, Dh/2)
         sin = _pad_rows(cond.rope_sin, padded, 0.0)[start : start + chunk]
         local_cond = dataclasses.replace(cond, rope_cos=cos, rope_sin=sin)

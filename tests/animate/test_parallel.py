@@ -25,18 +25,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# (cfg groups, rows in turn) per process count; one spawn per count keeps the test quick
-CASES = {2: [(1, False), (2, False)], 4: [(1, True), (2, False)]}
+# (cfg groups, rows in turn, compiled blocks) per process count; one spawn per count keeps the test quick
+CASES = {2: [(1, False, False), (2, False, False), (1, False, True)], 4: [(1, True, False), (2, False, False)]}
 
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_parallel_forward_equals_one_process(tmp_path: Path, world: int) -> None:
-    """Sequence parallel over `world` ranks, and CFG parallel (2 groups of world/2), give the
-    single-process forward of the CFG pair, padding and the reference and pose tokens included."""
+    """Sequence parallel over `world` ranks (eager and compiled), and CFG parallel (2 groups of
+    world/2), give the single-process forward of the CFG pair, padding, reference and pose tokens included."""
     with torch.no_grad():
         expected = tiny_dit()(**inputs())  # (2, T, 16, h, w): the CFG pair batched in one process
     mp.spawn(forward_worker, args=(world, free_port(), str(tmp_path), CASES[world]), nprocs=world)
-    for i, (cfg, _) in enumerate(CASES[world]):
+    for i, (cfg, _, _) in enumerate(CASES[world]):
         sp = world // cfg
         assert sp == 1 or TOKENS % sp, "the case must need padding (an odd token count per rank)"
         for rank in range(world):  # every rank ends with the whole output
