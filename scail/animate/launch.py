@@ -2,9 +2,9 @@
 
     rank 0 (this process: the CLI, the batch, the animate stage)      ranks 1..N-1 (spawned here)
       reads inputs, runs VAE / umT5 / CLIP once                         load the DiT only
-      broadcast DenoiseJob ─────────────────────────────────────────►   receive the job
+      broadcast SampleJob ──────────────────────────────────────────►   receive the job
       denoise (the DiT on its slice of the tokens)   ◄── collectives ──►   denoise (the same loop)
-      after each step: progress display, Ctrl-C ── continue/stop ────►   follow
+      after each (window) step: progress, Ctrl-C ── continue/stop ───►   follow
       VAE decode, writes the video and the manifest                     wait for the next job
 
 Every rank runs the same sampling loop (`pipeline.run_sampling`: sampler, CFG, fast mode's step
@@ -229,6 +229,9 @@ def _die_with_parent() -> None:
 def _worker_main(rank: int, spec: GroupSpec) -> None:
     """Entry point of ranks 1..N-1: load the DiT, then run every broadcast sample until told to quit."""
     _die_with_parent()
+    # Ctrl-C in the terminal reaches every process of the group: rank 0 handles it and tells the others
+    # to drop the sample at the step's end (`progress_fn`); a worker killed mid-collective would fail it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format=f"rank {rank}: %(levelname)s %(message)s")
     from scail.animate.build import build_dit_models
     from scail.animate.pipeline import run_sampling

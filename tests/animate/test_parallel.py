@@ -136,6 +136,37 @@ def test_an_interrupted_sample_leaves_the_group_ready_for_the_next(tmp_path: Pat
     assert workers and not any(w.is_alive() for w in workers)
 
 
+def test_ctrl_c_in_the_terminal_stops_every_rank(tmp_path: Path) -> None:
+    """SIGINT to the whole process group (what Ctrl-C does) mid-denoising: rank 0 records the sample
+    as interrupted and exits 130; the other rank ignores the signal, drops the sample and exits."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    make_examples(tmp_path / "examples", 1)
+    (tmp_path / "tiny.yaml").write_text(TINY_PIPELINE.replace("steps: 3", "steps: 400"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scail", "animate", str(tmp_path / "examples"), "-p", str(tmp_path / "tiny.yaml"),
+         "--gpus", "2"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:  # plain progress lines (no terminal)
+        if "denoising" in line:
+            break
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    manifest = read_manifest(Example(tmp_path / "examples" / "ex0"), "animate")
+    assert manifest is not None and manifest.status == "interrupted"
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, [" ".join(w.cmdline()) for w in alive]
+
+
 def test_a_gpu_count_that_does_not_split_the_heads_is_one_line(tmp_path: Path) -> None:
     make_examples(tmp_path / "examples", 1)
     (tmp_path / "tiny.yaml").write_text(TINY_PIPELINE)
