@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -73,6 +74,53 @@ def plan_segments(total: int, length: int = SEGMENT_FRAMES, anchor: int = ANCHOR
         start += length - anchor
     segments.append((total - length, total))
     return segments
+
+
+class SegmentStore:
+    """The finished segments of one sample, kept in `folder` under `key` (the animate fingerprint):
+    a rerun after Ctrl-C or a kill starts at the first segment not saved (each segment is a pure
+    function of the inputs, the seed and the previous segment's anchor, which is saved with it).
+
+    Per segment k, `segment_<k>.npz` holds the frames it contributes (uint8) and the decoded anchor
+    frames the next segment starts from (float32), written atomically. `discard()` once the sample
+    is written.
+    """
+
+    def __init__(self, folder: Path, key: str) -> None:
+        self.folder, self.key = folder, key
+
+    def _path(self, k: int) -> Path:
+        return self.folder / f"segment_{k:03d}.npz"
+
+    def load(self, k: int) -> tuple[np.ndarray, torch.Tensor | None] | None:
+        """(frames, anchor) of segment k, or None when absent, unreadable or of another key."""
+        path = self._path(k)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if str(data["key"]) != self.key:
+                    return None
+                anchor = data["anchor"]
+                return data["frames"], (torch.from_numpy(anchor) if anchor.size else None)
+        except (OSError, KeyError, ValueError) as exc:
+            log.info("%s: not reused (%s)", path, exc)
+            return None
+
+    def save(self, k: int, frames: np.ndarray, anchor: torch.Tensor | None) -> None:
+        from scail.atomic import atomic_path
+
+        if k == 0 and self.folder.is_dir():  # a new run: drop another key's segments
+            for stale in self.folder.glob("segment_*.npz"):
+                stale.unlink(missing_ok=True)
+        a = anchor.float().cpu().numpy() if anchor is not None else np.zeros(0, np.float32)
+        with atomic_path(self._path(k)) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, key=np.array(self.key), frames=frames, anchor=a)
+
+    def discard(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @dataclass
@@ -137,6 +185,7 @@ class SCAIL2Pipeline:
         seed: int = 42,
         on_progress: ProgressFn | None = None,
         segment_frames: int = SEGMENT_FRAMES,
+        store: SegmentStore | None = None,
     ) -> Scail2Result:
         """Generate the video for `inputs` (`inputs2.load_inputs2`), segment by segment.
 
@@ -146,6 +195,7 @@ class SCAIL2Pipeline:
             seed: seeds the CPU generator drawing every segment's noise.
             on_progress: (done, total) after each denoising step of every segment.
             segment_frames: pixel frames per segment (81: the trained length; 4k+1).
+            store: keep finished segments there and reuse those a previous (interrupted) run kept.
         """
         from scail.animate.dit import pad_context
         from scail.animate.preprocess2 import compress_mask
@@ -174,11 +224,24 @@ class SCAIL2Pipeline:
         timings["encoders_s"] = time.perf_counter() - t0
 
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        out: np.ndarray | None = None
+        out = np.empty((segments[-1][1], *inputs.size_hw, 3), dtype=np.uint8)
         anchor: torch.Tensor | None = None  # (3, 5, H, W) decoded frames where the next segment starts
         done, all_steps = 0, steps * len(segments)
         for k, (start, end) in enumerate(segments):
             t1 = time.perf_counter()
+            keep = 0 if k == 0 else ANCHOR_FRAMES
+            f, (h, w) = 1 + (end - start - 1) // 4, ref_latent.shape[-2:]
+            # drawn even for a reused segment, so later segments get the same noise as in one run
+            noise = torch.randn(base.vae.cfg.z_dim, f, h, w, dtype=torch.float32, generator=gen)
+            saved = store.load(k) if store is not None else None
+            if saved is not None:
+                out[start + keep : end], anchor = saved
+                done += steps
+                if on_progress is not None:
+                    on_progress(done, all_steps)
+                log.info("segment %d/%d (frames %d-%d) reused from %s", k + 1, len(segments), start, end - 1,
+                         store.folder if store is not None else "")  # fmt: skip
+                continue
             pose_latent = self._encode_frames(inputs.driving[:, start:end])  # (1, F, 16, h/2, w/2)
             mask = compress_mask(inputs.driving_mask[:, start:end])  # (28, F, h/2, w/2)
             seg_kwargs = {**dit_kwargs, "driving_mask": mask.permute(1, 0, 2, 3)[None].to(dev)}
@@ -186,8 +249,6 @@ class SCAIL2Pipeline:
             if anchor is not None:
                 history = base.vae.encode(anchor[None].to(dev))[0]  # (16, 2, h, w) clean anchor
                 seg_kwargs["history_frames"] = ANCHOR_LATENTS
-            f, (h, w) = pose_latent.shape[1], ref_latent.shape[-2:]
-            noise = torch.randn(base.vae.cfg.z_dim, f, h, w, dtype=torch.float32, generator=gen)
 
             def progress(i: int, _total: int | None, offset: int = done) -> None:
                 if on_progress is not None:
@@ -201,16 +262,14 @@ class SCAIL2Pipeline:
             done += steps
             video = base.vae.decode(latent[None], tile=base.vae_tile)[0]  # (3, 81, H, W) in [-1, 1]
             frames = to_uint8(video).cpu().numpy()
-            if out is None:
-                out = np.empty((segments[-1][1], *frames.shape[1:]), dtype=np.uint8)
-            keep = 0 if k == 0 else ANCHOR_FRAMES
             out[start + keep : end] = frames[keep:]
             if k + 1 < len(segments):
                 nxt = segments[k + 1][0] - start
                 anchor = video[:, nxt : nxt + ANCHOR_FRAMES]
+                if store is not None:  # the last segment is not kept: the sample is written next
+                    store.save(k, frames[keep:], anchor)
             timings[f"segment{k}_s"] = time.perf_counter() - t1
             log.info("segment %d/%d (frames %d-%d) done", k + 1, len(segments), start, end - 1)
-        assert out is not None
         return Scail2Result(frames=out, segments=segments, used_cfg=use_cfg, timings_s=timings)
 
     def _velocity(

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from scail.stage import StageContext
 
 SCAIL2_MODELS = ("scail-2-14b", "tiny-random-scail-2")
+SEGMENTS_DIR = "scail2-segments"
+"""Under `.scail/`: the finished segments of the sample being made (`pipeline2.SegmentStore`)."""
 TINY_RANDOM_DOWNSCALE = 4
 
 
@@ -99,7 +101,7 @@ def run(
     import json
 
     from scail.animate.inputs2 import load_inputs2
-    from scail.animate.pipeline2 import ANCHOR_FRAMES, SCAIL2Pipeline
+    from scail.animate.pipeline2 import ANCHOR_FRAMES, SCAIL2Pipeline, SegmentStore
     from scail.cache import now_iso
     from scail.video import VideoWriter
 
@@ -119,6 +121,8 @@ def run(
     preprocess_s = time.perf_counter() - t0
     ctx.check_cancelled()
     pipe = SCAIL2Pipeline(base)
+    # finished segments of a long video survive Ctrl-C / a kill: a rerun continues from the next one
+    store = SegmentStore(example.state_dir / SEGMENTS_DIR, str(record.get("fingerprint", "")))
     result = pipe.generate(
         inputs,
         prompt=prompt,
@@ -130,6 +134,7 @@ def run(
         seed=cfg.seed,
         on_progress=ctx.progress_fn(unit="steps", desc="denoising"),
         segment_frames=cfg.window_frames,
+        store=store,
     )
     record = {**record, "scail2_mode": inputs.mode, "extra_references": len(inputs.extra_refs)}
     tags = {"title": prompt[:255], "comment": json.dumps(record, ensure_ascii=False),
@@ -144,6 +149,7 @@ def run(
         doc = {**record, "video": out.name, "size_hw": [h, w], "frames": int(result.frames.shape[0]),
                "fps": inputs.fps, "created": now_iso()}  # fmt: skip
         tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    store.discard()
     notes: dict[str, Any] = {
         "scail2_mode": inputs.mode,
         "extra_references": len(inputs.extra_refs),

@@ -66,6 +66,7 @@ def test_long_video_runs_in_segments(tmp_path: Path) -> None:
     assert probe(path / "samples" / "ex_latest.mp4").num_frames == 13  # segments (0, 9), (4, 13): the tail kept
     notes = json.loads((path / ".scail" / "animate.json").read_text())
     assert '"segments": [[0, 9], [4, 13]]' in json.dumps(notes)
+    assert not (path / ".scail" / "scail2-segments").exists()  # the kept segments go once the sample is written
 
 
 def test_missing_masks_without_a_backend_is_one_clear_error(tmp_path: Path) -> None:

@@ -110,3 +110,37 @@ def test_fast_mode_step_cache_takes_the_scail2_inputs() -> None:
     cached = pipe.generate(synthetic_inputs(5), steps=2, guide_scale=2.0, seed=1).frames
     assert pipe.base.step_cache.computed == 2
     assert np.array_equal(plain, cached)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_interrupted_long_video_resumes_from_the_saved_segments(tmp_path) -> None:
+    """Killed during segment 3: a rerun reuses segments 1-2 (no DiT call for them) and gives the
+    video of an uninterrupted run; another key (other settings) reuses nothing."""
+    from scail.animate.pipeline2 import SegmentStore
+
+    pipe = tiny_pipeline()
+    kw: dict[str, Any] = {"steps": 2, "guide_scale": 1.0, "seed": 3, "segment_frames": 9}
+    whole = pipe.generate(synthetic_inputs(17), **kw).frames  # segments (0, 9), (4, 13), (8, 17)
+    store = SegmentStore(tmp_path / "segs", "key-a")
+
+    def stop_in_segment_3(done: int, total: int | None) -> None:
+        if done == 5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        pipe.generate(synthetic_inputs(17), on_progress=stop_in_segment_3, store=store, **kw)
+    assert sorted(p.name for p in store.folder.iterdir()) == ["segment_000.npz", "segment_001.npz"]
+    calls: list[int] = []
+    hook = pipe.dit.register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        resumed = pipe.generate(synthetic_inputs(17), store=store, **kw).frames
+    finally:
+        hook.remove()
+    assert len(calls) == 2  # only the last segment's 2 steps
+    assert np.array_equal(resumed, whole)
+    assert SegmentStore(tmp_path / "segs", "key-b").load(0) is None
+    store.discard()
+    assert not store.folder.exists()
