@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
     from scail.animate.dit import DiT, DiTConfig
 
+from scail.animate.flops import FlopCount, dit_flops, token_counts  # noqa: F401 (moved; re-exported)
+
 log = logging.getLogger(__name__)
 
 # Measured on one H200 for the official SCAIL SAT DiT (issue 6): bf16, 512x896x81, CFG batch 2.
@@ -50,65 +52,6 @@ GIB = 2**30
 # ----------------------------------------------------------------------------------------------
 # FLOP count
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FlopCount:
-    """Floating-point operations of one DiT forward (multiply-add = 2)."""
-
-    linear: float  # block linears (self/cross attention projections, FFN)
-    attention: float  # QK^T and PV of self- and cross-attention
-    other: float  # patch embeddings, text/CLIP embeddings, time embedding, head
-
-    @property
-    def total(self) -> float:
-        return self.linear + self.attention + self.other
-
-
-def token_counts(frames: int, grid_h: int, grid_w: int) -> tuple[int, int, int]:
-    """(ref, video, pose) token counts for T latent frames and a hp x wp token grid."""
-    return grid_h * grid_w, frames * grid_h * grid_w, frames * (grid_h // 2) * (grid_w // 2)
-
-
-def dit_flops(
-    cfg: DiTConfig,
-    frames: int,
-    grid_h: int,
-    grid_w: int,
-    batch: int = 2,
-    text_len: int = 512,
-    clip_tokens: int = 257,
-) -> FlopCount:
-    """Analytic FLOPs of one DiT forward on `batch` samples.
-
-    Args:
-        cfg: the DiT configuration.
-        frames: T, latent frames. grid_h, grid_w: hp, wp, tokens per latent frame side.
-        batch: samples per forward (2 for the CFG pair).
-        text_len, clip_tokens: Lt and Li, the keys of the two cross-attentions.
-    """
-    d, f, n_layers = cfg.dim, cfg.ffn_dim, cfg.num_layers
-    ref, video, pose = token_counts(frames, grid_h, grid_w)
-    seq = ref + video + pose
-    lt, li = text_len, clip_tokens
-    # per block and sample
-    linear = 2 * seq * d * d * 4  # self q, k, v, o
-    linear += 2 * seq * d * d * 2  # cross q, o
-    linear += 2 * (lt + li) * d * d * 2  # cross k, v (text) and k_img, v_img (CLIP)
-    linear += 2 * seq * d * f * 2  # FFN up and down
-    attention = 4 * seq * seq * d + 4 * seq * (lt + li) * d
-    # outside the blocks, per sample
-    patch = math.prod(cfg.patch_size) * cfg.in_channels
-    other = 2 * (ref + video) * patch * d + 2 * pose * patch * d  # the two patch embeddings
-    other += 2 * lt * (cfg.text_dim * d + d * d)  # text embedding MLP
-    other += 2 * li * (cfg.clip_dim * cfg.clip_dim + cfg.clip_dim * d)  # CLIP projection MLP
-    other += 2 * (cfg.freq_dim * d + d * d + d * 6 * d)  # time embedding and adaLN projection
-    other += 2 * video * d * math.prod(cfg.patch_size) * cfg.latent_channels  # head
-    return FlopCount(
-        linear=float(batch * n_layers * linear),
-        attention=float(batch * n_layers * attention),
-        other=float(batch * other),
-    )
 
 
 # ----------------------------------------------------------------------------------------------
