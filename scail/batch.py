@@ -86,6 +86,11 @@ class ExampleResult:
         """The first failure's one-line reason ('' when ok)."""
         return next((f"{s.stage}: {s.reason}" for s in self.stages if not s.outcome.is_ok), "")
 
+    @property
+    def outputs(self) -> list[str]:
+        """The files of the last stage that has any: the example's result (its newest sample after animate)."""
+        return next((s.outputs for s in reversed(self.stages) if s.outputs and s.outcome.is_ok), [])
+
 
 @dataclass
 class BatchSummary:
@@ -120,9 +125,9 @@ class BatchSummary:
             "examples": [
                 {
                     "name": e.name, "path": e.root, "ok": e.ok, "reason": e.reason, "notes": e.notes,
-                    "duration_s": round(e.duration_s, 3),
+                    "duration_s": round(e.duration_s, 3), "outputs": e.outputs,
                     "stages": [{"stage": s.stage, "outcome": s.outcome.value, "duration_s": round(s.duration_s, 3),
-                                "reason": s.reason} for s in e.stages],
+                                "reason": s.reason, "outputs": s.outputs} for s in e.stages],
                 }
                 for e in self.examples
             ],

@@ -302,13 +302,17 @@ def _display(quiet: bool, json_mode: bool, err: Console) -> ProgressDisplay:
 
 def _run(opts: Options, stages: Sequence[str], *, force: list[ForceChoice] | None = None,
          json_out: Path | None = None, lock_wait_s: float = 0.0,
-         make_executor: Callable[[PipelineConfig], Executor] | None = None) -> None:
-    """What `run`, `pose`, `render`, `animate` and `demo` share: resolve, run the batch, report, exit."""
+         make_executor: Callable[[PipelineConfig], Executor] | None = None, report: bool = False) -> None:
+    """What `run`, `pose`, `render`, `animate` and `demo` share: resolve, run the batch, report, exit.
+
+    With `report`, the HTML report (scail/report.py) is written to PATH; a failure to write it is a
+    warning, never the run's failure.
+    """
     from scail.batch import SUMMARY_NAME, make_jobs, run_batch
     from scail.example import discover
     from scail.logs import setup_logging
     from scail.preflight import check_batch
-    from scail.summary import batch_table
+    from scail.summary import batch_table, output_lines
 
     out, err = _consoles()
     setup_logging(opts.verbose, opts.quiet, console=err)
@@ -322,12 +326,30 @@ def _run(opts: Options, stages: Sequence[str], *, force: list[ForceChoice] | Non
     executor = make_executor(config) if make_executor is not None else None
     with _display(opts.quiet, opts.json_mode, err) as display:
         summary = run_batch(jobs, executor=executor, observer=display, json_out=json_out or opts.path / SUMMARY_NAME)
+    doc = summary.to_dict()
+    report_path = _write_report(opts.path, doc) if report else None
     if opts.json_mode:
-        typer.echo(json.dumps(summary.to_dict(), indent=2))
+        typer.echo(json.dumps({**doc, "report": str(report_path) if report_path else None}, indent=2))
     elif not opts.quiet or summary.exit_code:
         out.print(batch_table(summary))
+        if not opts.quiet:
+            for line in output_lines(summary):
+                typer.echo(line)
+            if report_path is not None:
+                typer.echo(f"report: {report_path}")
     if summary.exit_code:
         raise typer.Exit(int(summary.exit_code))
+
+
+def _write_report(path: Path, summary: dict[str, Any]) -> Path | None:
+    """The batch's HTML report, or None with a warning: a report never makes a run fail."""
+    from scail.report import write_report
+
+    try:
+        return write_report(path, summary=summary)
+    except Exception as exc:  # whatever breaks the page, the run's own result stands
+        typer.echo(f"warning: could not write the report in {path}: {exc}", err=True)
+        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -356,6 +378,8 @@ def run(
     ray_workers: Annotated[int | None, typer.Option(
         "--ray-workers", metavar="N", min=1, show_default=False,
         help="Ray actors with --executor ray (default: one per GPU, or per --gpus N GPUs; 1 on the CPU).")] = None,
+    no_report: Annotated[bool, typer.Option(
+        "--no-report", help="Do not write PATH/scail-report.html (the batch's HTML page) at the end.")] = False,
 ) -> None:
     """Run pose -> render -> animate on every example; fresh stages are skipped.
 
@@ -367,6 +391,8 @@ def run(
       scail run examples/ --until render          # pose and skeleton videos only
       scail run examples/ --force animate --set animate.guide_scale=5
       scail run examples/ --executor ray            # every GPU of this machine (or --ray-address ADDR)
+
+    At the end: where each example's result is, and PATH/scail-report.html (the batch's page; --no-report: none).
     """
     from scail.config import STAGES
 
@@ -383,7 +409,8 @@ def run(
                 require_gpus=device.startswith("cuda")))
     elif ray_address is not None or ray_workers is not None:
         raise ScailError("--ray-address and --ray-workers need --executor ray")
-    _run(opts, stages, force=force, json_out=json_out, lock_wait_s=lock_wait, make_executor=make)
+    _run(opts, stages, force=force, json_out=json_out, lock_wait_s=lock_wait, make_executor=make,
+         report=not no_report)
 
 
 @app.command()
@@ -461,6 +488,22 @@ def clean(
 
 
 @app.command()
+def report(
+    path: PathArg,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", metavar="FILE", show_default=False,
+        help="Where to write the page (default: PATH/scail-report.html); media paths are relative to it.")] = None,
+) -> None:
+    """Write one HTML page for a batch: each example's result, previews, videos, stage status and times, settings, and the reason of failures.
+
+    The page works from disk (no network), sorts and filters by status, and links the videos by relative paths, so the folder can be moved with it. `scail run` writes it at the end (unless --no-report).
+    """
+    from scail.report import write_report
+
+    typer.echo(str(write_report(path, out)))
+
+
+@app.command()
 def doctor() -> None:
     """Check python, torch, GPUs, the H.264 encoder, decord, the pose environment and the weights."""
     from scail.doctor import collect
@@ -490,7 +533,7 @@ def demo(
 
     example = write_demo_example(out_dir / "dance")
     typer.echo(f"wrote {example}", err=True)
-    _run(Options(out_dir, pipeline=pipeline, quiet=quiet, verbose=verbose), STAGES)
+    _run(Options(out_dir, pipeline=pipeline, quiet=quiet, verbose=verbose), STAGES, report=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,8 @@ class StageOutcome:
     duration_s: float = 0.0
     reason: str = ""
     """One line: why it failed, was skipped, or was not run."""
+    outputs: list[str] = field(default_factory=list)
+    """The files this stage's result is in, for these settings (ran, fresh or user-provided)."""
 
 
 def one_line(exc: BaseException) -> str:
@@ -306,7 +308,8 @@ def run_stage(
     else:
         user = user_outputs(stage, example, hashes, ledger) if user_files is None else user_files
         if user:
-            return StageOutcome(stage.name, Outcome.USER_PROVIDED, reason=_user_reason(stage, example, user))
+            return StageOutcome(stage.name, Outcome.USER_PROVIDED, reason=_user_reason(stage, example, user),
+                                outputs=[str(p) for p in user])
     manifest = read_manifest(example, stage.name)
 
     params: dict[str, Any] = {}
@@ -323,7 +326,7 @@ def run_stage(
     why = "--force" if force else _why_run(example, manifest, fp, expected, hashes, ledger)
     if not why:
         _publish(stage, example, expected, hashes, ledger)
-        return StageOutcome(stage.name, Outcome.FRESH, time.perf_counter() - t0)
+        return StageOutcome(stage.name, Outcome.FRESH, time.perf_counter() - t0, outputs=[str(p) for p in expected])
 
     backups = _back_up(user, example, stage.name)
     for out in expected:
@@ -377,7 +380,7 @@ def run_stage(
     _publish(stage, example, expected, hashes, ledger)
     log.info("%s: %s done in %.1fs", example.name, stage.name, time.perf_counter() - t0)
     note = "; ".join(f"{k} was user-provided: moved to {v}" for k, v in backups.items())
-    return StageOutcome(stage.name, Outcome.RAN, time.perf_counter() - t0, note)
+    return StageOutcome(stage.name, Outcome.RAN, time.perf_counter() - t0, note, outputs=[str(p) for p in expected])
 
 
 def _why_run(example: Example, manifest: Manifest | None, fp: str, expected: list[Path], hashes: HashCache,

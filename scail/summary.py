@@ -65,6 +65,25 @@ def batch_table(summary: BatchSummary) -> RenderableType:
     return table
 
 
+def output_lines(summary: BatchSummary) -> list[str]:
+    """Where each example's result is, one plain line per file (no wrapping: paths stay copyable).
+
+    The files of each example's last stage that has any (the newest sample after animate); sidecar
+    JSON files are left out. Beyond `MAX_ROWS` examples the rest are counted, not listed.
+    """
+    with_files = [(e.name, [p for p in e.outputs if not p.endswith(".json")]) for e in summary.examples]
+    with_files = [(name, files) for name, files in with_files if files]
+    if not with_files:
+        return []
+    width = max(len(name) for name, _ in with_files[:MAX_ROWS])
+    lines = ["outputs:"]
+    for name, files in with_files[:MAX_ROWS]:
+        lines += [f"  {name:<{width}}  {path}" for path in files]
+    if len(with_files) > MAX_ROWS:
+        lines.append(f"  ... {len(with_files) - MAX_ROWS} more examples (see --json or the report)")
+    return lines
+
+
 def status_table(stage_names: Sequence[str], rows: Sequence[tuple[str, Sequence[tuple[Status, str]]]],
                  samples: Sequence[SampleInfo] | None = None) -> RenderableType:
     """Examples x stages: fresh / stale / failed / missing / user-provided / interrupted / running,

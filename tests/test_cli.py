@@ -79,7 +79,7 @@ def test_stage_commands_run_one_stage(toy_stages, make_toy_example, tmp_path) ->
     assert result.exit_code == 2
     stages = json.loads(result.stdout)["examples"][0]["stages"]
     assert stages == [{"stage": "render", "outcome": "failed", "duration_s": stages[0]["duration_s"],
-                       "reason": f"{path}: no pose data; run 'scail pose' first"}]
+                       "reason": f"{path}: no pose data; run 'scail pose' first", "outputs": []}]
     assert runner.invoke(app, ["pose", str(path), "-p", "tiny-random", "-q"]).exit_code == 0
     assert runner.invoke(app, ["render", str(path), "-p", "tiny-random", "-q"]).exit_code == 0
     assert runner.invoke(app, ["animate", str(path), "-p", "tiny-random", "-q", "--prompt", "hi"]).exit_code == 0
