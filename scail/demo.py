@@ -239,15 +239,19 @@ REFERENCE = {"shirt": (200, 50, 60), "sleeve": (225, 170, 140), "skin": (225, 17
              "shoes": (20, 20, 20), "hair": (230, 190, 90)}
 
 
-def write_demo_example(folder: Path, inputs_only: bool = False) -> Path:
-    """Write the synthetic example into `folder` (created if needed); returns the folder."""
+def write_demo_example(folder: Path, inputs_only: bool = False, num_frames: int = NUM_FRAMES) -> Path:
+    """Write the synthetic example into `folder` (created if needed); returns the folder.
+
+    `num_frames`: the first frames of the dance loop only (the fault-injection tests run many small
+    examples through the real CLI; fewer frames make each run cheap).
+    """
     from PIL import Image
 
     from scail.pose.schema import save_pose
     from scail.video import write_video
 
     folder.mkdir(parents=True, exist_ok=True)
-    motion = dance(NUM_FRAMES)
+    motion = dance(num_frames)
     stage_bg = _background((200, 205, 215), (120, 125, 135))
     frames = [draw_person(j, DANCER, stage_bg) for j in motion]
     if not (folder / "driving.mp4").exists():

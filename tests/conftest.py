@@ -97,3 +97,14 @@ def pose_python(pose_cache_dir: Path) -> Path:
     from scail.pose.venv import ensure_pose_env
 
     return ensure_pose_env(pose_cache_dir)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault-injection table (tests/faults): every fault, its input, the outcome, what was lost."""
+    import fault_injection
+
+    lines = fault_injection.format_table(fault_injection.TABLE)
+    if lines:
+        terminalreporter.section("fault injection")
+        for line in lines:
+            terminalreporter.write_line(line)
