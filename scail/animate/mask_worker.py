@@ -157,6 +157,7 @@ def run(job: MaskJob) -> dict[str, Any]:
 
     from scail.animate.identity_masks import assign_colours, background_for, left_to_right, paint
     from scail.atomic import atomic_path
+    from scail.images import read_image
     from scail.pose.schema import load_pose
     from scail.video import VideoWriter, probe
 
@@ -184,7 +185,7 @@ def run(job: MaskJob) -> dict[str, Any]:
     summary: dict[str, Any] = {"frames": frames, "people": len(order), "missed_person_frames": missed}
     if job.reference is not None and job.ref_pose is not None and job.out_ref_mask is not None:
         ref_pose = load_pose(job.ref_pose)
-        image = np.asarray(Image.open(job.reference).convert("RGB"))
+        image = read_image(job.reference)  # upright (EXIF), as the pose stage read it for ref_pose
         rscale = (image.shape[1] / ref_pose.size[1], image.shape[0] / ref_pose.size[0])
         rboxes = boxes_at(ref_pose.bbox.astype(np.float64), 1.0, rscale, 0.0)
         ref_segment = (

@@ -22,8 +22,11 @@ def boxes_pose(frames: int, size_hw: tuple[int, int], boxes: list[list[float]], 
     return pose
 
 
+@pytest.mark.parametrize("ref_name", ["ref.png", "ref.jpg"])
 def test_embedded_masks_from_tracked_boxes(repo_root: Path, tmp_path: Path, pose_python: Path,
-                                          pose_cache_dir: Path) -> None:  # fmt: skip
+                                          pose_cache_dir: Path, ref_name: str) -> None:  # fmt: skip
+    """ref.jpg: the same reference stored as a phone stores it (pixels on their side, EXIF Orientation 6);
+    the reference mask comes out upright, as the pose stage read the reference for ref_pose.npz."""
     src = repo_root / "examples" / "dance"
     if not (src / "driving.mp4").is_file():
         pytest.skip("examples/dance is absent")
@@ -32,11 +35,17 @@ def test_embedded_masks_from_tracked_boxes(repo_root: Path, tmp_path: Path, pose
     frames = read_frames(src / "driving.mp4", max_frames=5)  # (5, 896, 512, 3)
     h, w = frames.shape[1:3]
     write_video(ex.root / "driving.mp4", frames, fps=16)
-    shutil.copy(src / "ref.png", ex.root / "ref.png")
+    if ref_name == "ref.png":
+        shutil.copy(src / "ref.png", ex.root / "ref.png")
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # display: turn the stored pixels 90 degrees clockwise
+        upright = Image.open(src / "ref.png").convert("RGB")
+        upright.transpose(Image.Transpose.ROTATE_90).save(ex.root / "ref.jpg", quality=95, exif=exif)
     ex.state_dir.mkdir()
     # one person: the pose stage's box (here: the middle of the frame, generous)
     save_pose(boxes_pose(5, (h, w), [[16.0, 150.0, 496.0, 720.0]], 16.0), ex.pose_data)
-    ref = np.asarray(Image.open(ex.root / "ref.png").convert("RGB"))
+    ref = np.asarray(Image.open(src / "ref.png").convert("RGB"))
     rh, rw = ref.shape[:2]
     save_pose(boxes_pose(1, (rh, rw), [[0.05 * rw, 0.05 * rh, 0.95 * rw, 0.95 * rh]], 16.0), ex.ref_pose_data)
 
@@ -50,6 +59,7 @@ def test_embedded_masks_from_tracked_boxes(repo_root: Path, tmp_path: Path, pose
     assert 0.03 < blue.mean() < 0.25 and black.mean() > 0.7
     assert not blue[:, :140].any()  # nothing outside the grown box
     ref_mask = np.asarray(Image.open(ex.root / "ref_mask.png"))
+    assert ref_mask.shape[:2] == (rh, rw), "the reference mask is upright, the size the user sees"
     white = ref_mask.min(axis=-1) > 250
     assert white.mean() > 0.5 and ((ref_mask[..., 2] == 255) & (ref_mask[..., 0] == 0)).mean() > 0.02
     # user masks are never overwritten: a second call has nothing to do
