@@ -7,13 +7,18 @@ each requested length the way the animate stage does: `prepare` (pose streamed i
 `sample` over temporal windows, and `decode_frames` streamed into the real H.264 writer. Per length
 it prints one row:
 
-    frames  windows  sample_s  decode_s  s/frame  prep_gib  peak_gib  rss_gib  seam  inside  latent_seam  latent_inside
+    frames  windows  sample_s  decode_s  s/frame  prep_gib  peak_gib  rss_gib  seam  inside  latent_seam  latent_inside  drift
 
 * s/frame: (encode + sampling + decode + write) / output frames; linear cost keeps it flat with length;
 * prep_gib: peak GPU memory while encoding (umT5 and CLIP visit the GPU); peak_gib: peak GPU memory
   while sampling, decoding and writing (torch.cuda.max_memory_allocated); rss_gib: host peak;
 * seam / inside: mean |frame t - frame t-1| of the decoded uint8 video at the windows' boundaries /
-  everywhere else (pixel and latent); a visible seam shows as seam well above inside.
+  everywhere else (pixel and latent); a visible seam shows as seam well above inside;
+* drift: mean |RGB mean of the last window's frames - RGB mean of the first window's| (uint8 units),
+  the colour drift `animate.window_color` is meant to hold down (0 for one window).
+
+`--color off,first,reference` compares the colour ties on the same inputs (the default `off` was
+chosen by these columns: benchmarks/README.md).
 
     PYTHONPATH=. python benchmarks/bench_long.py --preset 14b --frames 81,161,321 --steps 1
     PYTHONPATH=. python benchmarks/bench_long.py --preset tiny --device cpu --size 64x128 --frames 9,17
@@ -134,14 +139,15 @@ class Row:
     inside: float
     latent_seam: float
     latent_inside: float
+    drift: float
 
     HEADER = ("frames  windows  sample_s  decode_s  s/frame  prep_gib  peak_gib  rss_gib     seam   inside  "
-              "latent_seam  latent_inside")
+              "latent_seam  latent_inside   drift")
 
     def line(self) -> str:
         return (f"{self.frames:6d}  {self.windows:7d}  {self.sample_s:8.1f}  {self.decode_s:8.1f}  "
                 f"{self.s_per_frame:7.3f}  {self.prep_gib:8.2f}  {self.peak_gib:8.2f}  {self.rss_gib:7.2f}  {self.seam:7.3f}  "
-                f"{self.inside:7.3f}  {self.latent_seam:11.4f}  {self.latent_inside:13.4f}")
+                f"{self.inside:7.3f}  {self.latent_seam:11.4f}  {self.latent_inside:13.4f}  {self.drift:6.3f}")
 
 
 def run_length(pipe: AnimatePipeline, frames: int, size_hw: tuple[int, int], steps: int, guide_scale: float,
@@ -177,10 +183,12 @@ def run_length(pipe: AnimatePipeline, frames: int, size_hw: tuple[int, int], ste
     spans = windows.plan(cond.num_latents)
     seams = set(pixel_boundaries(spans))
     at, rest, prev, n = [], [], None, 0
+    colour = []  # per-frame mean RGB
     with VideoWriter(out_dir / f"long_{frames}.mp4", 16.0) as writer:
         for piece in pipe.decode_frames(latent, cond.num_frames):  # (n, H, W, 3) uint8 on the device
             for frame in piece:
                 cur = frame.float()
+                colour.append(cur.mean(dim=(0, 1)).cpu())
                 if prev is not None:
                     (at if n in seams else rest).append((cur - prev).abs().mean().item())
                 prev = cur
@@ -191,10 +199,24 @@ def run_length(pipe: AnimatePipeline, frames: int, size_hw: tuple[int, int], ste
     t2 = time.perf_counter()
     lat_seam, lat_inside = seam_ratio(latent.transpose(0, 1), boundaries(spans))
     peak = torch.cuda.max_memory_allocated(dev) / GIB if cuda else 0.0
+    drift = window_drift(torch.stack(colour), spans)
     return Row(frames=n, windows=len(spans), sample_s=t1 - t0, decode_s=t2 - t1, s_per_frame=(t2 - t0) / n,
                prep_gib=prep_peak, peak_gib=peak, rss_gib=(peak_rss_mb() or 0.0) / 1024,
                seam=float(np.mean(at)) if at else float("nan"), inside=float(np.mean(rest)) if rest else float("nan"),
-               latent_seam=lat_seam, latent_inside=lat_inside)
+               latent_seam=lat_seam, latent_inside=lat_inside, drift=drift)
+
+
+def window_drift(colour: torch.Tensor, spans: Sequence[tuple[int, int]]) -> float:
+    """Mean |mean colour of the last window's pixel frames - the first window's| of colour (T, 3).
+
+    A latent span (s, e) covers pixel frames 4s-3 .. 4(e-1) (latent frame 0 is pixel frame 0)."""
+    def frames(span: tuple[int, int]) -> torch.Tensor:
+        s, e = span
+        return colour[max(0, 4 * s - 3): min(colour.shape[0], 4 * (e - 1) + 1)]
+
+    if len(spans) < 2:
+        return 0.0
+    return (frames(spans[-1]).mean(0) - frames(spans[0]).mean(0)).abs().mean().item()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -294,6 +294,18 @@ def test_bench_long_runs_the_product_pipeline_at_tiny_size(capsys: pytest.Captur
     assert all(float(r[4]) > 0 for r in rows)  # s/frame
 
 
+def test_bench_long_drift_is_the_colour_step_between_the_first_and_last_window() -> None:
+    """The drift column: a video brightening by 10 per window reads 10 x (windows - 1); one window reads 0."""
+    from benchmarks.bench_long import window_drift
+
+    spans = [(0, 3), (3, 5), (5, 11)]  # pixel frames 0-8, 9-16, 17-40 (overlaps left out: one colour each)
+    colour = torch.zeros(41, 3)
+    for k, (s, e) in enumerate(spans):
+        colour[max(0, 4 * s - 3): 4 * (e - 1) + 1] = 10.0 * k
+    assert window_drift(colour, spans) == pytest.approx(10.0 * (len(spans) - 1))
+    assert window_drift(colour, [(0, 11)]) == 0.0
+
+
 @pytest.mark.parametrize("solver", ["dpm++", "unipc"])
 def test_windows_with_fast_mode_and_every_solver(solver: str) -> None:
     """Fast mode over windows: FP8 linears and reused guidance (one guidance state per window); the step
