@@ -260,11 +260,15 @@ def _media_html(item: Media, base: Path, lazy: bool) -> str:
     return f'<figure>{body}<figcaption>{_e(item.label)} · <a href="{_e(src)}">{_e(item.path.name)}</a></figcaption></figure>'
 
 
+_TIMED = ("done", "failed", "interrupted")
+"""Stage statuses whose time is worth a number (a skipped or user-provided stage took none)."""
+
+
 def _row_html(r: ExampleReport, base: Path, columns: int) -> str:
     seed = r.settings.get("seed", "")
     stage_cells = "".join(
         f'<td class="stage"><span class="st st-{_e(c.status.replace(" ", "-"))}" title="{_e(c.reason)}">{_e(c.status)}</span>'
-        f'<span class="time">{_e(_fmt_s(c.duration_s))}</span></td>' for c in r.stages)
+        f'<span class="time">{_e(_fmt_s(c.duration_s) if c.status in _TIMED else "")}</span></td>' for c in r.stages)
     ref = (f'<img class="thumb" src="{_e(_href(r.reference, base))}" alt="reference" loading="lazy">'
            if r.reference is not None else "")
     sample = (f'<video class="sample" src="{_e(_href(r.sample, base))}" controls muted loop playsinline '

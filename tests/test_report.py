@@ -32,7 +32,7 @@ def _links(page: Path) -> list[str]:
 
 
 def test_run_prints_each_result_and_the_report(toy_stages, make_toy_example) -> None:
-    path, ok, bad = _batch(make_toy_example)
+    path, ok, _bad = _batch(make_toy_example)
     result = runner.invoke(app, ["run", str(path), "-p", "tiny-random"])
     assert result.exit_code == 2, result.output
     lines = result.stdout.splitlines()
@@ -44,7 +44,7 @@ def test_run_prints_each_result_and_the_report(toy_stages, make_toy_example) -> 
 
 
 def test_json_names_every_output_and_the_report(toy_stages, make_toy_example) -> None:
-    path, ok, bad = _batch(make_toy_example)
+    path, ok, _bad = _batch(make_toy_example)
     result = runner.invoke(app, ["run", str(path), "-p", "tiny-random", "--json"])
     doc = json.loads(result.stdout)
     first, second = doc["examples"]
@@ -86,7 +86,7 @@ def test_single_example_gets_its_report_too(toy_stages, make_toy_example) -> Non
 
 def test_report_command_shows_failures_previews_and_relative_links(toy_stages, make_toy_example,
                                                                    tmp_path) -> None:
-    path, ok, bad = _batch(make_toy_example)
+    path, ok, _bad = _batch(make_toy_example)
     runner.invoke(app, ["run", str(path), "-p", "tiny-random", "--no-report"])
     previews = ok / "previews"
     previews.mkdir()
@@ -115,7 +115,7 @@ def test_report_command_shows_failures_previews_and_relative_links(toy_stages, m
 
 
 def test_report_elsewhere_links_back(toy_stages, make_toy_example, tmp_path) -> None:
-    path, ok, _ = _batch(make_toy_example)
+    path, _ok, _ = _batch(make_toy_example)
     runner.invoke(app, ["run", str(path), "-p", "tiny-random", "--no-report"])
     out = tmp_path / "pages" / "batch.html"
     result = runner.invoke(app, ["report", str(path), "--out", str(out)])
