@@ -26,6 +26,7 @@ import pytest
 
 from scail.report import REPORT_NAME
 
+FRAMES = 9  # 4k+1: the shortest clip animate takes as it is (keeps the run to seconds)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"]
 """No sandbox: CI runs as root in a container; small /dev/shm there; no GPU needed to decode."""
@@ -51,12 +52,11 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from scail.demo import write_demo_example
 
     root = tmp_path_factory.mktemp("report-batch") / "batch"
-    write_demo_example(root / "ok")
-    broken = write_demo_example(root / "broken")
+    write_demo_example(root / "ok", num_frames=FRAMES)
+    broken = write_demo_example(root / "broken", num_frames=FRAMES)
     (broken / ".scail" / "pose.npz").write_bytes(b"not a pose file")
     env = {**os.environ, "SCAIL_WEIGHTS_DIR": str(tmp_path_factory.mktemp("weights"))}
-    proc = subprocess.run([sys.executable, "-m", "scail", "run", str(root), "--pipeline", "tiny-random",
-                           "--set", "animate.max_frames=9", "--json"],
+    proc = subprocess.run([sys.executable, "-m", "scail", "run", str(root), "--pipeline", "tiny-random", "--json"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]  # one example failed, the batch went on
     doc = json.loads(proc.stdout)
