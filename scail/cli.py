@@ -311,7 +311,7 @@ def _run(opts: Options, stages: Sequence[str], *, force: list[ForceChoice] | Non
     from scail.batch import SUMMARY_NAME, make_jobs, run_batch
     from scail.example import discover
     from scail.logs import setup_logging
-    from scail.preflight import check_batch
+    from scail.preflight import check_batch, check_memory
     from scail.summary import batch_table, output_lines
 
     out, err = _consoles()
@@ -323,6 +323,7 @@ def _run(opts: Options, stages: Sequence[str], *, force: list[ForceChoice] | Non
     cli_keys = config_overrides(opts)[0].keys()  # the command line beats each example's scail.yaml
     jobs = make_jobs(examples, config, stages, forced, opts.prompt, lock_wait_s, flag_keys=cli_keys)
     check_batch(jobs, opts.path)  # a global problem: one line and exit 1, before any example starts
+    check_memory(jobs, config.name)  # an example that cannot fit the GPU: one line naming the fix
     executor = make_executor(config) if make_executor is not None else None
     with _display(opts.quiet, opts.json_mode, err) as display:
         summary = run_batch(jobs, executor=executor, observer=display, json_out=json_out or opts.path / SUMMARY_NAME)
@@ -350,6 +351,41 @@ def _write_report(path: Path, summary: dict[str, Any]) -> Path | None:
     except Exception as exc:  # whatever breaks the page, the run's own result stands
         typer.echo(f"warning: could not write the report in {path}: {exc}", err=True)
         return None
+
+
+GpuOpt = Annotated[str | None, typer.Option(
+    "--gpu", metavar="NAME", show_default=False,
+    help="Plan for this GPU model of the speed table (H200, H100, ...) instead of this machine's.")]
+GpuTableOpt = Annotated[Path | None, typer.Option(
+    "--gpu-table", metavar="FILE", dir_okay=False, show_default=False,
+    help="A YAML file of measured GPU speeds added to scail/gpu_table.yaml (default: $SCAIL_GPU_TABLE).")]
+
+
+def _plan(opts: Options, stages: Sequence[str], *, force: list[ForceChoice] | None = None,
+          gpu: str | None = None, gpu_table: Path | None = None) -> None:
+    """What `plan` and `run --dry-run` share: the batch plan, printed; exit 1 when an example cannot fit."""
+    from scail.batch import make_jobs
+    from scail.example import discover
+    from scail.gpu_speed import detect_gpu, named_gpu
+    from scail.plan import default_table, plan_batch
+    from scail.plan_text import format_plan
+
+    config = resolve_config(opts)
+    forced = {f.value for f in force or []}
+    forced = set(stages) if "all" in forced else forced & set(stages)
+    cli_keys = config_overrides(opts)[0].keys()
+    jobs = make_jobs(discover(opts.path), config, stages, forced, opts.prompt, flag_keys=cli_keys)
+    table = default_table(gpu_table)
+    info = named_gpu(gpu, table) if gpu is not None else detect_gpu(config.animate.device)
+    plan = plan_batch(jobs, table, info, config.name)
+    if opts.json_mode:
+        typer.echo(json.dumps(plan.to_dict(), indent=2))
+    else:
+        typer.echo(format_plan(plan))
+    if plan.unfit:
+        from scail.plan import check_fit
+
+        check_fit(plan)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,6 +416,10 @@ def run(
         help="Ray actors with --executor ray (default: one per GPU, or per --gpus N GPUs; 1 on the CPU).")] = None,
     no_report: Annotated[bool, typer.Option(
         "--no-report", help="Do not write PATH/scail-report.html (the batch's HTML page) at the end.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Run nothing: print the plan (what would run, frames, time, memory) as `scail plan` does.")] = False,
+    gpu: GpuOpt = None,
+    gpu_table: GpuTableOpt = None,
 ) -> None:
     """Run pose -> render -> animate on every example; fresh stages are skipped.
 
@@ -397,6 +437,11 @@ def run(
     from scail.config import STAGES
 
     stages = STAGES[: STAGES.index(until.value) + 1] if until else STAGES
+    if dry_run:
+        _plan(opts, stages, force=force, gpu=gpu, gpu_table=gpu_table)
+        return
+    if gpu is not None or gpu_table is not None:
+        raise ScailError("--gpu and --gpu-table are for `scail plan` and `scail run --dry-run`")
     make = None
     if executor is ExecutorChoice.ray:
         def make(config: PipelineConfig) -> Executor:
@@ -411,6 +456,30 @@ def run(
         raise ScailError("--ray-address and --ray-workers need --executor ray")
     _run(opts, stages, force=force, json_out=json_out, lock_wait_s=lock_wait, make_executor=make,
          report=not no_report)
+
+
+@app.command()
+@shared_options
+def plan(
+    opts: Options,
+    until: Annotated[StageChoice | None, typer.Option(help="Plan up to this stage.", show_default=False)] = None,
+    force: ForceOpt = None,
+    gpu: GpuOpt = None,
+    gpu_table: GpuTableOpt = None,
+) -> None:
+    """Show what `scail run` would do, without running it: per example the stages that will run, the frames, windows, size, steps, and the estimated time and peak GPU memory.
+
+    Estimates scale this GPU's measured speed (scail/gpu_table.yaml; --gpu-table FILE adds rows) by FLOPs. Takes the options of `scail run`. Exit 1 when an example cannot fit the GPU's memory, naming the setting that would make it fit.
+
+    Examples:
+      scail plan examples/
+      scail plan examples/ --pipeline scail-preview-fast --json
+      scail plan examples/ --gpu H100          # plan for another GPU model
+    """
+    from scail.config import STAGES
+
+    stages = STAGES[: STAGES.index(until.value) + 1] if until else STAGES
+    _plan(opts, stages, force=force, gpu=gpu, gpu_table=gpu_table)
 
 
 @app.command()

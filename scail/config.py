@@ -357,12 +357,16 @@ class Settings(_Strict):
     cache_dir: Path
     ray_address: str | None = None
     """$RAY_ADDRESS: the Ray cluster `scail doctor` reports (Ray's own variable)."""
+    gpu_table: Path | None = None
+    """$SCAIL_GPU_TABLE: a YAML file of measured GPU speeds added to scail/gpu_table.yaml (`scail plan`)."""
 
     @classmethod
     def from_env(cls) -> Settings:
         cache = Path(os.environ.get("SCAIL_CACHE_DIR", Path.home() / ".cache" / "scail")).expanduser()
         weights = Path(os.environ.get("SCAIL_WEIGHTS_DIR", cache / "weights")).expanduser()
-        return cls(weights_dir=weights, cache_dir=cache, ray_address=os.environ.get("RAY_ADDRESS") or None)
+        table = os.environ.get("SCAIL_GPU_TABLE") or None
+        return cls(weights_dir=weights, cache_dir=cache, ray_address=os.environ.get("RAY_ADDRESS") or None,
+                   gpu_table=Path(table).expanduser() if table else None)
 
 
 def resolve_weights_dir(explicit: Path | str | None = None) -> Path:

@@ -35,6 +35,7 @@ from scail.example import Example, read_prompt_file
 if TYPE_CHECKING:
     from scail.batch import ExampleJob
     from scail.config import PipelineConfig
+    from scail.engine import Status
     from scail.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -201,17 +202,28 @@ def _disk_free(path: Path) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def _stages_with_work(jobs: Sequence[ExampleJob], stages: Sequence[Stage]) -> tuple[set[str], int]:
-    """(names of the stages that will run for some example, how many examples have work)."""
+def stages_to_run(job: ExampleJob, stages: Sequence[Stage]) -> tuple[list[tuple[Status, str]], set[str]]:
+    """(each stage's status and reason, the names of the stages a run of `job` will execute).
+
+    The engine's answer (`example_status`): stages above the last user-provided one are not run,
+    forced ones are, and so is every stage that is not fresh. `scail plan` shows the same.
+    """
     from scail.engine import Status, example_status
 
+    both = example_status(stages, Example(job.root))
+    statuses = [s for s, _ in both]
+    first = max((i for i, s in enumerate(statuses) if s is Status.USER_PROVIDED), default=0)
+    todo = {stage.name for stage, status in zip(stages[first:], statuses[first:], strict=True)
+            if stage.name in job.force or status not in (Status.FRESH, Status.USER_PROVIDED)}
+    return both, todo
+
+
+def _stages_with_work(jobs: Sequence[ExampleJob], stages: Sequence[Stage]) -> tuple[set[str], int]:
+    """(names of the stages that will run for some example, how many examples have work)."""
     busy: set[str] = set()
     examples = 0
     for job in jobs:
-        statuses = [s for s, _ in example_status(stages, Example(job.root))]
-        first = max((i for i, s in enumerate(statuses) if s is Status.USER_PROVIDED), default=0)
-        todo = {stage.name for stage, status in zip(stages[first:], statuses[first:], strict=True)
-                if stage.name in job.force or status not in (Status.FRESH, Status.USER_PROVIDED)}
+        todo = stages_to_run(job, stages)[1]
         busy |= todo
         examples += bool(todo)
     return busy, examples
@@ -274,3 +286,20 @@ def example_problem(job: ExampleJob, example: Example) -> tuple[str, str] | None
             return "animate", str(exc)
     return None
 
+
+
+def check_memory(jobs: Sequence[ExampleJob], pipeline: str) -> None:
+    """Refuse the run (one `ScailError`, before any example starts) when an example whose animate
+    stage will run cannot fit this machine's GPU with its settings; the message names the setting
+    that would make it fit. The estimate is `scail plan`'s (scail/plan.py). Nothing is checked for
+    CPU runs, so a CPU batch pays nothing for it."""
+    devices = sorted({j.config.animate.device for j in jobs if "animate" in j.stages} - {"cpu"})
+    if not devices:
+        return
+    from scail.gpu_speed import detect_gpu
+    from scail.plan import check_fit, default_table, plan_batch
+
+    gpu = detect_gpu(devices[0])
+    if gpu.memory_gib is None:
+        return
+    check_fit(plan_batch(jobs, default_table(None), gpu, pipeline))
