@@ -1,0 +1,190 @@
+"""`scail plan` / `scail run --dry-run`: frames, windows and estimates of a real example folder.
+
+The examples are real files (an H.264 driving video, a PNG reference) and the command is the real
+CLI; the estimates come from the shipped GPU table, so these tests also pin the table's numbers to
+the measurements they cite (NOTES-gpu.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from scail.cli import app
+from scail.gpu_speed import load_table
+
+runner = CliRunner()
+
+SECONDS, PHONE_FPS = 12, 24.0
+# NOTES-gpu.md, session 2, one H200 at 512x896x81: exact bf16 with flash-attn 3, fast mode, cuDNN SDPA
+H200_BF16, H200_FAST, H200_SDPA = 9.80, 7.62, 11.09
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCAIL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SCAIL_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.delenv("SCAIL_GPU_TABLE", raising=False)
+
+
+def _example(root: Path, seconds: float = SECONDS, fps: float = PHONE_FPS, landscape: bool = True) -> Path:
+    """A phone-like clip: driving.mp4 of `seconds` at `fps` (small frames: cheap), ref.png, prompt.txt."""
+    from PIL import Image
+
+    from scail.video import write_video
+
+    root.mkdir(parents=True)
+    hw = (36, 64) if landscape else (64, 36)
+    write_video(root / "driving.mp4", (np.full((*hw, 3), 8 * (i % 30), np.uint8) for i in range(int(seconds * fps))),
+                fps=fps)
+    Image.new("RGB", hw[::-1], (200, 120, 60)).save(root / "ref.png")
+    (root / "prompt.txt").write_text("a person dancing\n", encoding="utf-8")
+    return root
+
+
+def _plan_json(*args: str) -> dict:
+    result = runner.invoke(app, ["plan", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_12s_video_default_and_fast_per_step_time_is_the_measured_h200_number(tmp_path: Path) -> None:
+    root = _example(tmp_path / "phone")
+    row = load_table().find("NVIDIA H200")
+    assert row is not None and row.dit_s_per_step["bf16"] == H200_BF16 and row.dit_s_per_step["fast"] == H200_FAST
+    for pipeline, measured in (("scail-preview-512p", H200_BF16), ("scail-preview-fast", H200_FAST)):
+        doc = _plan_json(str(root), "--gpu", "H200", "--pipeline", pipeline)
+        ex = doc["examples"][0]
+        assert ex["run"] == ["pose", "render", "animate"]
+        # 12 s resampled to 16 fps: 192 frames -> 49 latent frames -> windows (0, 21), (17, 38), (28, 49)
+        assert ex["frames"] == 192 and ex["frames_from"] == "driving.mp4 at 16 fps"
+        work, est = ex["animate"], ex["estimate"]
+        assert work["windows"] == [21, 21, 21] and work["size_hw"] == [512, 896] and work["steps"] == 50
+        assert est["tokens"] == 48_832
+        assert est["s_per_window_step"] == pytest.approx(measured, abs=1e-3)  # the default size: the table
+        assert est["s_per_step"] == pytest.approx(3 * measured, abs=1e-3)
+        assert est["stage_s"]["denoise"] == pytest.approx(50 * 3 * measured, abs=0.01)
+        assert ex["fits"] is True and doc["totals"]["to_run"] == 1
+    text = runner.invoke(app, ["plan", str(root), "--gpu", "H200", "--pipeline", "scail-preview-fast"]).stdout
+    assert f"{H200_FAST:.2f} s per window step" in text and "3x81" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_calibration_reproduces_the_measured_peaks_and_predicts_the_cfg_reuse_speed() -> None:
+    """At the reference shape the model returns the measured peaks; fast mode's unconditional branch
+    every 2nd step is a prediction from FLOPs (7.62 x 0.75) checked against its own measurement (5.72)."""
+    from scail.estimate import AnimateWork, estimate, reference_flops
+
+    table = load_table()
+    row = table.find("H200")
+    base = AnimateWork(model="scail-preview-14b", size_hw=(512, 896), frames=81, windows=(21,), steps=50, cfg=True)
+    assert reference_flops() == pytest.approx(6.310e15, rel=1e-3)  # NOTES-gpu.md: 6.310 PFLOP
+    cases = {"resident": (base, 37.6, H200_BF16), "offload": (AnimateWork(**{**base.__dict__, "offload": "blocks"}),
+             8.9, 9.79), "fast": (AnimateWork(**{**base.__dict__, "fast": True}), 32.5, H200_FAST)}
+    for work, peak, step in cases.values():
+        est = estimate(work, row, table.memory, flash_attn_3=True)
+        assert est.peak_gib == pytest.approx(peak, abs=0.01) and est.s_per_step == pytest.approx(step, abs=1e-3)
+    sdpa = estimate(base, row, table.memory, flash_attn_3=False)
+    assert sdpa.s_per_step == pytest.approx(H200_SDPA, abs=1e-3) and sdpa.dit_mode == "bf16_sdpa"
+    reuse = estimate(AnimateWork(**{**base.__dict__, "fast": True, "uncond_every": 2}), row, table.memory, True)
+    assert reuse.s_per_step == pytest.approx(5.72, abs=0.01)  # NOTES-gpu.md S2-7: 5.72 s/step measured
+    no_cfg = estimate(AnimateWork(**{**base.__dict__, "cfg": False}), row, table.memory, True)
+    assert no_cfg.s_per_step == pytest.approx(H200_BF16 / 2, abs=1e-3)
+    short = estimate(AnimateWork(**{**base.__dict__, "frames": 41, "windows": (11,)}), row, table.memory, True)
+    assert short.s_per_step is not None and short.s_per_step < H200_BF16 / 2 < H200_BF16 * 11 / 21
+    assert short.peak_gib < 37.6
+
+
+def test_parameter_count_is_the_modules() -> None:
+    import torch
+
+    from scail.animate.dit import DiT, DiTConfig, is_fp32_param
+    from scail.animate.dit2 import SCAIL2Config, SCAIL2DiT
+    from scail.estimate import param_count
+
+    for cfg, build in ((DiTConfig.tiny(), DiT), (SCAIL2Config.tiny(), SCAIL2DiT)):
+        with torch.device("meta"):
+            params = dict(build(cfg).named_parameters())
+        n = param_count(cfg)
+        assert n.total == sum(p.numel() for p in params.values())
+        assert n.fp32 == sum(p.numel() for k, p in params.items() if is_fp32_param(k))
+        assert n.block_linear == sum(p.numel() for k, p in params.items() if k.startswith("blocks.") and p.dim() == 2)
+        assert n.per_block == sum(p.numel() for k, p in params.items() if k.startswith("blocks.0."))
+    # the released models' counts, as their config docstrings state them
+    assert param_count(DiTConfig.scail_14b()).total == 16_394_965_824
+    assert param_count(SCAIL2Config.scail_14b()).total == 16_395_544_384
+
+
+def test_frames_come_from_user_pose_data_and_fresh_stages_are_not_planned(tmp_path: Path) -> None:
+    from scail.pose.schema import PoseData, save_pose
+
+    root = _example(tmp_path / "ex", seconds=2)
+    save_pose(PoseData.empty(100, 1, (512, 896)), root / ".scail" / "pose.npz")  # user-provided
+    (root / "scail.yaml").write_text("seed: 3\n", encoding="utf-8")
+    doc = _plan_json(str(root), "--gpu", "H200")
+    ex = doc["examples"][0]
+    assert ex["stages"][0]["status"] == "user-provided"
+    assert ex["run"] == ["render", "animate"] and ex["frames"] == 100 and ex["frames_from"] == ".scail/pose.npz"
+    assert ex["animate"]["windows"] == [21, 21]  # 26 latent frames: (0, 21), (5, 26)
+    # a window of 41 frames, overlap 8: 26 latent frames in (0, 11), (9, 20), (15, 26)
+    doc = _plan_json(str(root), "--gpu", "H200", "--set", "animate.window_frames=41", "--set",
+                     "animate.window_overlap=8")
+    assert doc["examples"][0]["animate"]["windows"] == [11, 11, 11]
+    doc = _plan_json(str(root), "--gpu", "H200", "--until", "render")
+    assert doc["examples"][0]["run"] == ["render"] and doc["examples"][0]["estimate"] is None
+    assert not (root / ".scail" / "render.json").exists() and not (root / "rendered.mp4").exists()
+
+
+def test_an_example_that_cannot_fit_is_refused_with_the_setting_that_fits(tmp_path: Path) -> None:
+    root = _example(tmp_path / "big")
+    args = ["plan", str(root), "--gpu", "H100", "--set", "animate.dtype=float32"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "DOES NOT FIT" in result.stdout
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: big: animate needs about") and "H100 has 79.6 GiB" in error
+    assert "--set animate.offload=blocks" in error and "animate.window_frames=" in error
+    fixed = runner.invoke(app, [*args, "--set", "animate.offload=blocks"])  # the named fix fits
+    assert fixed.exit_code == 0, fixed.output
+    dry = runner.invoke(app, ["run", *args[1:], "--dry-run"])  # the same code
+    assert dry.exit_code == 1 and dry.stdout == result.stdout
+    assert not (root / ".scail" / "pose.json").exists()  # nothing ran
+
+
+def test_unknown_gpu_gives_flop_totals_only_and_a_user_table_adds_one(tmp_path: Path) -> None:
+    root = _example(tmp_path / "ex", seconds=3)
+    doc = _plan_json(str(root), "--set", "animate.device=cpu")
+    est = doc["examples"][0]["estimate"]
+    assert doc["gpu"]["name"] == "cpu" and doc["gpu"]["table_row"] is None
+    assert est["s_per_step"] is None and est["total_s"] is None and est["pflop_total"] > 0
+    text = runner.invoke(app, ["plan", str(root), "--set", "animate.device=cpu"]).stdout
+    assert "no measured speed for cpu" in text
+    table = tmp_path / "gpus.yaml"
+    table.write_text("gpus:\n  L40S:\n    match: [L40S]\n    memory_gib: 44.4\n    tflops:\n      bf16: 300\n",
+                     encoding="utf-8")
+    doc = _plan_json(str(root), "--gpu", "L40S", "--gpu-table", str(table))
+    est = doc["examples"][0]["estimate"]
+    assert doc["gpu"]["table_row"] == "L40S" and est["stage_s"]["t5"] is None  # not measured: not invented
+    # 49 frames: one window of 13 latent frames; s = FLOPs / 300 TFLOP/s
+    assert est["s_per_window_step"] == pytest.approx(est["pflop_per_step"] * 1e15 / 300e12, rel=1e-3)
+    result = runner.invoke(app, ["plan", str(root), "--gpu", "Z9000"])
+    assert result.exit_code == 1 and "--gpu Z9000: no such GPU in the table" in result.stderr
+    table.write_text("gpus:\n  X:\n    dit_s_per_step: {bf16: -1}\n", encoding="utf-8")
+    result = runner.invoke(app, ["plan", str(root), "--gpu-table", str(table)])
+    assert result.exit_code == 1 and "gpus.X.dit_s_per_step.bf16: expected a positive number" in result.stderr
+
+
+def test_a_bad_example_is_one_line_and_the_batch_plan_goes_on(tmp_path: Path) -> None:
+    _example(tmp_path / "batch" / "good", seconds=1)
+    bad = tmp_path / "batch" / "bad"
+    bad.mkdir(parents=True)
+    (bad / "driving.mp4").write_bytes(b"not a video")
+    (bad / "ref.png").write_bytes(b"not an image")
+    doc = _plan_json(str(tmp_path / "batch"), "--gpu", "H200")
+    by_name = {e["name"]: e for e in doc["examples"]}
+    assert by_name["bad"]["error"] and "\n" not in by_name["bad"]["error"]
+    assert by_name["good"]["frames"] == 16 and by_name["good"]["estimate"]["total_s"] > 0
