@@ -3,7 +3,7 @@
 Why formulas scaled from one measured point: a SCAIL step is compute-bound (NOTES-gpu.md: attention
 63 % and block linears 37 % of 6.310 PFLOP at 512x896x81, both at a steady TFLOP/s), so the time of a
 window step is the measured s/step at the reference shape times the ratio of their FLOP counts
-(`scail.animate.bench.dit_flops`, attention quadratic in the window's tokens). At the reference shape
+(`scail.animate.flops.dit_flops`, attention quadratic in the window's tokens). At the reference shape
 the estimate *is* the measured number. CFG off halves the batch; fast mode's unconditional branch
 every n-th step runs the pair on 1/n of the steps (7.62 -> 5.72 s/step measured for n = 2, 7.62 x
 0.75 = 5.72 predicted).
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from scail.animate.bench import FlopCount
     from scail.animate.dit import DiTConfig
+    from scail.animate.flops import FlopCount
     from scail.gpu_speed import GpuSpeed, MemoryCalibration
 
 GIB = 2**30
@@ -96,7 +96,7 @@ def window_flops(cfg: DiTConfig, latents: int, size_hw: tuple[int, int], batch: 
     SCAIL-2's extra references add one frame of tokens each; they are counted by growing the
     sequence (linears linear, attention quadratic in it).
     """
-    from scail.animate.bench import dit_flops, token_counts
+    from scail.animate.flops import dit_flops, token_counts
 
     gh, gw = size_hw[0] // 16, size_hw[1] // 16
     flops: FlopCount = dit_flops(cfg, latents, gh, gw, batch=1)
@@ -109,7 +109,7 @@ def window_flops(cfg: DiTConfig, latents: int, size_hw: tuple[int, int], batch: 
 
 def window_tokens(latents: int, size_hw: tuple[int, int], extra_refs: int = 0) -> int:
     """Tokens of one window's sequence: reference(s) + video + pose."""
-    from scail.animate.bench import token_counts
+    from scail.animate.flops import token_counts
 
     gh, gw = size_hw[0] // 16, size_hw[1] // 16
     return sum(token_counts(latents, gh, gw)) + extra_refs * gh * gw
