@@ -54,7 +54,7 @@ def _manifest(root: Path, stage: str) -> Manifest:
 
 def _snapshot(root: Path) -> dict[str, tuple[int, str]]:
     """(mtime, sha256) of every output and manifest (not the logs, lock or hash cache)."""
-    skip = {".scail/hashes.json", ".scail/lock", ".scail-summary.json"}
+    skip = {".scail/hashes.json", ".scail/lock", ".scail-summary.json", "scail-report.html"}  # rewritten by each run
     files = sorted(p for p in root.rglob("*") if p.is_file() and ".scail/logs" not in p.as_posix())
     return {p.relative_to(root).as_posix(): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
             for p in files if p.relative_to(root).as_posix() not in skip}
