@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from urllib.parse import unquote
 
 from typer.testing import CliRunner
 
@@ -111,7 +112,7 @@ def test_report_command_shows_failures_previews_and_relative_links(toy_stages, m
     # The folder moves with its page: every link still resolves.
     moved = shutil.move(str(path), str(tmp_path / "moved"))
     for link in _links(Path(moved) / REPORT_NAME):
-        assert (Path(moved) / link).exists(), link
+        assert (Path(moved) / unquote(link)).exists(), link
 
 
 def test_report_elsewhere_links_back(toy_stages, make_toy_example, tmp_path) -> None:
@@ -121,7 +122,7 @@ def test_report_elsewhere_links_back(toy_stages, make_toy_example, tmp_path) -> 
     result = runner.invoke(app, ["report", str(path), "--out", str(out)])
     assert result.exit_code == 0, result.output
     for link in _links(out):
-        assert (out.parent / link).exists(), link
+        assert (out.parent / unquote(link)).exists(), link
     assert "../examples/001/rendered.mp4" in _links(out)
 
 
@@ -131,3 +132,15 @@ def test_report_before_any_run_says_not_run(make_toy_example) -> None:
     assert result.exit_code == 0, result.output
     text = (path / REPORT_NAME).read_text(encoding="utf-8")
     assert text.count('data-status="not run"') == 2
+
+
+def test_odd_folder_names_are_escaped_and_quoted(toy_stages, make_toy_example) -> None:
+    odd = make_toy_example('a "b" <c> #1 50%')
+    runner.invoke(app, ["run", str(odd.parent), "-p", "tiny-random", "--no-report"])
+    page = Path(runner.invoke(app, ["report", str(odd.parent)]).stdout.strip())
+    text = page.read_text(encoding="utf-8")
+    assert '<c>' not in text and "a &quot;b&quot; &lt;c&gt; #1 50%" in text
+    links = _links(page)
+    assert "a%20%22b%22%20%3Cc%3E%20%231%2050%25/rendered.mp4" in links
+    for link in links:
+        assert (page.parent / unquote(link)).exists(), link
