@@ -30,7 +30,15 @@ from typing import Any, Protocol
 
 from scail.cache import ExampleLocked, HashCache, atomic_write_text, example_lock, now_iso
 from scail.config import STAGES, PipelineConfig
-from scail.engine import Outcome, StageOutcome, one_line, run_stage, user_outputs
+from scail.engine import (
+    Outcome,
+    StageOutcome,
+    disk_full_reason,
+    is_disk_full,
+    one_line,
+    run_stage,
+    user_outputs,
+)
 from scail.errors import ExitCode, InputError, Interrupted, ScailError
 from scail.example import Example
 from scail.logs import example_log_file
@@ -223,8 +231,12 @@ def run_example(job: ExampleJob, stages: Sequence[Stage], observer: BatchObserve
             _run_locked(job, stages, example, name, result, observer, cancel)
     except ExampleLocked as exc:
         result.stages = [StageOutcome(s.name, Outcome.LOCKED, reason=one_line(exc)) for s in stages]
-    except OSError as exc:  # e.g. a read-only example folder: .scail/ cannot be created
-        result.stages = [StageOutcome(stages[0].name, Outcome.FAILED, reason=f"{example.root}: {exc.strerror}")]
+    except ScailError as exc:  # e.g. the example folder was deleted while the batch ran
+        result.stages = [StageOutcome(stages[0].name, Outcome.FAILED, reason=one_line(exc))]
+    except OSError as exc:  # e.g. a read-only example folder: .scail/ cannot be created; a full disk
+        reason = (disk_full_reason(example, stages[0].name) if is_disk_full(exc) else
+                  f"{example.root}: {exc.strerror or exc}")
+        result.stages = [StageOutcome(stages[0].name, Outcome.FAILED, reason=reason)]
     result.duration_s = time.perf_counter() - t0
     observer.example_finished(name, result.ok)
     return result

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from scail.atomic import atomic_write_text
-from scail.errors import ScailError
+from scail.errors import InputError, ScailError
 from scail.example import STATE_DIR, Example
 
 log = logging.getLogger(__name__)
@@ -317,7 +317,10 @@ class _FileLock:
 def _acquire(example: Example, wait_s: float) -> _FileLock:
     state = example.state_dir
     if not state.is_dir():
-        state.mkdir(parents=True, exist_ok=True)
+        if not example.root.is_dir():  # never recreate an example that was deleted or moved meanwhile
+            raise InputError(f"{example.root}: the example folder is gone (deleted or moved while the batch "
+                             "ran); restore it and rerun")
+        state.mkdir(exist_ok=True)
     lock = _FileLock(state / LOCK_NAME)
     if not lock.acquire(wait_s):
         raise ExampleLocked(f"{example.root}: locked by another runner{lock_owner(example)}; rerun to pick it up")

@@ -97,6 +97,28 @@ def one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """True for ENOSPC/EDQUOT, also when a library wrapped it in its own error (PyAV, safetensors
+    and numpy raise their own types whose message, or cause, is the OS's "No space left on device")."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(current)
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def disk_full_reason(example: Example, stage: str) -> str:
+    """The one line a stage that hit a full disk reports (nothing partial is visible: outputs are
+    renamed into place only when complete, so a rerun resumes there)."""
+    return f"{example.root}: {stage}: the disk is full; free space and rerun (finished stages are kept)"
+
+
 def _json_safe(notes: dict[str, Any]) -> dict[str, Any]:
     """Notes as plain JSON (numpy scalars, paths and the like become strings)."""
     result: dict[str, Any] = json.loads(json.dumps(notes, default=str))
@@ -337,7 +359,12 @@ def run_stage(
 
     running = Manifest(stage=stage.name, status="running", fingerprint=fp, params=params, inputs=inputs,
                        started=now_iso(), versions=runtime_versions(), pid=os.getpid())
-    write_manifest(example, running)
+    try:
+        write_manifest(example, running)
+    except OSError as exc:  # nothing ran yet: the stage fails, the batch goes on
+        reason = (disk_full_reason(example, stage.name) if is_disk_full(exc) else
+                  f"{manifest_path(example, stage.name)}: cannot write the manifest ({exc.strerror or exc})")
+        return StageOutcome(stage.name, Outcome.FAILED, time.perf_counter() - t0, reason)
     ctx = StageContext(example=example, stage=stage.name, on_event=on_event or (lambda e: None),
                        cancel=cancel or threading.Event(), log=logging.getLogger(f"scail.stage.{stage.name}"),
                        fingerprint=fp)
@@ -345,10 +372,21 @@ def run_stage(
         ctx.note(user_files_backed_up=backups)
     log.info("%s: %s started (%s)", example.name, stage.name, why)
 
-    def finish(status: str, outputs: dict[str, str], **extra: Any) -> None:
+    def finish(status: str, outputs: dict[str, str], **extra: Any) -> str:
+        """Write the ledger, then the final manifest; '' or why the manifest could not be written
+        (then a "failed" manifest is tried, so no run is left looking killed or done)."""
         ledger.record(stage.name, outputs, fp if status == "done" else "")
         _save_ledger(ledger)
-        _finish(example, running, ctx, t0, status=status, outputs=outputs, **extra)
+        try:
+            _finish(example, running, ctx, t0, status=status, outputs=outputs, **extra)
+        except OSError as exc:
+            reason = (disk_full_reason(example, stage.name) if is_disk_full(exc) else
+                      f"{manifest_path(example, stage.name)}: cannot write the manifest ({exc.strerror or exc})")
+            log.error("%s: %s: could not write the final manifest: %s", example.name, stage.name, exc)
+            _record(example, running.model_copy(update={"status": "failed", "outputs": outputs, "error": reason,
+                                                        "finished": now_iso()}))
+            return reason
+        return ""
 
     try:
         stage.run(example, ctx)
@@ -362,21 +400,22 @@ def run_stage(
             raise Interrupted(f"{example.root}: {stage.name} interrupted") from exc
         raise
     except ScailError as exc:
-        finish("failed", _present(expected, hashes), error=one_line(exc))
-        log.info("%s: %s failed: %s", example.name, stage.name, one_line(exc))
-        return StageOutcome(stage.name, Outcome.FAILED, time.perf_counter() - t0, one_line(exc))
+        reason = disk_full_reason(example, stage.name) if is_disk_full(exc) else one_line(exc)
+        finish("failed", _present(expected, hashes), error=reason)
+        log.info("%s: %s failed: %s", example.name, stage.name, reason)
+        return StageOutcome(stage.name, Outcome.FAILED, time.perf_counter() - t0, reason)
     except Exception as exc:
         tb = _write_traceback(example, stage.name, exc)
         log.debug("%s: %s crashed", example.name, stage.name, exc_info=exc)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            # nothing partial is visible (outputs are renamed into place), so a rerun resumes here
-            reason = (f"{example.root}: {stage.name}: the disk is full; free space and rerun "
-                      "(finished stages are kept)")
+        if is_disk_full(exc):
+            reason = disk_full_reason(example, stage.name)
         else:
             reason = f"{type(exc).__name__}: {one_line(exc)}" + (f" (traceback: {tb})" if tb else "")
         finish("failed", _present(expected, hashes), error=reason, traceback_file=tb)
         return StageOutcome(stage.name, Outcome.FAILED, time.perf_counter() - t0, reason)
-    finish("done", outputs)
+    problem = finish("done", outputs)
+    if problem:
+        return StageOutcome(stage.name, Outcome.FAILED, time.perf_counter() - t0, problem)
     _publish(stage, example, expected, hashes, ledger)
     log.info("%s: %s done in %.1fs", example.name, stage.name, time.perf_counter() - t0)
     note = "; ".join(f"{k} was user-provided: moved to {v}" for k, v in backups.items())
@@ -453,14 +492,14 @@ def _present(paths: list[Path], hashes: HashCache) -> dict[str, str]:
 def _finish(example: Example, running: Manifest, ctx: StageContext, t0: float, *, status: str,
             outputs: dict[str, str] | None = None, error: str | None = None,
             traceback_file: Path | None = None) -> None:
-    """Write the final manifest (last, atomically)."""
+    """Write the final manifest (last, atomically); raises OSError when it cannot."""
     final = running.model_copy(update={
         "status": status, "outputs": outputs or {}, "finished": now_iso(),
         "duration_s": round(time.perf_counter() - t0, 3), "peak_rss_mb": peak_rss_mb(),
         "notes": _json_safe(ctx.notes), "error": error,
         "traceback_file": str(traceback_file) if traceback_file else None,
     })
-    _record(example, final)
+    write_manifest(example, final)
 
 
 def _record(example: Example, manifest: Manifest) -> None:

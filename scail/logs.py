@@ -60,6 +60,14 @@ class _LazyFileHandler(logging.FileHandler):
                 return
         super().emit(record)
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Drop a record the file cannot take (a full disk, a deleted folder): the run goes on, and
+        the terminal does not fill with logging's own tracebacks, one per record."""
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # the last flush may hit the same full disk
+            super().close()
+
 
 @contextlib.contextmanager
 def example_log_file(example: Example) -> Iterator[None]:
