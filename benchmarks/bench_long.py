@@ -30,7 +30,6 @@ with each other, not with the real model's look.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time
@@ -50,24 +49,10 @@ GIB = 2**30
 
 def _random_weights(model: nn.Module, device: torch.device, dtype: torch.dtype, seed: int,
                     keep_fp32: frozenset[str] = frozenset()) -> nn.Module:
-    """`model` (built on meta) given random weights made on `device`: N(0, 1/fan_in) matrices, small
-    biases, norm gains near 1, adaLN tables N(0, 1/D), so activations stay O(1)."""
-    import torch
+    """`model` (built on meta) given random weights made on `device` (`random_weights.random_state`)."""
+    from scail.animate.random_weights import random_state
 
-    gen = torch.Generator(device=device).manual_seed(seed)
-    state = {}
-    for name, p in model.named_parameters():
-        t = torch.empty(p.shape, dtype=torch.float32 if name in keep_fp32 else dtype, device=device)
-        if name.endswith("modulation"):
-            t.normal_(0.0, p.shape[-1] ** -0.5, generator=gen)
-        elif p.dim() == 1 and "norm" in name and name.endswith("weight"):
-            t.normal_(1.0, 0.1, generator=gen)
-        elif p.dim() == 1:
-            t.normal_(0.0, 0.05, generator=gen)
-        else:
-            t.normal_(0.0, math.prod(p.shape[1:]) ** -0.5, generator=gen)
-        state[name] = t
-    model.load_state_dict(state, strict=True, assign=True)
+    model.load_state_dict(random_state(model, device, dtype, seed, keep_fp32.__contains__), strict=True, assign=True)
     return model.eval().requires_grad_(False)
 
 

@@ -611,19 +611,13 @@ def demo(
 
 
 def _mount_optional_apps() -> None:
-    """`scail weights` and `scail bench` live with their features; a missing one is left out."""
+    """`scail weights` lives with its feature; a missing one is left out."""
     try:
         from scail.animate.weights_cli import weights_app
     except ImportError:
         pass
     else:
         app.add_typer(weights_app, name="weights")
-    try:
-        from scail.bench_cli import bench_app
-    except ImportError:
-        pass
-    else:
-        app.add_typer(bench_app, name="bench")
 
 
 _mount_optional_apps()

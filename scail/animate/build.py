@@ -9,6 +9,10 @@ same thing). `AnimateConfig.model` picks the model set:
   fixed seed, with a character-level tokenizer (`UMT5Tokenizer.tiny`), so the whole chain runs
   offline on a CPU in seconds.
   **Its output is noise**: it proves the plumbing (shapes, files, caching), not the model.
+
+Benchmarks and tests pass `weights=RandomWeights()` (`random_weights.py`) to build the 14B pipeline
+with random tensors under the real names in place of the weights folder's files: the same loaders,
+dtypes, placement, LoRA merge, fast mode and memory plan, no download.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
     from scail.animate.dit_files import LoadedDiT
     from scail.animate.lora import LoraSpec
     from scail.animate.pipeline import AnimatePipeline, DiTModels
+    from scail.animate.random_weights import RandomWeights
     from scail.animate.vae import TileConfig
     from scail.animate.weights import Architectures
     from scail.config import AnimateConfig
@@ -139,7 +144,7 @@ def tiny_random_dit(device: torch.device | str = "cpu", seed: int = TINY_RANDOM_
 
 
 def load_scail_dit(
-    dit_path: Path,
+    dit_path: Path | RandomWeights,
     num_heads: int,
     device: torch.device,
     dtype: torch.dtype,
@@ -148,18 +153,31 @@ def load_scail_dit(
     loras: Sequence[LoraSpec] = (),
     lora_merge: bool = True,
     fp8_linears: bool = False,
+    model: str = "scail-preview-14b",
 ) -> tuple[LoadedDiT, object | None]:
     """The DiT of `build_scail_preview` with its memory plan: rows in turn on a GPU, the blocks
-    streamed from the CPU with offload "blocks", compiled blocks. Returns it and the block streamer."""
-    from scail.animate.dit_files import load_dit_with
+    streamed from the CPU with offload "blocks", compiled blocks. Returns it and the block streamer.
+
+    `dit_path` may be a `RandomWeights` source (benchmarks, tests): its tensors of `model` take the
+    file's place and go through the same load (LoRA merge, FP8 linears, placement).
+    """
+    import torch
+
+    from scail.animate.dit_files import dit_with, load_dit_with
     from scail.animate.offload import offload_dit_blocks
 
     streamed = offload == "blocks"
-    loaded = load_dit_with(dit_path, num_heads=num_heads, dtype=dtype, device="cpu" if streamed else device,
-                           loras=loras, lora_merge=lora_merge, fp8_linears=fp8_linears and not streamed)
+    at = torch.device("cpu") if streamed else device
+    fp8 = fp8_linears and not streamed
+    if isinstance(dit_path, Path):
+        loaded = load_dit_with(dit_path, num_heads=num_heads, dtype=dtype, device=at, loras=loras,
+                               lora_merge=lora_merge, fp8_linears=fp8)
+    else:  # random tensors under the real names, bf16 as the release file holds them
+        loaded = dit_with(dit_path.dit_tensors(model, at), source="random weights", num_heads=num_heads,
+                          dtype=dtype, device=at, loras=loras, lora_merge=lora_merge, fp8_linears=fp8)
     dit = loaded.dit
-    # the CFG pair through each block one row after the other: same output and speed, ~4 GiB less
-    # peak memory at 512x896x81 (NOTES-gpu.md)
+    # the CFG pair through each block one row after the other: same output and speed, less peak
+    # memory (benchmarks/README.md)
     dit.set_rows_in_turn(device.type != "cpu")
     # offload "blocks": the blocks wait in pinned CPU memory and stream to the GPU one ahead of use
     block_offload = offload_dit_blocks(dit, device) if streamed else None
@@ -181,9 +199,11 @@ def build_scail_preview(
     lora_merge: bool = True,
     fp8_linears: bool = False,
     model: str = "scail-preview-14b",
+    weights: RandomWeights | None = None,
 ) -> AnimatePipeline:
     """The released model from a SCAIL-Preview (or, `model` scail-2-14b, SCAIL-2) folder (see
     `weights.py` for the layout); the DiT's kind is read from its keys and must match `model`.
+    `weights`: random networks instead of the folder's files (`random_weights.py`; `root` unused).
 
     `architectures` gives the umT5 and CLIP sizes (default: the released ones; the DiT and VAE
     sizes are read from their files). `dit_file` replaces the folder's DiT (any format
@@ -197,7 +217,7 @@ def build_scail_preview(
     """
     import torch
 
-    from scail.animate import weights
+    from scail.animate import weights as files
     from scail.animate.clip import CLIPImageEncoder, load_clip
     from scail.animate.pipeline import AnimatePipeline
     from scail.animate.t5 import TextEncoder, load_t5
@@ -205,30 +225,37 @@ def build_scail_preview(
     from scail.animate.vae import load_vae
 
     device = torch.device(device)
-    paths = weights.resolve(root, need_dit=dit_file is None, model=model)  # raises with the download command
-    arch = architectures or weights.Architectures.released(model)
+    arch = architectures or (weights.arch(model) if weights is not None else files.Architectures.released(model))
     on_gpu = device.type != "cpu"
     dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
-    encoders_at = "cpu" if offload != "none" else device
-    log.info("loading %s from %s (DiT %s on %s)", model, root, dtype, device)
-    loaded, block_offload = load_scail_dit(dit_file or paths.dit, arch.dit.num_heads, device, dtype, offload,
-                                           compile_dit, loras, lora_merge, fp8_linears)
-    dit = loaded.dit
-    check_dit_kind(dit, model, dit_file or paths.dit)
-    vae = load_vae(paths.vae, dtype=torch.float32, device=device)
-    t5 = load_t5(paths.t5, dtype=torch.bfloat16 if on_gpu else torch.float32, device=encoders_at, config=arch.t5)
-    clip = load_clip(
-        paths.clip, dtype=torch.float16 if on_gpu else torch.float32, device=encoders_at, config=arch.clip
-    )
-    tokenizer = UMT5Tokenizer.from_dir(paths.tokenizer, text_len=arch.t5.text_len)
+    t5_dtype, clip_dtype = (torch.bfloat16, torch.float16) if on_gpu else (torch.float32, torch.float32)
+    encoders_at = torch.device("cpu") if offload != "none" else device
+    if weights is not None:
+        log.info("building %s with random weights (DiT %s on %s)", model, dtype, device)
+        loaded, block_offload = load_scail_dit(weights, arch.dit.num_heads, device, dtype, offload,
+                                               compile_dit, loras, lora_merge, fp8_linears, model)
+        vae = weights.vae(torch.float32, device, model)
+        t5 = weights.t5(t5_dtype, encoders_at, model)
+        clip = weights.clip(clip_dtype, encoders_at, model)
+        tokenizer = weights.tokenizer(model)
+    else:
+        paths = files.resolve(root, need_dit=dit_file is None, model=model)  # raises with the download command
+        log.info("loading %s from %s (DiT %s on %s)", model, root, dtype, device)
+        loaded, block_offload = load_scail_dit(dit_file or paths.dit, arch.dit.num_heads, device, dtype, offload,
+                                               compile_dit, loras, lora_merge, fp8_linears, model)
+        check_dit_kind(loaded.dit, model, dit_file or paths.dit)
+        vae = load_vae(paths.vae, dtype=torch.float32, device=device)
+        t5 = load_t5(paths.t5, dtype=t5_dtype, device=encoders_at, config=arch.t5)
+        clip = load_clip(paths.clip, dtype=clip_dtype, device=encoders_at, config=arch.clip)
+        tokenizer = UMT5Tokenizer.from_dir(paths.tokenizer, text_len=arch.t5.text_len)
     pipeline = AnimatePipeline(
-        dit=dit,
+        dit=loaded.dit,
         vae=vae,
         text_encoder=TextEncoder(t5, tokenizer),
         image_encoder=CLIPImageEncoder(clip),
         device=device,
         offload="encoders" if offload != "none" else "none",
-        label=f"{model} ({root})",
+        label=f"{model} (random weights, seed {weights.seed})" if weights is not None else f"{model} ({root})",
         vae_tile=vae_tile,
     )
     pipeline.block_offload = block_offload
@@ -255,8 +282,9 @@ def resolve_compile(mode: str, device: torch.device) -> bool:
     return mode == "on" or (mode == "auto" and device.type == "cuda")
 
 
-def build_pipeline(config: AnimateConfig) -> AnimatePipeline:
-    """The pipeline `config.model` names, on `config.device`."""
+def build_pipeline(config: AnimateConfig, weights: RandomWeights | None = None) -> AnimatePipeline:
+    """The pipeline `config.model` names, on `config.device`; `weights`: random networks in place of
+    the weights folder's files (benchmarks and tests; a 14B model only, on one device)."""
     device = resolve_device(config.device, what="animate device")
     vae_tile = resolve_vae_tile(config.vae_tiling, device)
     from scail.animate.fast import fp8_supported
@@ -274,7 +302,7 @@ def build_pipeline(config: AnimateConfig) -> AnimatePipeline:
             weights_dir(config), device, resolve_dtype(config.dtype, device), config.offload,
             vae_tile=vae_tile, compile_dit=resolve_compile(config.compile, device), dit_file=config.dit_file,
             loras=loras, lora_merge=config.lora_merge, fp8_linears=config.fast and fp8_supported(device),
-            model=config.model,
+            model=config.model, weights=weights,
         )
     else:
         raise ValueError(f"unknown model {config.model!r}")
@@ -287,6 +315,8 @@ def build_pipeline(config: AnimateConfig) -> AnimatePipeline:
     if pipeline.pending_loras:  # run-time LoRAs hook the linears fast mode may have swapped for FP8 ones
         attach_loras(pipeline.dit, pipeline.pending_loras)
         pipeline.pending_loras = []
+    if config.parallel.gpus > 1 and weights is not None:
+        raise ValueError("random weights run on one device: the other ranks of animate.parallel load files")
     if config.parallel.gpus > 1:  # the other ranks start here and load their DiT (build_dit_models)
         from scail.animate.launch import ParallelGroup
 

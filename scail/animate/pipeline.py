@@ -164,6 +164,12 @@ class AnimatePipeline:
     # encoders
     # ------------------------------------------------------------------------------------------
 
+    def _since(self, t0: float) -> float:
+        """Seconds since `t0` once the device has finished the work queued so far (true stage timings)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - t0
+
     def _visit(self, module: torch.nn.Module) -> _Visit:
         return _Visit(module, self.device, self.offload != "none")
 
@@ -219,14 +225,18 @@ class AnimatePipeline:
             assert isinstance(pose_video, PoseChunks)
             num_frames = pose_video.frames
         ref_latent = self.vae.encode(ref_image[None, :, None].to(dev))  # (1, 16, 1, h, w)
-        timings = {"vae_encode_s": time.perf_counter() - t0}
+        timings = {"vae_encode_s": self._since(t0)}
 
         use_cfg = prompt != negative_prompt and guide_scale != 1.0
         texts = [negative_prompt, prompt] if use_cfg else [prompt]
         text_len = self.dit.config.text_len
+        t1 = time.perf_counter()
         contexts = [pad_context(c[None], text_len) for c in self.encode_text(texts)]  # (1, 512, text_dim) each
+        timings["text_encoder_s"] = self._since(t1)
+        t1 = time.perf_counter()
         clip_features = self.encode_image(ref_image)  # (1, Li, clip_dim)
-        timings["encoders_s"] = time.perf_counter() - t0 - timings["vae_encode_s"]
+        timings["clip_s"] = self._since(t1)
+        timings["encoders_s"] = timings["text_encoder_s"] + timings["clip_s"]
         return Conditions(
             ref_latent=ref_latent.permute(0, 2, 1, 3, 4),  # (1, 1, 16, h, w) DiT layout
             pose_latent=pose_latent.permute(0, 2, 1, 3, 4),  # (1, F, 16, h/2, w/2)
@@ -330,7 +340,7 @@ class AnimatePipeline:
         pieces = [p[0] for p in self.vae.decode_stream(latent[None], tile=self.vae_tile)]
         video = torch.cat(pieces, dim=1)[:, : cond.num_frames]  # (3, N, H, W) clamped to [-1, 1]
         frames = to_uint8(video).cpu().numpy()
-        cond.timings_s["vae_decode_s"] = time.perf_counter() - t2
+        cond.timings_s["vae_decode_s"] = self._since(t2)
         return Animation(frames=frames, latent=latent, video=video, used_cfg=cond.use_cfg, timings_s=cond.timings_s)
 
     def close(self) -> None:
@@ -484,6 +494,8 @@ def run_sampling(
         raise
     if checkpoint is not None:
         checkpoint.save()  # the finished latent: a kill while decoding does not sample again
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
     cond.timings_s["sampling_s"] = time.perf_counter() - t0
     cond.timings_s["windows"] = float(len(spans))
     if models.uncond_every > 1:

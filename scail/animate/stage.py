@@ -37,6 +37,7 @@ from scail.stage import StageContext
 
 if TYPE_CHECKING:
     from scail.animate.pipeline import AnimatePipeline
+    from scail.animate.random_weights import RandomWeights
 
 TINY_RANDOM_DOWNSCALE = 4
 """tiny-random runs at a quarter of the official size (128x224 / 224x128) unless size_hw is set: seconds on a CPU."""
@@ -67,8 +68,11 @@ class AnimateStage:
     name: ClassVar[str] = "animate"
     version: ClassVar[str] = "2"
 
-    def __init__(self, config: AnimateConfig, prompt_override: str | None = None, preset: str = "") -> None:
+    def __init__(self, config: AnimateConfig, prompt_override: str | None = None, preset: str = "",
+                 weights: RandomWeights | None = None) -> None:
         self.config = config
+        self.weights = weights
+        """Random networks in place of the weights folder's files (benchmarks and tests, `random_weights.py`)."""
         self.prompt_override = prompt_override
         self.preset = preset
         """The pipeline preset's name (recorded in the sample's metadata; not in the fingerprint: the
@@ -102,6 +106,10 @@ class AnimateStage:
 
         cfg = self.config
         files: dict[str, Path] = {}
+        if self.weights is not None:
+            ids = self.weights.identity()
+            ids.update((f"lora{i}", file_identity(lora.path)) for i, lora in enumerate(cfg.loras))
+            return ids
         if not cfg.model.startswith("tiny-random"):
             from scail.animate.build import weights_dir
             from scail.animate.weights import resolve
@@ -207,18 +215,25 @@ class AnimateStage:
                 **{f"scail_{k}": str(v) for k, v in record.items() if k not in ("prompt", "weights")}}
         t2 = time.perf_counter()
         written = 0
+        write_s = 0.0  # encoding and writing the frames (the rest of the loop is the VAE decode)
         # the frames' own hash: H.264 bytes differ between runs on the same frames, so comparing runs
         # (local vs Ray, 1 vs N GPUs) needs this
         digest = hashlib.sha256()
         with ctx.atomic_output(out) as tmp, VideoWriter(tmp, inputs.fps, atomic=False, metadata=tags) as writer:
             for piece in pipe.decode_frames(latent, cond.num_frames):  # (n, H, W, 3) uint8
-                for frame in piece.cpu().numpy():
+                frames = piece.cpu().numpy()
+                t3 = time.perf_counter()
+                for frame in frames:
                     writer.write(frame)
                     digest.update(frame.tobytes())
+                write_s += time.perf_counter() - t3
                 written += int(piece.shape[0])
                 ctx.progress(written, cond.num_frames, unit="frames", desc="decoding")
+            t3 = time.perf_counter()
+        write_s += time.perf_counter() - t3  # closing the writer flushes the encoder
         checkpoint.discard()
-        cond.timings_s["vae_decode_s"] = time.perf_counter() - t2
+        cond.timings_s["vae_decode_s"] = time.perf_counter() - t2 - write_s
+        cond.timings_s["write_s"] = write_s
         h, w = inputs.size_hw
         with ctx.atomic_output(sidecar) as tmp:
             doc = {**record, "video": out.name, "size_hw": [h, w], "frames": written,
@@ -279,7 +294,7 @@ class AnimateStage:
             from scail.animate.build import build_pipeline
 
             t0 = time.perf_counter()
-            self._pipeline = build_pipeline(self.config)
+            self._pipeline = build_pipeline(self.config, weights=self.weights)
             self.builds += 1
             log.info("animate models ready (%s) in %.1f s", self._pipeline.label, time.perf_counter() - t0)
         return self._pipeline

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from scail.animate.bench import random_dit
 from scail.animate.dit import DiTConfig
 from scail.animate.fast import FP8Linear, StepCache, psnr, quantize_fp8, relative_error
+from scail.animate.random_weights import random_dit
 from scail.animate.sampler import make_schedule, sample
 
 

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from scail.animate.bench import random_dit
 from scail.animate.dit import DiT, DiTConfig
 from scail.animate.offload import BlockOffload, offload_dit_blocks, offload_t5_blocks
+from scail.animate.random_weights import random_dit
 from scail.animate.t5 import T5Config, T5Encoder
 
 
