@@ -139,3 +139,36 @@ def test_window_settings_are_validated() -> None:
         _config(window_overlap=6)
     with pytest.raises(ValueError, match="at most window_frames - 5 = 4"):
         _config(window_frames=9, window_overlap=8)
+
+
+def test_windowed_progress_counts_windows_x_steps_with_an_eta(tmp_path: Path) -> None:
+    """A video longer than a window: the progress is window steps (windows x steps) and the display gives an ETA."""
+    import io
+
+    from rich.console import Console
+
+    from scail.progress import ProgressDisplay
+
+    ex = _make_example(tmp_path / "ex", frames=11)  # 4 latent frames; windows of 3 sharing 1: (0, 3), (1, 4)
+    stage = AnimateStage(_config(steps=2, window_frames=9, window_overlap=4))
+    events: list[ProgressEvent] = []
+    stage.run(ex, StageContext(example=ex, stage="animate", on_event=events.append))
+    stage.close()
+    windowed = [(e.done, e.total, e.desc) for e in events if e.unit == "window steps"]
+    assert windowed == [(k, 4, "denoising 2 windows x 2 steps") for k in range(1, 5)]
+    assert probe(stage.outputs(ex)[0]).num_frames == 11
+
+    buf = io.StringIO()
+    now = [0.0]
+    display = ProgressDisplay(Console(file=buf, width=120, force_terminal=False, color_system=None),
+                              get_time=lambda: now[0])
+    with display:
+        display.batch_started(1)
+        display.example_started("ex")
+        display.stage_started("ex", "animate")
+        for e in events:
+            if e.unit == "window steps":
+                display.on_event(e)
+                now[0] += 3.0
+    lines = buf.getvalue().splitlines()
+    assert "ex animate: denoising 2 windows x 2 steps 2/4 window steps (50%), eta 3.0 s" in lines, lines
