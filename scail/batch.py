@@ -279,8 +279,38 @@ def _run_locked(job: ExampleJob, stages: Sequence[Stage], example: Example, name
             if not outcome.outcome.is_ok:
                 failed = stage.name
                 log.debug("%s: %s failed: %s", name, stage.name, outcome.reason)
+        _write_previews(job, example, result, ledger, observer, cancel)
     finally:
         hashes.save()
+
+
+def _write_previews(job: ExampleJob, example: Example, result: ExampleResult, ledger: OutputLedger,
+                    observer: BatchObserver, cancel: threading.Event | None) -> None:
+    """The previews of the stages that went well (scail/previews/); never fails the example."""
+    if not job.config.previews.enabled or (cancel is not None and cancel.is_set()):
+        return
+    from scail.previews import write_previews
+
+    done: list[str] = []
+    for s in result.stages:  # the stages up to the first failure (later ones were skipped for it)
+        if not s.outcome.is_ok:
+            break
+        done.append(s.stage)
+    t0 = time.perf_counter()
+    started: list[bool] = []
+
+    def on_progress(i: int, total: int, what: str) -> None:
+        if not started:
+            observer.stage_started(result.name, "previews")
+            started.append(True)
+        observer.on_event(ProgressEvent(result.name, "previews", i, total, "previews", what))
+
+    try:
+        write_previews(example, job.config, done, ledger, on_progress)
+    except Exception as exc:  # write_previews catches each preview's failure; this is the last guard
+        log.warning("%s: previews failed: %s", result.name, one_line(exc))
+    if started:
+        observer.stage_finished(result.name, "previews", "ran", time.perf_counter() - t0)
 
 
 # ----------------------------------------------------------------------------------------------

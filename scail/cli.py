@@ -197,6 +197,10 @@ class Options:
         "--gpus", metavar="N", show_default=False,
         help="GPUs that animate one sample together (sequence parallel; animate.parallel.gpus): "
              "2, 4, 5 or 8 for the 14B model. scail starts the processes.")] = None
+    previews: Annotated[bool | None, typer.Option(
+        "--previews/--no-previews", show_default=False,
+        help="Write previews/ (contact sheet, skeleton overlay, 3D turntable, side-by-side) beside the "
+             "outputs (previews.enabled; default on). Never part of a fingerprint.")] = None
     json_mode: Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")] = False
     quiet: QuietOpt = False
     verbose: VerboseOpt = 0
@@ -212,6 +216,7 @@ CONFIG_FLAGS: dict[str, tuple[str, ...]] = {
     "pose_backend": ("pose.backend",),
     "lora": ("animate.loras",),
     "gpus": ("animate.parallel.gpus",),
+    "previews": ("previews.enabled",),
 }
 
 

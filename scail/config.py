@@ -325,6 +325,16 @@ class AnimateConfig(_Strict):
 # The whole pipeline
 # ----------------------------------------------------------------------------------------------
 
+class PreviewsConfig(_Strict):
+    """Look-before-you-spend previews in `<example>/previews/` (scail/previews/). Not part of any
+    stage's fingerprint: turning them on or off never makes a stage stale."""
+
+    enabled: bool = True
+    """Write the contact sheet, overlay, turntable and side-by-side previews after the stages (--no-previews: off)."""
+    turntable: bool = True
+    """Also the 3D turntable clip of the skeleton (needs pyrender: pip install 'scail[previews3d]')."""
+
+
 StageName = Literal["pose", "render", "animate"]
 STAGES: tuple[StageName, ...] = ("pose", "render", "animate")
 
@@ -337,6 +347,7 @@ class PipelineConfig(_Strict):
     pose: PoseConfig = PoseConfig()
     render: RenderConfig = RenderConfig()
     animate: AnimateConfig = AnimateConfig()
+    previews: PreviewsConfig = PreviewsConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -540,10 +540,13 @@ def clean_example(example: Example, stage_names: Sequence[str]) -> list[Path]:
                 path.unlink()
                 removed.append(path)
     _save_ledger(ledger)
-    for folder in (example.root, example.state_dir, example.samples_dir):
+    previews = example.root / "previews"  # scail/previews/: its files are in the ledger under their stage
+    for folder in (example.root, example.state_dir, example.samples_dir, previews):
         if folder.is_dir():
             for tmp in temp_files(folder):
                 with contextlib.suppress(OSError):
                     tmp.unlink()
                     removed.append(tmp)
+    with contextlib.suppress(OSError):  # only when empty: a user's file there stays, and so does the folder
+        previews.rmdir()
     return removed
