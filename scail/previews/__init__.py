@@ -14,7 +14,7 @@ stages of an example the batch writes, from files already on disk (no model runs
 Rules:
 - Not part of any fingerprint: previews are not stage outputs, and their switch lives in
   `PipelineConfig.previews`, which no stage fingerprints. Toggling them never makes a stage stale.
-- Each preview carries a signature of its sources (size, mtime, inode of each input file and
+- Each preview carries a signature of its sources (name, size, mtime of each input file and
   `PREVIEW_VERSION`) in its own metadata; a rerun where nothing changed rewrites nothing.
 - A failing preview is a warning, never a failed stage (`write_previews` never raises for it).
 - Every file goes through scail.atomic / `VideoWriter`, and into the output ledger under the stage
@@ -72,7 +72,7 @@ class _Job:
 
 
 def signature(sources: Sequence[Path], extra: str = "") -> str:
-    """A short digest of the sources' identity (path, size, mtime, inode) and PREVIEW_VERSION."""
+    """A short digest of the sources' identity (name, size, mtime) and PREVIEW_VERSION."""
     h = hashlib.sha256(f"v{PREVIEW_VERSION}|{extra}".encode())
     for path in sources:
         try:
@@ -80,7 +80,7 @@ def signature(sources: Sequence[Path], extra: str = "") -> str:
         except FileNotFoundError:
             h.update(f"|{path.name}:absent".encode())
             continue
-        h.update(f"|{path.name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}".encode())
+        h.update(f"|{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())  # no inode: a copied folder stays current
     return h.hexdigest()[:16]
 
 
