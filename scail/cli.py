@@ -328,7 +328,8 @@ def _run(opts: Options, stages: Sequence[str], *, force: list[ForceChoice] | Non
     cli_keys = config_overrides(opts)[0].keys()  # the command line beats each example's scail.yaml
     jobs = make_jobs(examples, config, stages, forced, opts.prompt, lock_wait_s, flag_keys=cli_keys)
     check_batch(jobs, opts.path)  # a global problem: one line and exit 1, before any example starts
-    check_memory(jobs, config.name)  # an example that cannot fit the GPU: one line naming the fix
+    if make_executor is None:  # Ray workers' GPUs are not necessarily this machine's
+        check_memory(jobs, config.name)  # an example that cannot fit the GPU: one line naming the fix
     executor = make_executor(config) if make_executor is not None else None
     with _display(opts.quiet, opts.json_mode, err) as display:
         summary = run_batch(jobs, executor=executor, observer=display, json_out=json_out or opts.path / SUMMARY_NAME)
@@ -436,6 +437,7 @@ def run(
       scail run examples/ --until render          # pose and skeleton videos only
       scail run examples/ --force animate --set animate.guide_scale=5
       scail run examples/ --executor ray            # every GPU of this machine (or --ray-address ADDR)
+      scail run examples/ --dry-run               # run nothing: the plan (time, memory), as `scail plan`
 
     At the end: where each example's result is, and PATH/scail-report.html (the batch's page; --no-report: none).
     """

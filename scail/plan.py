@@ -171,8 +171,11 @@ def animate_work(job: ExampleJob, example: Example, run: Sequence[str]) -> tuple
 
         mode = detect_mode(example.root) if cfg.scail2_mode == "auto" else cfg.scail2_mode
         driving = driving_video(example, mode)
-        if driving is not None and "render" not in run:
-            frames, source = probe(driving).num_frames, driving.name
+        # end-to-end and replacement read the raw video (every frame, its own fps); pose mode a
+        # skeleton render, which the render stage may still (re)write
+        if driving is not None and (mode != "pose" or driving.name == "rendered_v2.mp4" or "render" not in run):
+            info = probe(driving)
+            frames, source = info.num_frames, f"{driving.name} ({mode}, every frame at {info.fps:g} fps)"
         else:
             frames, source = _pose_frames(job, example, run)
         frames = min(frames, cfg.max_frames or frames)
@@ -246,6 +249,10 @@ def plan_example(job: ExampleJob, table: GpuTable, gpu: GpuInfo, row: GpuSpeed |
             work, plan.frames, plan.frames_from = animate_work(job, example, plan.run)
             plan.work = work
             plan.estimate = est = estimate(work, row, table.memory, gpu.flash_attn_3)
+            from scail.animate.resume import CHECKPOINT_NAME
+
+            if (example.state_dir / CHECKPOINT_NAME).is_file() and "animate" not in job.force:
+                est.notes.append("a mid-clip checkpoint may resume it (less time, if its settings match)")
             plan.fits = fits(est, gpu.memory_gib, table.memory.allocator_headroom)
             if plan.fits is False:
                 plan.fixes = fixes_for(work, job.config.animate, table, gpu, row)

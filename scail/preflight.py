@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from scail.batch import ExampleJob
     from scail.config import PipelineConfig
     from scail.engine import Status
+    from scail.gpu_speed import GpuInfo
     from scail.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -288,18 +289,18 @@ def example_problem(job: ExampleJob, example: Example) -> tuple[str, str] | None
 
 
 
-def check_memory(jobs: Sequence[ExampleJob], pipeline: str) -> None:
+def check_memory(jobs: Sequence[ExampleJob], pipeline: str, gpu: GpuInfo | None = None) -> None:
     """Refuse the run (one `ScailError`, before any example starts) when an example whose animate
-    stage will run cannot fit this machine's GPU with its settings; the message names the setting
-    that would make it fit. The estimate is `scail plan`'s (scail/plan.py). Nothing is checked for
-    CPU runs, so a CPU batch pays nothing for it."""
+    stage will run cannot fit this machine's GPU (or `gpu`) with its settings; the message names the
+    setting that would make it fit. The estimate is `scail plan`'s (scail/plan.py). Nothing is
+    checked for CPU runs, so a CPU batch pays nothing for it."""
     devices = sorted({j.config.animate.device for j in jobs if "animate" in j.stages} - {"cpu"})
     if not devices:
         return
     from scail.gpu_speed import detect_gpu
     from scail.plan import check_fit, default_table, plan_batch
 
-    gpu = detect_gpu(devices[0])
+    gpu = gpu or detect_gpu(devices[0])
     if gpu.memory_gib is None:
         return
     check_fit(plan_batch(jobs, default_table(None), gpu, pipeline))

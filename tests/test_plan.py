@@ -155,6 +155,30 @@ def test_an_example_that_cannot_fit_is_refused_with_the_setting_that_fits(tmp_pa
     assert not (root / ".scail" / "pose.json").exists()  # nothing ran
 
 
+def test_the_run_preflight_refuses_before_any_work_what_cannot_fit(tmp_path: Path) -> None:
+    """`scail run`'s check (preflight.check_memory) on an H100 of the table: the same estimate."""
+    from scail.batch import make_jobs
+    from scail.config import STAGES, load_pipeline
+    from scail.errors import ScailError
+    from scail.example import discover
+    from scail.gpu_speed import named_gpu
+    from scail.preflight import check_memory
+
+    root = _example(tmp_path / "big")  # 12 s: 81-frame windows
+    h100 = named_gpu("H100", load_table())
+    for offload, refused in (("encoders", True), ("blocks", False)):
+        config = load_pipeline(None, {"animate.dtype": "float32", "animate.offload": offload})
+        jobs = make_jobs(discover(root), config, STAGES)
+        if refused:
+            with pytest.raises(ScailError, match=r"big: animate needs about .* --set animate.offload=blocks"):
+                check_memory(jobs, config.name, gpu=h100)
+        else:
+            check_memory(jobs, config.name, gpu=h100)
+    config = load_pipeline(None, {"animate.dtype": "float32", "animate.device": "cpu"})
+    check_memory(make_jobs(discover(root), config, STAGES), config.name, gpu=h100)  # CPU runs: not checked
+    assert not (root / ".scail" / "pose.json").exists()
+
+
 def test_unknown_gpu_gives_flop_totals_only_and_a_user_table_adds_one(tmp_path: Path) -> None:
     root = _example(tmp_path / "ex", seconds=3)
     doc = _plan_json(str(root), "--set", "animate.device=cpu")
@@ -176,6 +200,15 @@ def test_unknown_gpu_gives_flop_totals_only_and_a_user_table_adds_one(tmp_path: 
     table.write_text("gpus:\n  X:\n    dit_s_per_step: {bf16: -1}\n", encoding="utf-8")
     result = runner.invoke(app, ["plan", str(root), "--gpu-table", str(table)])
     assert result.exit_code == 1 and "gpus.X.dit_s_per_step.bf16: expected a positive number" in result.stderr
+
+
+def test_scail2_plans_segments_of_the_raw_driving_video(tmp_path: Path) -> None:
+    root = _example(tmp_path / "ex")  # 288 frames at 24 fps: end-to-end reads every one
+    ex = _plan_json(str(root), "--gpu", "H200", "--pipeline", "scail-2")["examples"][0]
+    assert ex["frames"] == 288 and ex["frames_from"].startswith("driving.mp4 (end-to-end")
+    # segments (0, 81), (76, 157), (152, 233), (207, 288): each the trained 21 latent frames
+    assert ex["animate"]["windows"] == [21, 21, 21, 21] and ex["animate"]["decoded_frames"] == 324
+    assert ex["estimate"]["s_per_window_step"] == pytest.approx(H200_BF16, rel=1e-3)  # + the mask conv's FLOPs
 
 
 def test_a_bad_example_is_one_line_and_the_batch_plan_goes_on(tmp_path: Path) -> None:
