@@ -75,7 +75,7 @@ def test_scail_run_animates_every_frame_of_a_12s_phone_video(tmp_path: Path) -> 
     ex = Example(root)
     rendered = probe(ex.rendered)
     assert rendered.num_frames == POSE_FRAMES
-    sample = probe(ex.samples_dir / f"{ex.name}_42.mp4")
+    sample = probe(ex.samples_dir / f"{ex.name}_latest.mp4")
     assert sample.num_frames == rendered.num_frames == 192 and sample.fps == pytest.approx(16.0)
     notes = json.loads((ex.state_dir / "animate.json").read_text())["notes"]
     assert notes["frames"] == 192 and notes["windows"] == 3  # 49 latent frames: (0, 21), (17, 38), (28, 49)
@@ -109,11 +109,11 @@ def test_kill_9_mid_clip_then_rerun_gives_the_same_video(tmp_path: Path) -> None
     time.sleep(0.3)  # a few more windows
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert ckpt.is_file() and not (killed / "samples" / "killed_42.mp4").exists()
+    assert ckpt.is_file() and not list((killed / "samples").glob("killed_42*.mp4"))
     rerun = _scail(env, "run", str(killed), *args, "--set", "animate.checkpoint_every_s=0", "-v")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resuming at step" in rerun.stderr
-    a = read_frames(ref / "samples" / "uninterrupted_42.mp4")
-    b = read_frames(killed / "samples" / "killed_42.mp4")
+    a = read_frames(ref / "samples" / "uninterrupted_latest.mp4")
+    b = read_frames(killed / "samples" / "killed_latest.mp4")
     assert a.shape == b.shape == (41, 224, 128, 3)
     assert np.array_equal(a, b)
