@@ -211,18 +211,18 @@ class AnimateConfig(_Strict):
     offload: Literal["none", "encoders", "blocks"] = "encoders"
     """`encoders`: T5 and CLIP leave the GPU after encoding; `blocks`: DiT blocks stream from CPU too."""
     compile: Literal["auto", "on", "off"] = "auto"
-    """torch.compile each DiT block (fused norms/modulation/RoPE; H200: 13.6 -> 11.1 s/step, 51.6 -> 40.4
-    GiB). The first step of a new shape compiles (~25 s). `auto`: on CUDA only."""
+    """torch.compile each DiT block (fused norms/modulation/RoPE: faster and less memory; benchmarks/README.md).
+    The first step of a new shape compiles. `auto`: on CUDA only."""
     fast: bool = False
     """Opt-in fast mode, NOT numerically the official model: FP8 block linears, FP8 self-attention (with
     flash-attn 3 on Hopper) and a step cache that reuses the blocks' output while their input barely
-    changes (`fast_cache_threshold`). Its cost in quality and its speed are measured in NOTES-gpu.md."""
+    changes (`fast_cache_threshold`). Its cost in quality and its speed are measured in benchmarks/README.md."""
     fast_cache_threshold: float = Field(0.1, ge=0)
     """Step-cache threshold of fast mode: accumulated relative change under which a step is skipped (0: none)."""
     fast_uncond_every: int = Field(1, ge=1)
     """Fast mode: run CFG's unconditional branch only every n-th step, reusing its difference to the
-    conditional branch in between (such a step costs half). 2 measured 5.7 s/step but 26.9 dB on random
-    weights (NOTES-gpu.md), so the default is 1: every step."""
+    conditional branch in between (such a step costs half). 2 lost too much quality on random weights
+    (benchmarks/README.md), so the default is 1: every step."""
     vae_tiling: Literal["auto", "on", "off"] = "auto"
     """Decode the video in overlapping 256-px tiles (the VAE's TileConfig): bounded GPU memory, pixels
     close to but not equal to a whole-frame decode. `auto`: tiled on a GPU, whole frames on the CPU."""

@@ -1,12 +1,12 @@
 """Time and GPU memory of one animate sample, from stage formulas and the measured GPU table.
 
-Why formulas scaled from one measured point: a SCAIL step is compute-bound (NOTES-gpu.md: attention
+Why formulas scaled from one measured point: a SCAIL step is compute-bound (benchmarks/README.md: attention
 63 % and block linears 37 % of 6.310 PFLOP at 512x896x81, both at a steady TFLOP/s), so the time of a
 window step is the measured s/step at the reference shape times the ratio of their FLOP counts
 (`scail.animate.flops.dit_flops`, attention quadratic in the window's tokens). At the reference shape
 the estimate *is* the measured number. CFG off halves the batch; fast mode's unconditional branch
-every n-th step runs the pair on 1/n of the steps (7.62 -> 5.72 s/step measured for n = 2, 7.62 x
-0.75 = 5.72 predicted).
+every n-th step runs the pair on 1/n of the steps (for n = 2 the prediction equals the measured step;
+benchmarks/README.md).
 
 Memory: weights from the DiT's parameter count (bf16; fp32 for the time embedding, adaLN tables and
 head; FP8 block linears in fast mode; two streamed blocks with block offload) plus the rest of the

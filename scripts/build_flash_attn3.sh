@@ -4,8 +4,8 @@
 #   scripts/build_flash_attn3.sh [FLASH_ATTENTION_CHECKOUT]
 #
 # scail's attention `auto` takes flash-attn 3 when it imports (scail doctor says which kernel runs).
-# Measured on one H200 at 512x896x81 (NOTES-gpu.md): 9.8 s per denoising step instead of 11.1 with
-# cuDNN SDPA, and fast mode's FP8 self-attention needs it. flash-attn 3 has no wheels on PyPI and a
+# It makes the exact bf16 step faster than cuDNN SDPA (benchmarks/README.md), and fast mode's FP8
+# self-attention needs it. flash-attn 3 has no wheels on PyPI and a
 # full build compiles hundreds of kernels; scail needs two forward kernels (head dim 128, bf16 and
 # FP8 e4m3), which build in about 1.5 minutes on 16 cores.
 #

@@ -2,7 +2,7 @@
 
 The examples are real files (an H.264 driving video, a PNG reference) and the command is the real
 CLI; the estimates come from the shipped GPU table, so these tests also pin the table's numbers to
-the measurements they cite (NOTES-gpu.md).
+the measurements they cite (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def test_12s_video_default_and_fast_per_step_time_is_the_measured_h200_number(tm
     row = load_table().find("NVIDIA H200")
     assert row is not None
     bf16, fast = row.dit_s_per_step["bf16"], row.dit_s_per_step["fast"]
-    notes = (Path(__file__).resolve().parents[1] / "NOTES-gpu.md").read_text(encoding="utf-8")
+    notes = (Path(__file__).resolve().parents[1] / "benchmarks" / "README.md").read_text(encoding="utf-8")
     assert f"{bf16:.2f} s/step" in notes and f"{fast:.2f} s/step" in notes  # the table cites the measurements
     for pipeline, measured in (("scail-preview-512p", bf16), ("scail-preview-fast", fast)):
         doc = _plan_json(str(root), "--gpu", "H200", "--pipeline", pipeline)
@@ -78,7 +78,7 @@ def test_12s_video_default_and_fast_per_step_time_is_the_measured_h200_number(tm
 def test_calibration_reproduces_the_measured_peaks_and_scales_by_flops() -> None:
     """At the reference shape the model returns the table's measured step times and peaks; elsewhere
     it scales by FLOPs: CFG off halves a step, fast mode's unconditional branch every 2nd step costs
-    3/4 (7.62 -> 5.72 s/step predicted; NOTES-gpu.md S2-7 measured 5.72), a shorter clip less."""
+    3/4 (7.62 -> 5.72 s/step predicted; benchmarks/README.md S2-7 measured 5.72), a shorter clip less."""
     from scail.estimate import AnimateWork, estimate, reference_flops
 
     table = load_table()
@@ -86,7 +86,7 @@ def test_calibration_reproduces_the_measured_peaks_and_scales_by_flops() -> None
     assert row is not None
     dit, mem = row.dit_s_per_step, table.memory
     base = AnimateWork(model="scail-preview-14b", size_hw=(512, 896), frames=81, windows=(21,), steps=50, cfg=True)
-    assert reference_flops() == pytest.approx(6.310e15, rel=1e-3)  # NOTES-gpu.md: 6.310 PFLOP
+    assert reference_flops() == pytest.approx(6.310e15, rel=1e-3)  # benchmarks/README.md: 6.310 PFLOP
     cases = ((base, mem.resident, dit["bf16"]), (AnimateWork(**{**base.__dict__, "offload": "blocks"}), mem.offload,
              dit["offload"]), (AnimateWork(**{**base.__dict__, "fast": True}), mem.fast, dit["fast"]))
     for work, peak, step in cases:

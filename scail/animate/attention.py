@@ -14,7 +14,7 @@ Backends, probed once per process:
     the others (then the math kernel) as fallbacks;
   * ``sdpa_math``: SDPA's reference math kernel (slow; for checks).
 ``auto`` (the default) takes flash-attn 3, then 4 (on compute capability 9 or 10), then 2, when they apply, else ``sdpa_cudnn`` for
-float16/bfloat16 CUDA tensors (the fastest SDPA kernel on Hopper; NOTES-gpu.md), else ``sdpa``. A backend that does
+float16/bfloat16 CUDA tensors (the fastest SDPA kernel on Hopper; benchmarks/README.md), else ``sdpa``. A backend that does
 not apply to the inputs (CPU tensors, float32 for flash-attn) falls back to ``sdpa`` and logs once.
 
 FP8 self-attention (`set_fp8`, part of the opt-in fast mode): queries, keys and values of the long
@@ -163,8 +163,8 @@ def resolve_backend(q: torch.Tensor) -> str:
         if is_half_cuda and _has_fa2():
             return "flash_attn_2"
         if is_half_cuda:
-            # cuDNN first, the other SDPA kernels as fallbacks: measured on an H200 at the DiT's
-            # shape (L = 48,832, 40 heads of 128), cuDNN 561 TFLOP/s, flash 351, efficient 178
+            # cuDNN first, the other SDPA kernels as fallbacks: the fastest at the DiT's shape
+            # (L = 48,832, 40 heads of 128; benchmarks/README.md)
             return "sdpa_cudnn"
         return "sdpa"
     if name.startswith("flash_attn") and not is_half_cuda:

@@ -234,7 +234,7 @@ def apply_fast_mode(pipeline: AnimatePipeline, cache_threshold: float, uncond_ev
     """Opt-in fast mode on a built pipeline (`AnimateConfig.fast`): FP8 linears and self-attention,
     the step cache, the CFG unconditional branch every `uncond_every` steps (`sampler.GuidanceReuse`)."""
     log.warning("fast mode: FP8, a step cache (threshold %g), unconditional branch every %d steps; the video "
-                "is not the official model's bit for bit (quality cost measured in NOTES-gpu.md)",
+                "is not the official model's bit for bit (quality cost measured in benchmarks/README.md)",
                 cache_threshold, uncond_every)
     enable_fast(pipeline.dit)
     pipeline.step_cache = StepCache(pipeline.dit, cache_threshold)

@@ -280,7 +280,7 @@ def test_checkpoints_follow_the_clock(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# The long-video benchmark runs at tiny size (its GPU rows: GPU-REQUESTS / NOTES-gpu)
+# The long-video benchmark runs at tiny size (its GPU rows: GPU-REQUESTS / benchmarks/README.md)
 # ----------------------------------------------------------------------------------------------
 
 
