@@ -293,6 +293,26 @@ def _compiles(jobs: Sequence[ExampleJob]) -> bool:
     return any(j.config.animate.compile != "off" for j in jobs)
 
 
+def fits_any_example(cfg: AnimateConfig, table: GpuTable, gpu: GpuInfo) -> bool:
+    """Whether every SCAIL-Preview example fits under `cfg`, whatever its length: the largest
+    window (`window_frames` at the configured size; both orientations have the same tokens) is an
+    upper bound. Lets `scail run` skip the per-example plan in the common case. SCAIL-2 (extra
+    references add tokens per example) is never bounded here."""
+    from scail.animate.stage import TINY_RANDOM_DOWNSCALE
+    from scail.animate.windows import latent_count
+
+    if "scail-2" in cfg.model:
+        return False
+    down = TINY_RANDOM_DOWNSCALE if cfg.model.startswith("tiny-random") and cfg.size_hw is None else 1
+    h, w = cfg.size_hw or (512 // down, 896 // down)
+    work = AnimateWork(model=cfg.model, size_hw=(h, w), frames=cfg.window_frames,
+                       windows=(latent_count(cfg.window_frames),), steps=cfg.steps, cfg=cfg.guide_scale != 1.0,
+                       fast=cfg.fast, uncond_every=cfg.fast_uncond_every, offload=cfg.offload, dtype=cfg.dtype,
+                       gpus=cfg.parallel.gpus)
+    est = estimate(work, table.find(gpu.name), table.memory, gpu.flash_attn_3)
+    return bool(fits(est, gpu.memory_gib, table.memory.allocator_headroom))
+
+
 def check_fit(plan: BatchPlan) -> None:
     """Raise the one-line refusal of `scail run` when an example with animate work cannot fit."""
     unfit = plan.unfit

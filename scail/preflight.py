@@ -298,9 +298,21 @@ def check_memory(jobs: Sequence[ExampleJob], pipeline: str, gpu: GpuInfo | None 
     if not devices:
         return
     from scail.gpu_speed import detect_gpu
-    from scail.plan import check_fit, default_table, plan_batch
+    from scail.plan import check_fit, default_table, fits_any_example, plan_batch
 
     gpu = gpu or detect_gpu(devices[0])
     if gpu.memory_gib is None:
         return
-    check_fit(plan_batch(jobs, default_table(None), gpu, pipeline))
+    table = default_table(None)
+    bounded: dict[str, bool] = {}  # per distinct config: does its largest window fit?
+    doubtful = []
+    for job in jobs:
+        if "animate" not in job.stages or job.config.animate.device == "cpu":
+            continue
+        key = job.config.animate.model_dump_json()
+        if key not in bounded:
+            bounded[key] = fits_any_example(job.config.animate, table, gpu)
+        if not bounded[key]:
+            doubtful.append(job)
+    if doubtful:  # the exact answer needs each example's frames and which stages will run
+        check_fit(plan_batch(doubtful, table, gpu, pipeline))

@@ -167,10 +167,15 @@ def test_the_run_preflight_refuses_before_any_work_what_cannot_fit(tmp_path: Pat
     from scail.errors import ScailError
     from scail.example import discover
     from scail.gpu_speed import named_gpu
+    from scail.plan import fits_any_example
     from scail.preflight import check_memory
 
     root = _example(tmp_path / "big")  # 12 s: 81-frame windows
-    h100 = named_gpu("H100", load_table())
+    table = load_table()
+    h100 = named_gpu("H100", table)
+    # the default settings fit any clip on an H100: scail run plans no example for the check
+    assert fits_any_example(load_pipeline(None).animate, table, h100)
+    assert not fits_any_example(load_pipeline(None, {"animate.dtype": "float32"}).animate, table, h100)
     for offload, refused in (("encoders", True), ("blocks", False)):
         config = load_pipeline(None, {"animate.dtype": "float32", "animate.offload": offload})
         jobs = make_jobs(discover(root), config, STAGES)
@@ -179,6 +184,10 @@ def test_the_run_preflight_refuses_before_any_work_what_cannot_fit(tmp_path: Pat
                 check_memory(jobs, config.name, gpu=h100)
         else:
             check_memory(jobs, config.name, gpu=h100)
+    # a short clip fits where the largest window would not: the bound defers to the example's plan
+    short = _example(tmp_path / "short", seconds=1)
+    config = load_pipeline(None, {"animate.dtype": "float32"})
+    check_memory(make_jobs(discover(short), config, STAGES), config.name, gpu=h100)
     config = load_pipeline(None, {"animate.dtype": "float32", "animate.device": "cpu"})
     check_memory(make_jobs(discover(root), config, STAGES), config.name, gpu=h100)  # CPU runs: not checked
     assert not (root / ".scail" / "pose.json").exists()
