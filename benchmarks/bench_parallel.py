@@ -150,6 +150,9 @@ def _sp_rank(rank: int, world: int, port: int, tiny: bool, size: str, device_typ
                 "gpus": world, "first_step_s": times[0], "s_per_step": sum(later) / len(later),
                 "peak_gib_per_gpu": peaks, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             }))
+        # every rank leaves together: a gloo rank that tears its group down while rank 0 (the store's
+        # host) is still writing can abort in its destructor ("terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
