@@ -84,12 +84,22 @@ class AverageEtaColumn(ProgressColumn):
         return Text(f"eta {hours}:{minutes:02d}:{seconds:02d}", style="cyan")
 
 
+class _CountColumn(MofNCompleteColumn):
+    """`done/total`, and nothing for a phase (a label without a count: `StageContext.phase`)."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None and task.fields.get("unit") == "":
+            return Text("")
+        return super().render(task)
+
+
 @dataclass
 class _StageTrack:
     """Plain-mode bookkeeping for one running stage of one example."""
 
     started_at: float
     last_line_at: float | None = None
+    phase: str = ""
 
 
 class ProgressDisplay:
@@ -159,7 +169,7 @@ class ProgressDisplay:
         self._stages = Progress(
             TextColumn("    {task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            _CountColumn(),
             TextColumn("{task.fields[unit]}"),
             *columns_time,
             console=self.console,
@@ -275,17 +285,39 @@ class ProgressDisplay:
     # --- internals ------------------------------------------------------------------------------
 
     def _update_bar(self, event: ProgressEvent) -> None:
+        """One bar per unit of a stage, labelled with the latest `desc`; a phase (a label without a
+        count) has one line per stage that shows the current phase until a count arrives."""
+        from scail.stage import PHASE
+
+        label = f"{event.stage} {event.desc}".rstrip()
+        phase_key = (event.example, event.stage, PHASE)
+        if event.unit == PHASE:
+            task = self._stage_tasks.get(phase_key)
+            if task is None:
+                self._stage_tasks[phase_key] = self._stages.add_task(label, total=None, unit="")
+            else:
+                self._stages.update(task, description=label)
+            return
+        phase = self._stage_tasks.pop(phase_key, None)
+        if phase is not None:  # the phase is over: its count has started
+            self._stages.remove_task(phase)
         key = (event.example, event.stage, event.unit)
         task = self._stage_tasks.get(key)
         if task is None:
-            label = f"{event.stage} {event.desc}".rstrip()
             task = self._stages.add_task(label, total=event.total, unit=event.unit)
             self._stage_tasks[key] = task
-        self._stages.update(task, completed=event.done, total=event.total)
+        self._stages.update(task, completed=event.done, total=event.total, description=label)
 
     def _plain_event(self, event: ProgressEvent) -> None:
+        from scail.stage import PHASE
+
         now = self.get_time()
         track = self._tracks.setdefault((event.example, event.stage), _StageTrack(started_at=now))
+        if event.unit == PHASE:  # rare and worth seeing: every phase gets its line, and the count after it too
+            if not self.quiet and event.desc != track.phase:
+                self._plain(f"{event.example} {event.stage}: {event.desc}")
+            track.phase, track.last_line_at = event.desc, None
+            return
         finished = event.total is not None and event.done >= event.total
         due = track.last_line_at is None or now - track.last_line_at >= self.plain_interval_s
         if not (due or finished) or self.quiet:

@@ -28,6 +28,12 @@ from scail.example import Example
 ProgressFn = Callable[[int, "int | None"], None]
 """on_progress(done, total): the callback that model-level code (renderer, sampler) accepts."""
 
+PhaseFn = Callable[[str], None]
+"""on_phase(label): model-level code names an uncounted phase ("loading weights", "VAE encode")."""
+
+PHASE = "phase"
+"""The unit of a `ProgressEvent` that names a phase without a count (`StageContext.phase`)."""
+
 
 @dataclass
 class ProgressEvent:
@@ -59,6 +65,12 @@ class StageContext:
         """Report progress; raises `Interrupted` if the run was cancelled (Ctrl-C)."""
         self.check_cancelled()
         self.on_event(ProgressEvent(self.example.name, self.stage, done, total, unit, desc))
+
+    def phase(self, label: str) -> None:
+        """Name what the stage does now when there is nothing to count ("loading weights", "VAE
+        decode"): every phase that may take more than a second gets one, so the display never
+        sits on a silent bar. Raises `Interrupted` if the run was cancelled."""
+        self.progress(0, None, PHASE, label)
 
     def progress_fn(self, unit: str = "frames", desc: str = "") -> ProgressFn:
         """An `on_progress(done, total)` callback for model-level code."""

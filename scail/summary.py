@@ -45,8 +45,7 @@ def batch_table(summary: BatchSummary) -> RenderableType:
     table = Table(title=title, title_justify="left")
     table.add_column("example", no_wrap=True)
     for name in stage_names:
-        table.add_column(name)
-    table.add_column("reason", overflow="fold")
+        table.add_column(name, no_wrap=True)
     rows = summary.examples
     if len(rows) > MAX_ROWS:
         rows = [e for e in rows if not e.ok][:MAX_ROWS]
@@ -61,8 +60,21 @@ def batch_table(summary: BatchSummary) -> RenderableType:
                 continue
             timed = s.outcome.value == "ran" or s.duration_s >= 0.05
             cells.append(_cell(s.outcome.value, f" {s.duration_s:.1f}s" if timed else ""))
-        table.add_row(e.name, *cells, "; ".join(filter(None, [e.reason, *e.notes])))
-    return table
+        table.add_row(e.name, *cells)
+    return with_notes(table, [(e.name, "; ".join(filter(None, [e.reason, *e.notes]))) for e in rows])
+
+
+def with_notes(table: RenderableType, notes: Sequence[tuple[str, str]]) -> RenderableType:
+    """The table, then one line per example with a reason or note, below it at the full width.
+
+    Reasons are long (a path, the error, the fix): in a table column they wrapped to a few
+    characters on an 80-column terminal, so they get their own lines (--json has them too).
+    """
+    from rich.console import Group
+    from rich.text import Text
+
+    lines = [Text.assemble((f"{name}", "bold"), f"  {note}") for name, note in notes if note]
+    return Group(table, *lines) if lines else table
 
 
 def output_lines(summary: BatchSummary) -> list[str]:
@@ -95,27 +107,29 @@ def status_table(stage_names: Sequence[str], rows: Sequence[tuple[str, Sequence[
                   title_justify="left")
     table.add_column("example", no_wrap=True)
     for name in stage_names:
-        table.add_column(name)
+        table.add_column(name, no_wrap=True)
     if samples is not None:
         table.add_column("latest sample", overflow="fold")
-    table.add_column("note", overflow="fold")
     shown = list(range(len(rows)))
     if len(rows) > MAX_ROWS:
         shown = [i for i, r in enumerate(rows) if any(s.value != "fresh" for s, _ in r[1])][:MAX_ROWS]
         table.caption = f"{len(rows) - len(shown)} examples not shown (all fresh)"
+    notes: list[tuple[str, str]] = []
     for i in shown:
         name, statuses = rows[i]
         note = next((f"{stage}: {reason}" for stage, (s, reason) in zip(stage_names, statuses, strict=True)
                      if reason and s.value != "fresh"), "")
         extra = [] if samples is None else [_sample_cell(samples[i])]
-        table.add_row(name, *(_cell(s.value) for s, _ in statuses), *extra, note)
-    return table
+        table.add_row(name, *(_cell(s.value) for s, _ in statuses), *extra)
+        notes.append((name, note))
+    return with_notes(table, notes)
 
 
 def _sample_cell(info: SampleInfo) -> str:
+    """The latest sample's file name (its folder is always samples/) and the count of earlier ones."""
     if info.latest is None:
         return f"(none; {info.earlier} earlier)" if info.earlier else ""
-    return info.latest + (f" (+{info.earlier} earlier)" if info.earlier else "")
+    return info.latest.rsplit("/", 1)[-1] + (f" (+{info.earlier})" if info.earlier else "")
 
 
 def status_json(stage_names: Sequence[str], rows: Sequence[tuple[str, Sequence[tuple[Status, str]]]],

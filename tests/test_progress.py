@@ -199,3 +199,68 @@ def test_summary_table() -> None:
 def test_format_duration() -> None:
     assert [format_duration(s) for s in (0.04, 12.34, 75, 3723)] == ["0.0 s", "12.3 s", "1:15", "1:02:03"]
     assert format_duration(None) == ""
+
+
+def test_phases_are_labelled_and_give_way_to_counts() -> None:
+    """A phase (a label without a count) shows its name, not a silent '0/17' bar, and disappears once
+    a count starts; a bar's label follows the latest description."""
+    console, buf = make_console(is_tty=True)
+    clock = FakeClock()
+    display = ProgressDisplay(console, get_time=clock, auto_refresh=False)
+    with display:
+        display.batch_started(1)
+        display.example_started("001")
+        display.stage_started("001", "animate")
+        display.on_event(ProgressEvent("001", "animate", 0, None, "phase", "loading weights"))
+        assert [t.description for t in display._stages.tasks] == ["animate loading weights"]
+        display.on_event(ProgressEvent("001", "animate", 0, None, "phase", "encoding text (umT5)"))
+        assert [t.description for t in display._stages.tasks] == ["animate encoding text (umT5)"]
+        assert "animate encoding text (umT5)" in buf.getvalue() and "0/?" not in buf.getvalue()
+        display.on_event(ProgressEvent("001", "animate", 1, 4, "steps", "denoising"))
+        assert [t.description for t in display._stages.tasks] == ["animate denoising"]
+        display.on_event(ProgressEvent("001", "animate", 0, 17, "frames", "VAE decode + writing video"))
+        display.on_event(ProgressEvent("001", "animate", 3, 17, "frames", "VAE decode + writing video"))
+        assert "animate VAE decode + writing video" in buf.getvalue() and "3/17" in buf.getvalue()
+        display.on_event(ProgressEvent("001", "pose", 0, 17, "frames", "loading mediapipe"))
+        display.on_event(ProgressEvent("001", "pose", 1, 17, "frames", "pose (mediapipe)"))
+        assert "pose (mediapipe)" in [t.description.removeprefix("pose ") for t in display._stages.tasks]
+
+    console, buf = make_console(is_tty=False)  # plain lines: every phase once, at once
+    display = ProgressDisplay(console, get_time=clock)
+    with display:
+        display.stage_started("001", "animate")
+        for label in ("loading weights", "loading weights", "VAE encode"):
+            display.on_event(ProgressEvent("001", "animate", 0, None, "phase", label))
+        display.on_event(ProgressEvent("001", "animate", 0, 4, "steps", "denoising"))
+    lines = buf.getvalue().splitlines()
+    assert lines == ["001 animate: loading weights", "001 animate: VAE encode",
+                     "001 animate: denoising 0/4 steps (0%)"], lines
+
+
+def test_tables_stay_readable_at_80_columns() -> None:
+    """Reasons get their own lines below the table, so they are not folded into a narrow column."""
+    from scail.batch import BatchSummary, ExampleResult
+    from scail.engine import Outcome, StageOutcome, Status
+    from scail.outputs import SampleInfo
+    from scail.summary import batch_table, status_table
+
+    reason = ("/data/examples/an-example-with-a-long-name/driving.mp4: not a readable video (moov atom not "
+              "found); re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4")
+    examples = [ExampleResult("an-example-with-a-long-name", "/x", [
+        StageOutcome("pose", Outcome.FAILED, 1.5, reason), StageOutcome("render", Outcome.SKIPPED, 0.0, "pose failed"),
+        StageOutcome("animate", Outcome.SKIPPED, 0.0, "pose failed")]),
+        ExampleResult("002", "/y", [StageOutcome(s, Outcome.USER_PROVIDED, 0.0) for s in ("pose", "render", "animate")])]
+    summary = BatchSummary("scail-preview-512p", {}, examples, started="2026-01-01T00:00:00", duration_s=3.0)
+    rows = [("an-example-with-a-long-name", [(Status.FAILED, reason), (Status.MISSING, ""), (Status.MISSING, "")]),
+            ("002", [(Status.USER_PROVIDED, ""), (Status.STALE, "upstream pose will rerun"), (Status.FRESH, "")])]
+    samples = [SampleInfo(None, 0), SampleInfo("samples/002_42_3fa9c1d2.mp4", 2)]
+    for table in (batch_table(summary), status_table(("pose", "render", "animate"), rows, samples)):
+        console = Console(file=io.StringIO(), width=80, color_system=None)
+        console.print(table)
+        out = console.file.getvalue()  # type: ignore[attr-defined]
+        lines = out.splitlines()
+        assert max(len(line) for line in lines) <= 80
+        assert "an-example-with-a-long-name  pose:" in out and "user-provided" in out
+        # the reason wraps at the terminal's width, not in a 15-character column
+        assert "/data/examples/an-example-with-a-long-name/driving.mp4: not a readable video" in out
+    assert "002  render: upstream pose will rerun" in out

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from scail.animate.resume import Checkpoint, Checkpointer
     from scail.animate.t5 import TextEncoder
     from scail.animate.vae import TileConfig, WanVAE
-    from scail.stage import ProgressFn
+    from scail.stage import PhaseFn, ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,7 @@ class AnimatePipeline:
         prompt: str = "",
         negative_prompt: str = "",
         guide_scale: float = 4.0,
+        on_phase: PhaseFn | None = None,
     ) -> Conditions:
         """Encode the inputs of one sample: VAE (pose streamed chunk by chunk, then the reference), umT5, CLIP.
 
@@ -204,7 +205,9 @@ class AnimatePipeline:
                 (`preprocess.PoseChunks`); padded to 4k + 1 frames with its last frame.
             prompt, negative_prompt, guide_scale: CFG runs both branches only when the prompts
                 differ and guide_scale != 1.
+            on_phase: told each encoder's name as it starts (the progress display's label).
         """
+        phase = on_phase or (lambda label: None)
         t0 = time.perf_counter()
         dev = self.device
         _, h_px, w_px = ref_image.shape
@@ -220,6 +223,7 @@ class AnimatePipeline:
                     raise ValueError(f"pose video {tuple(chunk.shape)} must be half the reference's size {h_px}x{w_px}")
                 yield chunk[None]
 
+        phase("VAE encode (pose video, reference)")
         pose_latent = torch.cat(list(self.vae.encode_stream(checked())), dim=2)  # (1, 16, F, h/2, w/2)
         if num_frames < 0:
             assert isinstance(pose_video, PoseChunks)
@@ -231,9 +235,11 @@ class AnimatePipeline:
         texts = [negative_prompt, prompt] if use_cfg else [prompt]
         text_len = self.dit.config.text_len
         t1 = time.perf_counter()
+        phase("encoding text (umT5)")
         contexts = [pad_context(c[None], text_len) for c in self.encode_text(texts)]  # (1, 512, text_dim) each
         timings["text_encoder_s"] = self._since(t1)
         t1 = time.perf_counter()
+        phase("encoding the reference (CLIP)")
         clip_features = self.encode_image(ref_image)  # (1, Li, clip_dim)
         timings["clip_s"] = self._since(t1)
         timings["encoders_s"] = timings["text_encoder_s"] + timings["clip_s"]

@@ -169,6 +169,8 @@ class AnimateStage:
         from scail.video import VideoWriter
 
         cfg = self.config
+        if self._pipeline is None:
+            ctx.phase("loading weights (DiT, VAE, umT5, CLIP)")
         pipe = self.pipeline()
         ctx.note(model=pipe.label or cfg.model)
         prompt = example.prompt(self.prompt_override)
@@ -180,6 +182,7 @@ class AnimateStage:
             stage2.run(example, ctx, cfg, pipe, prompt, out, sidecar, record)
             return
         t0 = time.perf_counter()
+        ctx.phase("reading the reference and the pose video")
         inputs = load_inputs(
             example.reference(),
             self.pose_video(example),
@@ -189,7 +192,8 @@ class AnimateStage:
         )
         preprocess_s = time.perf_counter() - t0
         ctx.check_cancelled()
-        cond = pipe.prepare(inputs.ref_image, inputs.pose_chunks(), prompt, cfg.negative_prompt, cfg.guide_scale)
+        cond = pipe.prepare(inputs.ref_image, inputs.pose_chunks(), prompt, cfg.negative_prompt, cfg.guide_scale,
+                            on_phase=ctx.phase)
         ctx.check_cancelled()
         windows = WindowConfig(cfg.window_frames, cfg.window_overlap, cfg.window_blend, cfg.window_color)
         num_windows = len(windows.plan(cond.num_latents))
@@ -219,6 +223,8 @@ class AnimateStage:
         # the frames' own hash: H.264 bytes differ between runs on the same frames, so comparing runs
         # (local vs Ray, 1 vs N GPUs) needs this
         digest = hashlib.sha256()
+        decode = "VAE decode + writing video"
+        ctx.progress(0, cond.num_frames, unit="frames", desc=decode)  # the first piece takes a while
         with ctx.atomic_output(out) as tmp, VideoWriter(tmp, inputs.fps, atomic=False, metadata=tags) as writer:
             for piece in pipe.decode_frames(latent, cond.num_frames):  # (n, H, W, 3) uint8
                 frames = piece.cpu().numpy()
@@ -228,7 +234,7 @@ class AnimateStage:
                     digest.update(frame.tobytes())
                 write_s += time.perf_counter() - t3
                 written += int(piece.shape[0])
-                ctx.progress(written, cond.num_frames, unit="frames", desc="decoding")
+                ctx.progress(written, cond.num_frames, unit="frames", desc=decode)
             t3 = time.perf_counter()
         write_s += time.perf_counter() - t3  # closing the writer flushes the encoder
         checkpoint.discard()

@@ -111,6 +111,7 @@ def run(
             f"{ANCHOR_FRAMES}-frame anchor; use 81 (the trained length) or at least 9"
         )
     t0 = time.perf_counter()
+    ctx.phase("preparing masks and inputs")
     files = prepare_files(example, cfg, cache_dir)
     inputs = load_inputs2(
         files,
@@ -123,6 +124,7 @@ def run(
     pipe = SCAIL2Pipeline(base)
     # finished segments of a long video survive Ctrl-C / a kill: a rerun continues from the next one
     store = SegmentStore(example.state_dir / SEGMENTS_DIR, str(record.get("fingerprint", "")))
+    ctx.phase("encoding text, references and pose (umT5, CLIP, VAE)")
     result = pipe.generate(
         inputs,
         prompt=prompt,
@@ -140,6 +142,7 @@ def run(
     tags = {"title": prompt[:255], "comment": json.dumps(record, ensure_ascii=False),
             **{f"scail_{k}": str(v) for k, v in record.items() if k not in ("prompt", "weights")}}  # fmt: skip
     digest = hashlib.sha256()
+    ctx.phase("writing video")
     with ctx.atomic_output(out) as tmp, VideoWriter(tmp, inputs.fps, atomic=False, metadata=tags) as writer:
         for frame in result.frames:
             writer.write(frame)

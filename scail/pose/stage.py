@@ -96,6 +96,7 @@ class PoseStage:
         job = self.job(example, raw_pose, raw_ref)
         check_driving(job.driving, self.config.fps, self.config.start_s, self.config.end_s)
         check_reference(job.reference or example.reference())
+        ctx.phase("pose env and worker startup")
         worker = self._get_worker(ctx)
 
         def on_event(event: dict[str, Any]) -> None:
@@ -106,7 +107,7 @@ class PoseStage:
             elif kind == "note":
                 ctx.note(backend=event.get("backend"), backend_reason=event.get("reason"))
                 ctx.log.info("%s: pose backend %s (%s)", example.name, event.get("backend"), event.get("reason"))
-                ctx.progress(0, None, "frames", f"backend {event.get('backend')}")
+                ctx.phase(f"backend {event.get('backend')}: loading its models")
 
         summary = worker.run(job, on_event, ctx.cancel, self.config.timeout_s)
         pose = load_pose(raw_pose)

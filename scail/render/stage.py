@@ -64,6 +64,7 @@ class RenderStage:
 
     def run(self, example: Example, ctx: StageContext) -> None:
         c = self.config
+        ctx.phase("reading pose data")
         pose = load_pose(example.pose_data)
         if pose.num_frames == 0:
             raise InputError(f"{example.pose_data}: pose data has no frames; rerun 'scail pose --force'")
@@ -72,12 +73,14 @@ class RenderStage:
         ref: PoseData | None = load_pose(example.ref_pose_data) if example.ref_pose_data.is_file() else None
         if c.retarget and ref is None:
             ctx.log.warning("%s: render.retarget needs .scail/ref_pose.npz; driving proportions kept", example.name)
+        ctx.phase("preparing the skeleton")
         prep = self._prepare(pose, ref, align=False)
         self._log_warnings(prep, ctx, example)
         ctx.note(render_frames=prep.num_frames, render_size_hw=list(prep.size_hw), render_fps=prep.fps,
                  render_device=str(resolve_device(c.device, what="render device")), render_warnings=list(prep.warnings))
         self._write(prep, example.rendered, ctx)
         if self._aligned(example):
+            ctx.phase("aligning to the reference")
             aligned = self._prepare(pose, ref, align=True)
             self._log_warnings(aligned, ctx, example)
             ctx.note(alignment=aligned.alignment.as_dict() if aligned.alignment else None,

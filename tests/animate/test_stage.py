@@ -56,7 +56,15 @@ def test_stage_writes_a_playable_sample_and_reuses_models(tmp_path: Path) -> Non
     assert read_frames(out).shape == (11, 64, 128, 3)  # 11 frames: 1 + 4 + 4 + 2 (padded to 4 inside)
     steps = [(e.done, e.total, e.unit) for e in events if e.unit == "steps"]
     assert steps == [(1, 2, "steps"), (2, 2, "steps")]
-    assert [(e.done, e.total) for e in events if e.unit == "frames"] == [(1, 11), (5, 11), (9, 11), (11, 11)]
+    # the decode bar shows (labelled) before the first frame is decoded: no silence after the last step
+    assert [(e.done, e.total) for e in events if e.unit == "frames"] == [(0, 11), (1, 11), (5, 11), (9, 11), (11, 11)]
+    assert {e.desc for e in events if e.unit == "frames"} == {"VAE decode + writing video"}
+    # every phase without a count is named, in order
+    phases = [e.desc for e in events if e.unit == "phase"]
+    assert phases == ["loading weights (DiT, VAE, umT5, CLIP)", "reading the reference and the pose video",
+                      "VAE encode (pose video, reference)", "encoding text (umT5)", "encoding the reference (CLIP)"]
+    assert events.index(next(e for e in events if e.unit == "phase" and e.desc.startswith("encoding the ref"))) < \
+        events.index(next(e for e in events if e.unit == "steps"))
     assert "noise" in ctx.notes["model"]
     assert ctx.notes["frames"] == 11 and ctx.notes["pose_frames_in_file"] == 11 and ctx.notes["prompt"] == ""
     assert ctx.notes["windows"] == 1
@@ -64,8 +72,10 @@ def test_stage_writes_a_playable_sample_and_reuses_models(tmp_path: Path) -> Non
     assert ctx.notes["cfg_branches"] == 1  # prompt "" == negative prompt ""
     json.dumps(ctx.notes)  # manifest-safe
 
-    ctx2 = StageContext(example=ex2, stage="animate")
+    events2: list[ProgressEvent] = []
+    ctx2 = StageContext(example=ex2, stage="animate", on_event=events2.append)
     stage.run(ex2, ctx2)
+    assert not any(e.desc.startswith("loading weights") for e in events2)  # they are loaded already
     assert stage.builds == 1  # the second example reuses the loaded models
     assert probe(stage.outputs(ex2)[0]).num_frames == 6 and ctx2.notes["prompt"] == "a person dancing"
     assert ctx2.notes["cfg_branches"] == 2
