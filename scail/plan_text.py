@@ -74,7 +74,8 @@ def _detail(e: ExamplePlan) -> list[str]:
         return [f"{e.name}: {e.error}"]
     if not e.run:
         return []
-    parts = []
+    parts = [", ".join(f"{stage} {status}" + (" (forced)" if stage in e.run and status in ("fresh", "user-provided")
+                                                else "") for stage, status, _ in e.stages)]
     if e.frames is not None:
         parts.append(f"{e.frames} frames from {e.frames_from}")
     w, est = e.work, e.estimate
