@@ -23,11 +23,11 @@ One JSON line per clip, then a Markdown row per clip:
   device-synchronised); clip s: the example's wall time; total s: load + clip for the clip that loaded;
   launch->mp4 s: from this process's start to the first clip's finished MP4.
 
-    PYTHONPATH=. python benchmarks/bench_animate.py --modes exact,fast,offload --steps 3
-    PYTHONPATH=. python benchmarks/bench_animate.py --modes distill-6,distill-6-fast,distill-4-fast --clips 2
+    PYTHONPATH=. python benchmarks/bench_animate.py --modes exact:1,distill-6:2,distill-6-fast:2,distill-4-fast:2
+    PYTHONPATH=. python benchmarks/bench_animate.py --modes fast,offload --steps 3
     PYTHONPATH=. python benchmarks/bench_animate.py --write-weights /root/w
-    PYTHONPATH=. python benchmarks/bench_animate.py --cold --weights-dir /root/w --modes distill-6 --clips 2
-    PYTHONPATH=. python benchmarks/bench_animate.py --size tiny --device cpu --frames 9 --size-hw 64x128
+    PYTHONPATH=. python benchmarks/bench_animate.py --cold --weights-dir /root/w --modes distill-6:2
+    PYTHONPATH=. python benchmarks/bench_animate.py --size tiny --device cpu --shapes 64x128x9
 
 Results and the commands that made them: benchmarks/README.md.
 """
@@ -51,9 +51,8 @@ if TYPE_CHECKING:
     import torch
 
     from scail.animate.random_weights import RandomWeights
-    from scail.animate.stage import AnimateStage
     from scail.config import PipelineConfig
-    from scail.stage import ProgressEvent
+    from scail.stage import ProgressEvent, Stage
 
 GIB = 2**30
 LORA_NAME = "random-lightx2v-distill-r64.safetensors"
@@ -113,7 +112,7 @@ class Row:
 
 
 COLUMNS = (
-    ("mode", "mode", "{}"), ("clip", "clip", "{}"), ("steps", "steps", "{}"), ("s_per_step", "s/step", "{:.2f}"),
+    ("mode", "mode", "{}"), ("size", "shape", "{}"), ("clip", "clip", "{}"), ("steps", "steps", "{}"), ("s_per_step", "s/step", "{:.2f}"),
     ("peak_gib", "peak GiB", "{:.1f}"), ("load_s", "load s", "{:.1f}"), ("text_encoder_s", "T5 s", "{:.2f}"),
     ("clip_s", "CLIP s", "{:.2f}"), ("vae_encode_s", "VAE enc s", "{:.2f}"), ("denoise_s", "denoise s", "{:.1f}"),
     ("vae_decode_s", "VAE dec s", "{:.2f}"), ("write_s", "write s", "{:.2f}"), ("clip_wall_s", "clip s", "{:.1f}"),
@@ -253,10 +252,9 @@ class Run:
     workdir: Path
     device: str
     size: str
-    size_hw: tuple[int, int]
-    frames: int
+    shapes: list[tuple[int, int, int]]
+    """(H, W, frames) of the examples; one batch (one load) per H x W."""
     steps: int
-    clips: int
     weights_dir: Path | None
     cold: bool
     seed: int
@@ -266,13 +264,14 @@ class Run:
     first_mp4: list[float] = field(default_factory=list)
 
 
-def mode_config(run: Run, name: str, lora: Path | None) -> PipelineConfig:
+def mode_config(run: Run, name: str, size_hw: tuple[int, int], lora: Path | None) -> PipelineConfig:
     """The preset with the mode's overrides, resolved as `scail run --pipeline ... --set ...` resolves it."""
     from scail.config import load_pipeline
 
     mode = MODES[name]
-    overrides: dict[str, object] = {"animate.device": run.device, "animate.size_hw": list(run.size_hw),
-                                    "animate.max_frames": run.frames, **mode.overrides}
+    frames = max(t for h, w, t in run.shapes if (h, w) == size_hw)
+    overrides: dict[str, object] = {"animate.device": run.device, "animate.size_hw": list(size_hw),
+                                    "animate.max_frames": frames, **mode.overrides}
     if not mode.full_steps:
         overrides["animate.steps"] = run.steps
     if mode.lora:
@@ -292,8 +291,19 @@ def preset_steps(name: str, config: PipelineConfig) -> int:
     return load_pipeline(MODES[name].preset).animate.steps
 
 
-def run_mode(run: Run, name: str, lora: Path | None, weights: RandomWeights | None) -> list[Row]:
-    """A batch of `run.clips` examples through the product's batch runner with one loaded pipeline."""
+def run_mode(run: Run, name: str, clips: int, lora: Path | None, weights: RandomWeights | None) -> list[Row]:
+    """Per output size, a batch of `clips` examples of each frame count through the product's batch
+    runner with one loaded pipeline."""
+    rows: list[Row] = []
+    for size_hw in dict.fromkeys((h, w) for h, w, _ in run.shapes):
+        frames = [t for h, w, t in run.shapes if (h, w) == size_hw]
+        rows += run_batch_of(run, name, size_hw, frames, clips, lora, weights)
+    return rows
+
+
+def run_batch_of(run: Run, name: str, size_hw: tuple[int, int], frames: list[int], clips: int, lora: Path | None,
+                 weights: RandomWeights | None) -> list[Row]:
+    """One batch: `clips` examples of each frame count at `size_hw`, one loaded pipeline."""
     import gc
 
     import torch
@@ -304,14 +314,15 @@ def run_mode(run: Run, name: str, lora: Path | None, weights: RandomWeights | No
     from scail.cache import read_manifest
     from scail.example import Example
 
-    config = mode_config(run, name, lora)
+    config = mode_config(run, name, size_hw, lora)
     device = torch.device("cuda" if run.device.startswith("cuda") else run.device)
     attention.set_fp8(False)  # as in a fresh process: an earlier fast mode switched FP8 attention on
-    examples = [Example(write_example(run.workdir / name / f"clip{i + 1:02d}", run.size_hw, run.frames,
-                                      run.seed + i)) for i in range(run.clips)]
+    shapes = [(size_hw[0], size_hw[1], t) for t in frames for _ in range(clips)]
+    examples = [Example(write_example(run.workdir / name / f"{h}x{w}x{t}-clip{i + 1:02d}", (h, w), t, run.seed + i))
+                for i, (h, w, t) in enumerate(shapes)]
     load: dict[str, float] = {}
 
-    def factory(cfg: PipelineConfig, names: Sequence[str], prompt: str | None) -> list[AnimateStage]:
+    def factory(cfg: PipelineConfig, names: Sequence[str], prompt: str | None) -> list[Stage]:
         stage = AnimateStage(cfg.animate, prompt_override=prompt, preset=cfg.name, weights=weights)
         t0 = time.time()
         stage.pipeline()  # the load `scail run` does on its first example, timed on its own
@@ -326,6 +337,7 @@ def run_mode(run: Run, name: str, lora: Path | None, weights: RandomWeights | No
     rows = []
     for i, example in enumerate(examples):
         row = _row(run, name, config, i, example, meter, read_manifest(example, "animate"))
+        row.size = "x".join(map(str, shapes[i]))
         if i == 0:
             row.load_s = load.get("s", float("nan"))
             row.total_s = row.load_s + row.clip_wall_s
@@ -348,7 +360,7 @@ def _row(run: Run, name: str, config: PipelineConfig, i: int, example: Any, mete
     row = Row(mode=name, clip=i + 1, steps=config.animate.steps, preset=config.name,
               preset_steps=preset_steps(name, config),
               weights="files" if run.weights_dir is not None else "random", cold=run.cold and i == 0,
-              size=f"{run.size_hw[0]}x{run.size_hw[1]}x{run.frames}", card=run.card, commit=run.commit)
+              card=run.card, commit=run.commit)
     if len(steps) >= 2:
         row.s_per_step = (steps[-1] - steps[0]) / (len(steps) - 1)
     row.peak_gib = meter.peak_gib.get(example.name, float("nan"))
@@ -395,13 +407,13 @@ def _card(device: str) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--modes", default="exact", help=f"comma-separated: {', '.join(MODES)}")
-    p.add_argument("--clips", type=int, default=1, help="examples per mode through one loaded pipeline")
+    p.add_argument("--modes", default="exact", help=f"comma-separated, each NAME or NAME:CLIPS: {', '.join(MODES)}")
+    p.add_argument("--clips", type=int, default=1, help="examples per mode through one loaded pipeline (NAME:CLIPS wins)")
     p.add_argument("--steps", type=int, default=3, help="steps of the 50-step presets (distilled ones run theirs)")
     p.add_argument("--size", choices=("14b", "tiny"), default="14b", help="random networks' size (tiny: CPU test)")
     p.add_argument("--device", default="cuda")
-    p.add_argument("--size-hw", default="512x896", help="output H x W (multiples of 32)")
-    p.add_argument("--frames", type=int, default=81, help="pose video frames (4k + 1)")
+    p.add_argument("--shapes", default="512x896x81",
+                   help="comma-separated HxWxT: output size (multiples of 32) and pose video frames; one load per HxW")
     p.add_argument("--weights-dir", type=Path, default=None, help="load this weights folder's files, not random ones")
     p.add_argument("--write-weights", type=Path, default=None,
                    help="write random weights (release layout) and the distill LoRA into this folder, then exit")
@@ -409,21 +421,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=None, help="where the examples go (default: a temp folder, removed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json-out", type=Path, default=None, help="also write the JSON lines to this file")
+    p.add_argument("--commit", default="", help="the commit to record (default: git rev-parse HEAD here)")
     args = p.parse_args(argv)
-    modes = [m for m in args.modes.split(",") if m]
-    unknown = [m for m in modes if m not in MODES]
-    if unknown:
-        p.error(f"--modes: unknown {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    modes: list[tuple[str, int]] = []
+    for item in (m for m in args.modes.split(",") if m):
+        name, _, count = item.partition(":")
+        if name not in MODES:
+            p.error(f"--modes: unknown {name}; choose from {', '.join(MODES)}")
+        if count and not (count.isdigit() and int(count) >= 1):
+            p.error(f"--modes {item}: CLIPS must be a whole number >= 1")
+        modes.append((name, int(count) if count else args.clips))
     args.mode_list = modes
-    try:
-        h, w = (int(v) for v in args.size_hw.lower().split("x"))
-    except ValueError:
-        p.error(f"--size-hw {args.size_hw!r}: write it as HxW, e.g. 512x896")
-    args.hw = (h, w)
+    args.shape_list = []
+    for text in (t for t in args.shapes.split(",") if t):
+        try:
+            h, w, t = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            p.error(f"--shapes {text!r}: write it as HxWxT, e.g. 512x896x81")
+        if h % 32 or w % 32 or t < 1 or (t - 1) % 4:
+            p.error(f"--shapes {text!r}: H and W must be multiples of 32, T = 4k + 1 frames")
+        args.shape_list.append((h, w, t))
     if args.cold and args.weights_dir is None:
         p.error("--cold loads files: give --weights-dir (write one with --write-weights DIR)")
-    if args.clips < 1 or args.steps < 1 or (args.frames - 1) % 4:
-        p.error("--clips and --steps must be >= 1, --frames 4k + 1")
+    if args.clips < 1 or args.steps < 1 or not args.shape_list:
+        p.error("--clips and --steps must be >= 1, --shapes not empty")
     return args
 
 
@@ -448,11 +469,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-animate-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    run = Run(workdir=workdir, device=args.device, size=args.size, size_hw=args.hw, frames=args.frames,
-              steps=args.steps, clips=args.clips, weights_dir=args.weights_dir, cold=args.cold, seed=args.seed,
-              t_launch=t_launch, card=_card(args.device), commit=_commit())
+    run = Run(workdir=workdir, device=args.device, size=args.size, shapes=args.shape_list,
+              steps=args.steps, weights_dir=args.weights_dir, cold=args.cold, seed=args.seed,
+              t_launch=t_launch, card=_card(args.device), commit=args.commit or _commit())
     lora = None
-    if any(MODES[m].lora for m in args.mode_list):
+    if any(MODES[m].lora for m, _ in args.mode_list):
         lora = args.weights_dir / LORA_NAME if args.weights_dir is not None else None
         if lora is None or not lora.is_file():
             from scail.animate.lora import write_random_lora
@@ -461,8 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.json_out.open("w", encoding="utf-8") if args.json_out is not None else None
     rows: list[Row] = []
     try:
-        for name in args.mode_list:
-            for row in run_mode(run, name, lora, None if args.weights_dir is not None else random):
+        for name, clips in args.mode_list:
+            for row in run_mode(run, name, clips, lora, None if args.weights_dir is not None else random):
                 line = json.dumps(asdict(row))
                 print(line, flush=True)
                 if out is not None:

@@ -16,8 +16,8 @@ from scail.video import probe
 def test_two_clips_of_a_distilled_fast_preset_report_the_split(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "rows.jsonl"
-    argv = ["--size", "tiny", "--device", "cpu", "--size-hw", "32x64", "--frames", "5", "--modes", "distill-4-fast",
-            "--clips", "2", "--workdir", str(tmp_path / "work"), "--json-out", str(out)]
+    argv = ["--size", "tiny", "--device", "cpu", "--shapes", "32x64x5", "--modes", "distill-4-fast:2",
+            "--workdir", str(tmp_path / "work"), "--json-out", str(out)]
     assert bench.main(argv) == 0
     first, second = (json.loads(line) for line in out.read_text().splitlines())
     for row in (first, second):
@@ -31,15 +31,16 @@ def test_two_clips_of_a_distilled_fast_preset_report_the_split(tmp_path: Path,
     assert first["launch_to_mp4_s"] >= first["total_s"]
     assert math.isnan(second["load_s"]) and second["total_s"] == second["clip_wall_s"]
     # the product wrote each clip's MP4 with the pose video's frame count
-    for clip in ("clip01", "clip02"):
+    for clip in ("32x64x5-clip01", "32x64x5-clip02"):
         (mp4,) = (tmp_path / "work" / "distill-4-fast" / clip / "samples").glob("*_42_*.mp4")
         assert probe(mp4).num_frames == 5
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| distill-4-fast |")]
-    assert [line.split("|")[2].strip() for line in table] == ["1", "2"]
+    assert [line.split("|")[3].strip() for line in table] == ["1", "2"]
 
 
 def test_bad_mode_and_cold_without_files_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv, words in ((["--modes", "exact,turbo"], "unknown turbo"), (["--cold"], "--cold loads files")):
+    for argv, words in ((["--modes", "exact,turbo"], "unknown turbo"), (["--modes", "exact:0"], "CLIPS must be"),
+                        (["--cold"], "--cold loads files")):
         with pytest.raises(SystemExit) as err:
             bench.parse_args(argv)
         assert err.value.code == 2
