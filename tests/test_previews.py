@@ -148,3 +148,19 @@ def test_the_turntable_shows_the_limbs_in_their_colours_and_depth_the_camera_hid
         return int((np.abs(a.astype(np.int32) - b.astype(np.int32)).sum(-1) > 60).sum())
 
     assert diff(frames[1], other[1]) > 2 * diff(frames[0], other[0]) and diff(frames[1], other[1]) > 20
+
+
+def test_the_fast_crop_cuts_the_same_box_as_the_official_one() -> None:
+    """The previews crop with OpenCV; the box must be the pose stage's, or the skeleton would be off."""
+    from scail.frame_geometry import resize_crop
+    from scail.previews.sheet import cover_crop
+
+    yy, xx = np.mgrid[0:720, 0:1280]
+    frame = np.stack([xx * 255 // 1279, yy * 255 // 719, (xx + yy) % 256], -1).astype(np.uint8)
+    frame[300:420, 700:760] = 255  # a sharp mark off-centre
+    for size in ((512, 896), (896, 512)):
+        ours = cover_crop(frame, size).astype(np.int32)
+        official = resize_crop(frame, size).astype(np.int32)
+        assert ours.shape == official.shape
+        assert np.abs(ours - official)[..., :2].mean() < 2.0  # the gradients line up: same box, same scale
+        assert (ours[..., 0] == 255).sum() > 0.8 * (official[..., 0] == 255).sum()

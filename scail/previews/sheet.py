@@ -1,9 +1,10 @@
 """The 2D previews: the contact sheet, the skeleton overlay video and the side-by-side video.
 
-Everything is read from files already on disk: the driving video is normalised exactly as the
-pose stage saw it (`scail.pose.normalize.iter_driving`: same fps, resize and centre crop), so the
-2D points of `.scail/pose.npz` land on the person; the reference goes through `scail.images`
-(EXIF orientation applied) and the same crop as the reference pose. The skeleton is drawn with the
+Everything is read from files already on disk: the driving video is cut as the pose stage saw it
+(`scail.pose.normalize.iter_driving`: same fps, time range and crop box; OpenCV resampling, which
+is faster than the official bicubic and needs no torch), so the 2D points of `.scail/pose.npz`
+land on the person; the reference goes through `scail.images` (EXIF orientation applied) and the
+same crop as the reference pose. The skeleton is drawn with the
 render stage's bones and official colours (scail/render/skeleton.py), larger than the condition
 video's thin marks so it reads at preview size.
 """
@@ -74,7 +75,7 @@ def draw_skeleton(img: np.ndarray, pose: PoseData, t: int) -> np.ndarray:
             if vis[i] and vis[j]:
                 cv2.line(img, px(body[i]), px(body[j]), color, max(1, thick // 2), cv2.LINE_AA)
         for k in np.flatnonzero(vis[:14]):
-            cv2.circle(img, px(body[k]), thick + 1, (255, 255, 255), -1, cv2.LINE_AA)
+            cv2.circle(img, px(body[k]), thick, (255, 255, 255), -1, cv2.LINE_AA)
         for hand in pose.hands2d[t, person]:
             hv = visible(hand, PART_SCORE_MIN, strict=False)
             for (i, j), hand_color in zip(HAND_EDGES, hand_colors, strict=True):
@@ -138,22 +139,43 @@ def condition_over(reference: np.ndarray, condition: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def driving_frames(example: Example, pose: PoseData, cfg: PoseConfig) -> Iterator[np.ndarray]:
-    """The driving frames the pose stage saw: (H, W, 3) at pose.size, pose.fps, from pose.start_s, as
-    many as the pose data has (it may be user-provided, made with other settings)."""
-    from scail.pose.normalize import FramePlan, iter_driving
+def cover_crop(frame: np.ndarray, size_hw: tuple[int, int], out_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """The official cover-resize + centre crop to `size_hw` (`frame_geometry.resize_crop`: the same
+    box), resampled straight to `out_hw` with OpenCV: a preview needs the geometry, not the official
+    bicubic pixels, and this is many times faster than the exact path."""
+    from scail.frame_geometry import _cover_size
 
-    plan = FramePlan(size_hw=(int(pose.size[0]), int(pose.size[1])), fps=pose.fps, num_frames=pose.num_frames, source_fps=0.0,
-                     source_hw=(0, 0))
-    return iter_driving(example.driving(), plan, pose.num_frames, cfg.start_s, None)
+    h0, w0 = frame.shape[:2]
+    h, w = size_hw
+    ch, cw = _cover_size(h0, w0, size_hw)  # the covering size; the crop is (h, w) of it, centred
+    sy, sx = h0 / ch, w0 / cw
+    top, left = (ch - h) // 2, (cw - w) // 2
+    y0, y1 = round(top * sy), min(h0, round((top + h) * sy))
+    x0, x1 = round(left * sx), min(w0, round((left + w) * sx))
+    return fit(frame[y0:y1, x0:x1], out_hw or size_hw)
 
 
-def reference_frame(example: Example, size_hw: tuple[int, int]) -> np.ndarray:
-    """The reference (upright, scail.images) cropped as the reference pose saw it."""
-    from scail.frame_geometry import resize_crop
+def driving_frames(example: Example, pose: PoseData, cfg: PoseConfig,
+                   out_hw: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+    """The driving frames the pose stage saw (pose.fps, the same time range and crop as
+    `scail.pose.normalize.iter_driving`), at `out_hw` (default: pose.size). As many as the pose data
+    has: it may be user-provided, made with other settings."""
+    import itertools
+
+    from scail.pose.normalize import frame_range
+    from scail.video import iter_frames
+
+    size = (int(pose.size[0]), int(pose.size[1]))
+    first, stop = frame_range(pose.fps, pose.num_frames, cfg.start_s, None)
+    for frame in itertools.islice(iter_frames(example.driving(), fps=pose.fps, max_frames=stop), first, None):
+        yield cover_crop(frame, size, out_hw)
+
+
+def reference_frame(example: Example, size_hw: tuple[int, int], out_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """The reference (upright: scail.images) cropped as the reference pose saw it, at `out_hw`."""
     from scail.images import read_image
 
-    return np.asarray(resize_crop(read_image(example.reference()), size_hw))
+    return cover_crop(read_image(example.reference()), size_hw, out_hw)
 
 
 def pick(frames: Iterable[np.ndarray], indices: Iterable[int]) -> dict[int, np.ndarray]:
@@ -193,8 +215,8 @@ def write_overlay(example: Example, cfg: PoseConfig, path: Path, sig: str) -> No
     h, w = pose.size
     out_hw = size_for_height((h, w), min(h, round(h * VIDEO_LONG_SIDE / max(h, w))))
     with VideoWriter(path, pose.fps, crf=PREVIEW_CRF, preset="veryfast", metadata={SIGNATURE_KEY: sig}) as writer:
-        for t, frame in zip(range(pose.num_frames), driving_frames(example, pose, cfg), strict=False):
-            writer.write(draw_skeleton(fit(frame, out_hw), pose, t))
+        for t, frame in zip(range(pose.num_frames), driving_frames(example, pose, cfg, out_hw), strict=False):
+            writer.write(draw_skeleton(frame, pose, t))
 
 
 def write_contact_sheet(example: Example, cfg: PoseConfig, path: Path, sig: str) -> None:
@@ -211,12 +233,12 @@ def write_contact_sheet(example: Example, cfg: PoseConfig, path: Path, sig: str)
     size = (int(pose.size[0]), int(pose.size[1]))
     tile_hw = size_for_height(size, SHEET_TILE_H)
     idx = sheet_indices(pose.num_frames)
-    ref = reference_frame(example, size) if example.find_reference() is not None else None
+    ref = reference_frame(example, size, tile_hw) if example.find_reference() is not None else None
     ref_tile = label(fit(ref, tile_hw), "reference") if ref is not None else placeholder(tile_hw, "no reference")
 
     row1 = [ref_tile]
     if example.find_driving() is not None:
-        picked = pick(driving_frames(example, pose, cfg), idx)
+        picked = pick(driving_frames(example, pose, cfg, tile_hw), idx)
         row1 += [label(draw_skeleton(fit(picked[i], tile_hw), pose, i), f"driving {i}") if i in picked
                  else placeholder(tile_hw, f"driving {i}: none") for i in idx]
     else:
@@ -246,7 +268,6 @@ def write_contact_sheet(example: Example, cfg: PoseConfig, path: Path, sig: str)
 
 def write_side_by_side(example: Example, cfg: PoseConfig, path: Path, sig: str) -> None:
     """previews/side_by_side.mp4: driving | condition | the newest sample, frame by frame."""
-    from scail.frame_geometry import resize_crop
     from scail.outputs import latest_path
     from scail.pose.schema import load_pose
     from scail.previews import SIGNATURE_KEY
@@ -263,13 +284,13 @@ def write_side_by_side(example: Example, cfg: PoseConfig, path: Path, sig: str) 
     if example.find_driving() is not None:
         if example.pose_data.is_file():
             pose = load_pose(example.pose_data)
-            drv: Iterator[np.ndarray] = driving_frames(example, pose, cfg)
-            drv_hw = (int(pose.size[0]), int(pose.size[1]))
+            drv_hw = size_for_height((int(pose.size[0]), int(pose.size[1])), panel_h)
+            drv: Iterator[np.ndarray] = driving_frames(example, pose, cfg, drv_hw)
         else:
             cond_hw = (cond_info.height, cond_info.width)
-            drv = (np.asarray(resize_crop(f, cond_hw)) for f in iter_frames(example.driving(), fps=info.fps))
-            drv_hw = cond_hw
-        streams.append(("driving", drv, size_for_height(drv_hw, panel_h)))
+            drv_hw = size_for_height(cond_hw, panel_h)
+            drv = (cover_crop(f, cond_hw, drv_hw) for f in iter_frames(example.driving(), fps=info.fps))
+        streams.append(("driving", drv, drv_hw))
     streams.append(("condition", iter_frames(cond_path), size_for_height((cond_info.height, cond_info.width), panel_h)))
     streams.append(("result", iter_frames(sample), size_for_height((info.height, info.width), panel_h)))
     with VideoWriter(path, info.fps, crf=PREVIEW_CRF, preset="veryfast", metadata={SIGNATURE_KEY: sig}) as writer:

@@ -29,10 +29,10 @@ import numpy as np
 
 from scail.example import Example
 
-FRAMES = 48
-"""Length of the clip (3 s at 16 fps): one full turn of the camera."""
-FPS = 16.0
-SIZE = 384
+FRAMES = 36
+"""Length of the clip (3 s at 12 fps): one full turn of the camera."""
+FPS = 12.0
+SIZE = 288
 """Square frames, pixels."""
 RADIUS_M = 0.035
 """Capsule radius (metres)."""
