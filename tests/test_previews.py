@@ -99,7 +99,11 @@ def test_previews_follow_their_sources_and_a_broken_one_is_only_a_warning(
     root = write_demo_example(tmp_path / "dance")
     ex = Example(root)
     config = load_pipeline("tiny-random", {"previews.turntable": False})
+    leftover = preview_path(ex, ".overlay.tmp-1-2-3.mp4")  # what a run killed while writing left
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"partial")
     written = write_previews(ex, config, ["pose"])  # after pose only: no condition video yet
+    assert not leftover.exists()
     assert sorted(p.name for p in written) == [CONTACT_SHEET, OVERLAY]
     assert write_previews(ex, config, ["pose"]) == []  # nothing changed: nothing rewritten
 

@@ -176,6 +176,10 @@ def write_previews(example: Example, config: PipelineConfig, stages_ok: Sequence
     """
     if not config.previews.enabled:
         return []
+    from scail.atomic import temp_files
+
+    for tmp in temp_files(previews_dir(example)):  # what a killed run left (we hold the example lock)
+        tmp.unlink(missing_ok=True)
     jobs = _jobs(example, config, stages_ok)
     written: list[Path] = []
     for i, job in enumerate(jobs):
