@@ -1,8 +1,8 @@
 """Long videos through the product's AnimatePipeline: cost per output frame, peak memory and seams.
 
-Builds the `AnimatePipeline` that `scail run` builds (random weights at the chosen width, the same
-DiT settings as `build.build_scail_preview`: bf16, rows in turn, compiled blocks on CUDA, umT5 and
-CLIP waiting on the CPU) and animates a synthetic pose video (a bar sweeping across the frame) of
+Builds the `AnimatePipeline` that `scail run` builds (`build.build_pipeline` with random weights
+at the chosen width: bf16, rows in turn, compiled blocks on CUDA, umT5 and CLIP waiting on the CPU)
+and animates a synthetic pose video (a bar sweeping across the frame) of
 each requested length the way the animate stage does: `prepare` (pose streamed in VAE chunks),
 `sample` over temporal windows, and `decode_frames` streamed into the real H.264 writer. Per length
 it prints one row:
@@ -57,43 +57,24 @@ def _random_weights(model: nn.Module, device: torch.device, dtype: torch.dtype, 
 
 
 def random_pipeline(preset: str, device: torch.device, seed: int = 0, compile_dit: bool | None = None) -> AnimatePipeline:
-    """The product's AnimatePipeline with random networks: `14b` (released sizes) or `tiny`."""
-    import torch
+    """The pipeline `scail run` builds (`build.build_pipeline` of the default settings on `device`) with
+    random networks (`random_weights.RandomWeights`): `14b` (released sizes) or `tiny`."""
+    from scail.animate.build import build_pipeline
+    from scail.animate.random_weights import RandomWeights
+    from scail.config import AnimateConfig
 
-    from scail.animate.clip import CLIPConfig, CLIPImageEncoder, CLIPVisionTower
-    from scail.animate.dit import DiT, DiTConfig, is_fp32_param
-    from scail.animate.pipeline import AnimatePipeline
-    from scail.animate.t5 import T5Config, T5Encoder, TextEncoder
-    from scail.animate.tokenizer import UMT5Tokenizer
-    from scail.animate.vae import VAEConfig, VideoVAE, WanVAE
+    arch = None
+    if preset != "14b":
+        from scail.animate.clip import CLIPConfig
+        from scail.animate.dit import DiTConfig
+        from scail.animate.t5 import T5Config
+        from scail.animate.vae import VAEConfig
+        from scail.animate.weights import Architectures
 
-    big = preset == "14b"
-    on_gpu = device.type == "cuda"
-    dtype = torch.bfloat16 if on_gpu else torch.float32
-    with torch.device("meta"):
-        dit = DiT(DiTConfig.scail_14b() if big else DiTConfig.tiny())
-        t5_cfg = T5Config.umt5_xxl() if big else T5Config.tiny()
-        t5 = T5Encoder(t5_cfg)
-        clip = CLIPVisionTower(CLIPConfig.vit_h_14() if big else CLIPConfig.tiny())
-    fp32 = frozenset(n for n, _ in dit.named_parameters() if is_fp32_param(n))
-    _random_weights(dit, device, dtype, seed, fp32)
-    dit.set_rows_in_turn(on_gpu)  # as build_scail_preview
-    if compile_dit if compile_dit is not None else on_gpu:
-        dit.compile_blocks()
-    _random_weights(t5, device, dtype, seed + 1).to("cpu")  # offload="encoders": waits on the CPU
-    _random_weights(clip, device, torch.float16 if on_gpu else torch.float32, seed + 2).to("cpu")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 3)
-        vae = WanVAE(VideoVAE(VAEConfig.wan21() if big else VAEConfig.tiny()).to(device))
-    from scail.animate.build import resolve_vae_tile
-
-    if on_gpu:
-        torch.cuda.empty_cache()
-    return AnimatePipeline(
-        dit=dit, vae=vae, text_encoder=TextEncoder(t5, UMT5Tokenizer.tiny(text_len=t5_cfg.text_len)),
-        image_encoder=CLIPImageEncoder(clip), device=device, offload="encoders",
-        label=f"random {preset}", vae_tile=resolve_vae_tile("auto", device),
-    )
+        arch = Architectures(DiTConfig.tiny(), VAEConfig.tiny(), T5Config.tiny(), CLIPConfig.tiny())
+    compile_mode = "auto" if compile_dit is None else "on" if compile_dit else "off"
+    config = AnimateConfig(device=str(device), compile=compile_mode)
+    return build_pipeline(config, weights=RandomWeights(seed, arch))
 
 
 def sweeping_bar(frames: int, size_hw: tuple[int, int]) -> torch.Tensor:

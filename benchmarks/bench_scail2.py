@@ -1,7 +1,8 @@
 """SCAIL-2 against SCAIL-Preview through the product's pipelines: s/step and peak memory per mode.
 
-Builds the pipeline `scail run` builds (`bench_long.random_pipeline`: random weights at the released
-sizes, bf16 DiT with rows in turn and compiled blocks on CUDA, umT5 and CLIP waiting on the CPU),
+Builds the pipeline `scail run` builds (`bench_long.random_pipeline`: `build.build_pipeline` with random
+weights at the released sizes: bf16 DiT with rows in turn and compiled blocks on CUDA, umT5 and CLIP
+waiting on the CPU),
 with a random full-size SCAIL-2 DiT (`SCAIL2DiT`, 1,307 tensors). The SCAIL-Preview baseline is a
 `DiT` sharing the same tensors (without the mask conv), run through `AnimatePipeline.generate`; each
 SCAIL-2 mode runs through `SCAIL2Pipeline.generate` on synthetic inputs (a random reference and
