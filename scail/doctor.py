@@ -90,6 +90,26 @@ def check_decord() -> Check:
     return Check("decord", "ok", str(getattr(decord, "__version__", "installed")))
 
 
+def check_turntable() -> Check:
+    """The 3D turntable preview: pyrender importable and one tiny frame rendered offscreen (EGL)."""
+    from scail.previews import turntable
+
+    problem = turntable.unavailable()
+    if problem:
+        return Check("turntable preview", "warn", f"{problem}; the other previews are written")
+    from scail.demo import dancer_pose
+
+    try:
+        frame = turntable.render_turntable(dancer_pose(1).body3d, frames=1, size=32)[0]
+    except Exception as exc:
+        return Check("turntable preview", "warn", f"pyrender cannot render offscreen ({type(exc).__name__}: "
+                     f"{str(exc).splitlines()[0] if str(exc) else ''}); apt-get install libegl1 libegl-mesa0")
+    import os
+
+    platform_name = os.environ.get("PYOPENGL_PLATFORM", "egl")
+    return Check("turntable preview", "ok" if frame.any() else "warn", f"pyrender offscreen on {platform_name}")
+
+
 def check_pose_env(settings: Settings) -> Check:
     try:
         from scail.pose.venv import describe
@@ -171,7 +191,7 @@ def collect(settings: Settings | None = None) -> list[Check]:
     checks = [check_python()]
     steps: list[Callable[[], Check | list[Check]]] = [
         check_torch, check_attention, check_distributed, lambda: check_ray(settings), check_encoder,
-        check_decord, lambda: check_pose_env(settings), lambda: check_weights(settings),
+        check_decord, check_turntable, lambda: check_pose_env(settings), lambda: check_weights(settings),
     ]
     for step in steps:
         try:

@@ -53,3 +53,14 @@ def test_doctor_reports_distributed_and_ray(tmp_path: Path) -> None:
         assert ray.detail.startswith("not installed")
     else:
         assert ray.detail.startswith(f"{ray_module.__version__}; no cluster named")
+
+
+def test_turntable_check_renders_a_frame_or_says_what_to_install() -> None:
+    from scail.doctor import check_turntable
+    from scail.previews import turntable
+
+    check = check_turntable()
+    if turntable.unavailable():
+        assert check.level == "warn" and ("scail[previews3d]" in check.detail or "libegl" in check.detail)
+    else:
+        assert check.level == "ok" and check.detail.startswith("pyrender offscreen on "), check
