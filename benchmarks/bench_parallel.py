@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import socket
 import sys
@@ -38,9 +37,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from scail.animate.dit import DiT, DiTConfig
+from scail.animate.dit import DiTConfig
 from scail.animate.parallel import install, make_groups
 from scail.animate.pipeline import Conditions, DiTModels, SampleJob, run_sampling
+from scail.animate.random_weights import random_dit
 from scail.animate.windows import WindowConfig
 
 TINY = DiTConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, freq_dim=32, text_dim=32, clip_dim=32)
@@ -63,27 +63,6 @@ class Case:
         height, width, frames = (int(v) for v in size.split("x"))
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         return cls(DiTConfig.scail_14b(), 1 + (frames - 1) // 4, height // 8, width // 8, dtype)
-
-
-@torch.no_grad()
-def random_dit(config: DiTConfig, device: torch.device, dtype: torch.dtype, seed: int = 0) -> DiT:
-    """A DiT with random weights made on `device` from a seeded generator there (same on every rank),
-    with the scales of `DiT.init_weights`; 14B in bf16 takes seconds on a GPU instead of minutes."""
-    with torch.device("meta"):
-        dit = DiT(config)
-    dit = dit.to_empty(device=device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    for name, p in dit.named_parameters():
-        if name.endswith("modulation"):
-            p.normal_(0, config.dim**-0.5, generator=gen)
-        elif p.dim() == 1 and ("norm" in name or name.startswith(("img_emb.proj.0", "img_emb.proj.4"))):
-            p.normal_(1.0 if name.endswith("weight") else 0.0, 0.1, generator=gen)
-        elif p.dim() == 1:
-            p.normal_(0, 0.05, generator=gen)
-        else:
-            p.normal_(0, math.prod(p.shape[1:]) ** -0.5, generator=gen)
-    dit.cast_(dtype)
-    return dit.eval().requires_grad_(False)
 
 
 def make_job(case: Case, steps: int) -> SampleJob:
