@@ -44,7 +44,7 @@ from scail.example import Example
 from scail.logs import example_log_file
 from scail.outputs import OutputLedger
 from scail.preflight import example_problem
-from scail.stage import ProgressEvent, Stage
+from scail.stage import PHASE, ProgressEvent, Stage
 
 log = logging.getLogger(__name__)
 
@@ -300,10 +300,12 @@ def _write_previews(job: ExampleJob, example: Example, result: ExampleResult, le
     started: list[bool] = []
 
     def on_progress(i: int, total: int, what: str) -> None:
+        if i >= total:
+            return
         if not started:
             observer.stage_started(result.name, "previews")
             started.append(True)
-        observer.on_event(ProgressEvent(result.name, "previews", i, total, "previews", what))
+        observer.on_event(ProgressEvent(result.name, "previews", 0, None, PHASE, f"writing previews/{what}"))
 
     try:
         write_previews(example, job.config, done, ledger, on_progress)
