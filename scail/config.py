@@ -201,7 +201,7 @@ class AnimateConfig(_Strict):
     window_color: Literal["off", "first", "reference"] = "off"
     """Tie each window's per-channel latent mean/std to the previous window on their shared frames (`first`:
     a chain back to the first window) or to the reference image (`reference`). Off: on random weights no
-    seam/drift gain could be shown (benchmarks/bench_long.py measures it)."""
+    seam/drift gain could be shown (benchmarks/bench_long.py; rows in benchmarks/README.md)."""
     checkpoint_every_s: float | None = Field(300.0, ge=0)
     """Save the sampler state to .scail/ after this many seconds of work (and on Ctrl-C), so a rerun resumes
     mid-clip; null: only on Ctrl-C. Does not change the video."""
