@@ -279,13 +279,13 @@ def _run_locked(job: ExampleJob, stages: Sequence[Stage], example: Example, name
             if not outcome.outcome.is_ok:
                 failed = stage.name
                 log.debug("%s: %s failed: %s", name, stage.name, outcome.reason)
-        _write_previews(job, example, result, ledger, observer, cancel)
+        _write_previews(job, example, result, ledger, observer, cancel, hashes)
     finally:
         hashes.save()
 
 
 def _write_previews(job: ExampleJob, example: Example, result: ExampleResult, ledger: OutputLedger,
-                    observer: BatchObserver, cancel: threading.Event | None) -> None:
+                    observer: BatchObserver, cancel: threading.Event | None, hashes: HashCache) -> None:
     """The previews of the stages that went well (scail/previews/); never fails the example."""
     if not job.config.previews.enabled or (cancel is not None and cancel.is_set()):
         return
@@ -308,7 +308,7 @@ def _write_previews(job: ExampleJob, example: Example, result: ExampleResult, le
         observer.on_event(ProgressEvent(result.name, "previews", 0, None, PHASE, f"writing previews/{what}"))
 
     try:
-        write_previews(example, job.config, done, ledger, on_progress)
+        write_previews(example, job.config, done, ledger, on_progress, hashes)
     except Exception as exc:  # write_previews catches each preview's failure; this is the last guard
         log.warning("%s: previews failed: %s", result.name, one_line(exc))
     if started:

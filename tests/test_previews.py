@@ -107,6 +107,14 @@ def test_previews_follow_their_sources_and_a_broken_one_is_only_a_warning(
     assert sorted(p.name for p in written) == [CONTACT_SHEET, OVERLAY]
     assert write_previews(ex, config, ["pose"]) == []  # nothing changed: nothing rewritten
 
+    # killed between a preview's rename and the ledger's save: the next run records what is there
+    from scail.cache import sha256_file
+    from scail.outputs import OutputLedger
+
+    ledger = OutputLedger(ex)
+    assert write_previews(ex, config, ["pose"], ledger) == []
+    assert ledger.files["previews/overlay.mp4"].sha256 == sha256_file(preview_path(ex, OVERLAY))
+
     os.utime(ex.pose_data)  # new pose data: both are rewritten
     assert sorted(p.name for p in write_previews(ex, config, ["pose"])) == [CONTACT_SHEET, OVERLAY]
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from scail.example import Example
 
 if TYPE_CHECKING:
+    from scail.cache import HashCache
     from scail.config import PipelineConfig
     from scail.outputs import OutputLedger
 
@@ -168,11 +169,14 @@ class _Skipped(Exception):
 
 def write_previews(example: Example, config: PipelineConfig, stages_ok: Sequence[str],
                    ledger: OutputLedger | None = None,
-                   on_progress: Callable[[int, int, str], None] | None = None) -> list[Path]:
+                   on_progress: Callable[[int, int, str], None] | None = None,
+                   hashes: HashCache | None = None) -> list[Path]:
     """Write the previews that the stages in `stages_ok` make possible and that are out of date.
 
     Returns the previews written. Never raises for a preview's own failure (a warning is logged);
-    the caller holds the example lock (the ledger is updated and saved here).
+    the caller holds the example lock (the ledger is updated and saved here). `hashes`: the
+    example's hash cache, when the caller has one (a current preview is then checked against the
+    ledger by stat, not by reading it).
     """
     if not config.previews.enabled:
         return []
@@ -186,6 +190,8 @@ def write_previews(example: Example, config: PipelineConfig, stages_ok: Sequence
         path = preview_path(example, job.name)
         sig = signature(job.sources, job.name)
         if stored_signature(path) == sig:
+            if ledger is not None:  # a run killed between the rename and the ledger's save
+                _record(example, ledger, job.stage, path, hashes)
             continue
         if on_progress is not None:
             on_progress(i, len(jobs), job.name)
@@ -202,19 +208,22 @@ def write_previews(example: Example, config: PipelineConfig, stages_ok: Sequence
         log.info("%s: wrote previews/%s in %.1f s", example.name, job.name, time.perf_counter() - t0)
         written.append(path)
         if ledger is not None:
-            _record(example, ledger, job.stage, path)
+            _record(example, ledger, job.stage, path, hashes)
     if on_progress is not None and jobs:
         on_progress(len(jobs), len(jobs), "done")
     return written
 
 
-def _record(example: Example, ledger: OutputLedger, stage: str, path: Path) -> None:
+def _record(example: Example, ledger: OutputLedger, stage: str, path: Path, hashes: HashCache | None) -> None:
     """Note a preview in the output ledger (fingerprint '': it belongs to no settings) so `scail
-    clean` removes it with its stage and it is never taken for a user's file."""
-    from scail.cache import HashCache, sha256_file
+    clean` removes it with its stage and it is never taken for a user's file. Saves only a change."""
+    from scail.cache import HashCache
 
-    key = HashCache(example).key(path)
-    ledger.record(stage, {key: sha256_file(path)}, "")
+    key, digest = (hashes or HashCache(example)).keyed_hash(path)
+    entry = ledger.files.get(key)
+    if digest is None or (entry is not None and entry.sha256 == digest and entry.stage == stage):
+        return
+    ledger.record(stage, {key: digest}, "")
     try:
         ledger.save()
     except OSError as exc:
