@@ -9,7 +9,7 @@ numbers are what a user gets: same dtypes, tiling, encoder placement, compile, L
 Weights: random networks at the released sizes with the real key names (`random_weights.RandomWeights`,
 drawn on the GPU in seconds, through the loaders' own assign path), or with `--weights-dir DIR` the files
 of a weights folder (`--write-weights DIR` writes random ones in the release layout, ~45 GB at 14B);
-`--cold` drops the page cache first (root), so clip 1 loads from disk: launch -> finished MP4.
+`--cold` drops the page cache first (root; else evicts the weight files), so clip 1 loads from disk: launch -> finished MP4.
 Distilled presets get a random rank-64 LoRA with the lightx2v key names (`lora.write_random_lora`).
 
 Modes: exact (the default preset, bf16), fast (scail-preview-fast), offload (the default preset with
@@ -153,13 +153,31 @@ def process_start() -> float:
         return time.time()
 
 
-def drop_page_cache() -> None:
-    """`sync; echo 3 > /proc/sys/vm/drop_caches` (root): the next reads of the weights come from disk."""
+def drop_page_cache(weights_dir: Path) -> str:
+    """Make the next reads of the weights come from disk; returns how.
+
+    `sync; echo 3 > /proc/sys/vm/drop_caches` as root (the whole page cache: torch's own files too, a
+    first launch after boot); where /proc/sys is read-only (a container), each weight file's pages
+    are evicted with posix_fadvise(DONTNEED) instead (the weights only).
+    """
     subprocess.run(["sync"], check=True)
     try:
         Path("/proc/sys/vm/drop_caches").write_text("3\n", encoding="ascii")
+        return "drop_caches"
     except OSError as exc:
-        raise SystemExit(f"--cold: cannot drop the page cache ({exc.strerror}); run as root or leave out --cold") from None
+        reason = exc.strerror
+    files = [p for p in Path(weights_dir).rglob("*") if p.is_file()]
+    try:
+        for path in files:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+    except (OSError, AttributeError) as exc:
+        raise SystemExit(f"--cold: cannot drop the page cache ({reason}) nor evict {weights_dir}'s files ({exc}); "
+                         "leave out --cold") from None
+    return f"fadvise DONTNEED on {len(files)} weight files (drop_caches: {reason})"
 
 
 def write_example(folder: Path, size_hw: tuple[int, int], frames: int, seed: int) -> Path:
@@ -259,6 +277,8 @@ class Run:
     cold: bool
     seed: int
     t_launch: float
+    evicted: str = ""
+    """How --cold emptied the page cache (`drop_page_cache`)."""
     card: str = ""
     commit: str = ""
     first_mp4: list[float] = field(default_factory=list)
@@ -377,6 +397,8 @@ def _row(run: Run, name: str, config: PipelineConfig, i: int, example: Any, mete
             setattr(row, key, float(t[src]))
     row.extra = {k: v for k, v in t.items() if k not in ("text_encoder_s", "clip_s", "vae_encode_s", "sampling_s",
                                                          "vae_decode_s", "write_s", "encoders_s")}
+    if row.cold:
+        row.extra["page_cache"] = run.evicted
     if row.steps != row.preset_steps and row.s_per_step == row.s_per_step:
         # the same clip at the preset's own step count, warm (the first step compiles: not counted)
         row.extra["est_clip_s_at_preset_steps"] = row.clip_wall_s + (row.preset_steps - row.steps) * row.s_per_step
@@ -451,8 +473,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     t_launch = process_start()
-    if args.cold:
-        drop_page_cache()  # before torch and the weights are read: a first launch after boot
+    evicted = drop_page_cache(args.weights_dir) if args.cold else ""  # before torch and the weights are read
+    if evicted:
+        print(f"# --cold: {evicted}", flush=True)
 
     from scail.animate.random_weights import RandomWeights
 
@@ -470,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-animate-"))
     workdir.mkdir(parents=True, exist_ok=True)
     run = Run(workdir=workdir, device=args.device, size=args.size, shapes=args.shape_list,
-              steps=args.steps, weights_dir=args.weights_dir, cold=args.cold, seed=args.seed,
+              steps=args.steps, weights_dir=args.weights_dir, cold=args.cold, evicted=evicted, seed=args.seed,
               t_launch=t_launch, card=_card(args.device), commit=args.commit or _commit())
     lora = None
     if any(MODES[m].lora for m, _ in args.mode_list):
