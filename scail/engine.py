@@ -549,4 +549,5 @@ def clean_example(example: Example, stage_names: Sequence[str]) -> list[Path]:
                     removed.append(tmp)
     with contextlib.suppress(OSError):  # only when empty: a user's file there stays, and so does the folder
         previews.rmdir()
+        (example.state_dir / "previews.json").unlink()  # the previews' signatures (scail/previews/)
     return removed

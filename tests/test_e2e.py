@@ -109,7 +109,8 @@ def test_changing_the_seed_reruns_only_animate(env: dict[str, str], done: Path, 
     root = tmp_path / "001"
     shutil.copytree(done, root)
     upstream = {k: v for k, v in _snapshot(root).items()
-                if not k.startswith(("samples/", ".scail/animate", ".scail/outputs.json", "previews/side_by_side"))}
+                if not k.startswith(("samples/", ".scail/animate", ".scail/outputs.json", "previews/side_by_side",
+                                           ".scail/previews.json"))}
     outcomes = _outcomes(_scail(env, "run", str(root), *FAST, "--seed", "7", "--json"))
     assert outcomes == {"pose": "fresh", "render": "fresh", "animate": "ran"}
     after = _snapshot(root)
