@@ -282,6 +282,8 @@ class Run:
     card: str = ""
     commit: str = ""
     first_mp4: list[float] = field(default_factory=list)
+    batches: int = 0
+    """Batches run so far (each loads the models once)."""
 
 
 def mode_config(run: Run, name: str, size_hw: tuple[int, int], lora: Path | None) -> PipelineConfig:
@@ -317,15 +319,31 @@ def run_mode(run: Run, name: str, clips: int, lora: Path | None, weights: Random
     rows: list[Row] = []
     for size_hw in dict.fromkeys((h, w) for h, w, _ in run.shapes):
         frames = [t for h, w, t in run.shapes if (h, w) == size_hw]
-        rows += run_batch_of(run, name, size_hw, frames, clips, lora, weights)
+        try:
+            rows += run_batch_of(run, name, size_hw, frames, clips, lora, weights)
+        except Exception as exc:  # a mode that cannot even load (out of memory, ...) must not cost the others
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            rows.append(Row(mode=name, clip=0, steps=0, status="failed", error=f"{type(exc).__name__}: {first}",
+                            size="x".join(map(str, size_hw)), card=run.card, commit=run.commit))
+            _release()
     return rows
+
+
+def _release() -> None:
+    """Free what a finished (or failed) mode held, as the end of a process would."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    torch._dynamo.reset()  # the next mode builds another DiT: no compiled code keeps this one alive
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def run_batch_of(run: Run, name: str, size_hw: tuple[int, int], frames: list[int], clips: int, lora: Path | None,
                  weights: RandomWeights | None) -> list[Row]:
     """One batch: `clips` examples of each frame count at `size_hw`, one loaded pipeline."""
-    import gc
-
     import torch
 
     from scail.animate import attention
@@ -361,16 +379,17 @@ def run_batch_of(run: Run, name: str, size_hw: tuple[int, int], frames: list[int
         if i == 0:
             row.load_s = load.get("s", float("nan"))
             row.total_s = row.load_s + row.clip_wall_s
+            row.cold = run.cold and run.batches == 0  # later batches read the files from a warm page cache
+            if row.cold:
+                row.extra["page_cache"] = run.evicted
             if not run.first_mp4 and row.status == "done":
                 run.first_mp4.append(meter.finished[example.name])
                 row.launch_to_mp4_s = meter.finished[example.name] - run.t_launch
         else:
             row.total_s = row.clip_wall_s
         rows.append(row)
-    gc.collect()
-    torch._dynamo.reset()  # the next mode builds another DiT: no compiled code keeps this one alive
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    run.batches += 1
+    _release()
     return rows
 
 
@@ -379,7 +398,7 @@ def _row(run: Run, name: str, config: PipelineConfig, i: int, example: Any, mete
     started, finished = meter.started.get(example.name), meter.finished.get(example.name)
     row = Row(mode=name, clip=i + 1, steps=config.animate.steps, preset=config.name,
               preset_steps=preset_steps(name, config),
-              weights="files" if run.weights_dir is not None else "random", cold=run.cold and i == 0,
+              weights="files" if run.weights_dir is not None else "random",
               card=run.card, commit=run.commit)
     if len(steps) >= 2:
         row.s_per_step = (steps[-1] - steps[0]) / (len(steps) - 1)
@@ -397,8 +416,6 @@ def _row(run: Run, name: str, config: PipelineConfig, i: int, example: Any, mete
             setattr(row, key, float(t[src]))
     row.extra = {k: v for k, v in t.items() if k not in ("text_encoder_s", "clip_s", "vae_encode_s", "sampling_s",
                                                          "vae_decode_s", "write_s", "encoders_s")}
-    if row.cold:
-        row.extra["page_cache"] = run.evicted
     if row.steps != row.preset_steps and row.s_per_step == row.s_per_step:
         # the same clip at the preset's own step count, warm (the first step compiles: not counted)
         row.extra["est_clip_s_at_preset_steps"] = row.clip_wall_s + (row.preset_steps - row.steps) * row.s_per_step

@@ -45,3 +45,15 @@ def test_bad_mode_and_cold_without_files_are_one_line_errors(capsys: pytest.Capt
             bench.parse_args(argv)
         assert err.value.code == 2
         assert words in capsys.readouterr().err
+
+
+def test_a_mode_that_cannot_load_is_a_failed_row_and_the_next_mode_still_runs(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rows.jsonl"
+    argv = ["--size", "tiny", "--device", "cpu", "--shapes", "32x64x5", "--modes", "exact,distill-6",
+            "--weights-dir", str(tmp_path / "no-weights"), "--workdir", str(tmp_path / "work"), "--json-out", str(out)]
+    assert bench.main(argv) == 1
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["mode"], r["status"]) for r in rows] == [("exact", "failed"), ("distill-6", "failed")]
+    assert all("no-weights" in r["error"] and "scail weights download" in r["error"] for r in rows)
+    assert "exact clip 0: failed" in capsys.readouterr().err
