@@ -68,6 +68,8 @@ class ExampleJob:
     prompt: str | None = None
     """--prompt: overrides prompt.txt for the animate stage."""
     lock_wait_s: float = 0.0
+    problem: str = ""
+    """Why this example cannot run at all (its scail.yaml is invalid): it fails alone, the batch goes on."""
 
 
 @dataclass
@@ -441,5 +443,11 @@ def make_jobs(examples: Iterable[Example], config: PipelineConfig, stages: Seque
     from scail.example_settings import config_for_example
 
     forced, protected = frozenset(force), frozenset(flag_keys)
-    return [ExampleJob(e.root, config_for_example(config, e.root, protected), tuple(stages), forced, prompt,
-                       lock_wait_s) for e in examples]
+    jobs = []
+    for e in examples:
+        try:
+            jobs.append(ExampleJob(e.root, config_for_example(config, e.root, protected), tuple(stages), forced,
+                                   prompt, lock_wait_s))
+        except InputError as exc:  # one bad scail.yaml fails its example, not the batch
+            jobs.append(ExampleJob(e.root, config, tuple(stages), forced, prompt, lock_wait_s, one_line(exc)))
+    return jobs

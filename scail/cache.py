@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from scail.atomic import atomic_write_text
 from scail.errors import InputError, ScailError
@@ -177,6 +177,18 @@ class Manifest(BaseModel):
     error: str | None = None
     traceback_file: str | None = None
     pid: int | None = None
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs_inside(cls, v: dict[str, str]) -> dict[str, str]:
+        """A stage writes only inside its example: a manifest naming another file (edited by hand,
+        `../x` or an absolute path) is refused, so no run or clean ever reads or deletes it."""
+        from scail.outputs import safe_key
+
+        bad = next((key for key in v if not safe_key(key)), None)
+        if bad is not None:
+            raise ValueError(f"output {bad!r} is outside the example folder")
+        return v
 
 
 def manifest_path(example: Example, stage: str) -> Path:

@@ -19,8 +19,21 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+def one_line_text(text: str) -> str:
+    """`text` with control characters (newlines, tabs, escapes) written as escapes: a message that
+    quotes a user's key or value (`unknown key 'a\\nb'`) stays one line on the terminal and in logs."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 class ScailError(Exception):
-    """An expected failure with a one-line, actionable message."""
+    """An expected failure with a one-line, actionable message (control characters are escaped)."""
+
+    def __init__(self, *args: object) -> None:
+        if args and isinstance(args[0], str):
+            args = (one_line_text(args[0]), *args[1:])
+        super().__init__(*args)
 
 
 class InputError(ScailError):

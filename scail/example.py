@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -30,8 +31,10 @@ class Example:
 
     @cached_property
     def name(self) -> str:
-        """The folder's name (resolved once: `scail run .` inside an example still names it)."""
-        return self.root.resolve().name
+        """The folder's name as the user wrote it: `scail run .` inside an example still names it
+        (the path is made absolute, `..` removed), and a symlinked example keeps the link's name,
+        not its target's (symlinks are not resolved)."""
+        return Path(os.path.abspath(self.root)).name
 
     @property
     def state_dir(self) -> Path:

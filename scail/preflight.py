@@ -280,6 +280,8 @@ def _config_problems(config: PipelineConfig, names: Sequence[str], disk_free: Di
 
 def example_problem(job: ExampleJob, example: Example) -> tuple[str, str] | None:
     """(stage, one-line reason) when this example cannot run at all, before any stage starts."""
+    if job.problem:
+        return job.stages[0], job.problem
     if "animate" in job.stages and job.prompt is None and example.prompt_file.is_file():
         try:
             read_prompt_file(example.prompt_file)

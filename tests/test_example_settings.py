@@ -103,9 +103,13 @@ def test_prompt_in_settings_reruns_only_animate(tmp_path: Path) -> None:
     assert ex.prompt() == "from scail.yaml"
 
 
-def test_a_bad_settings_file_is_one_error_line(toy_stages, make_toy_example) -> None:
+def test_a_bad_settings_file_fails_its_example_in_one_line(toy_stages, make_toy_example) -> None:
     path = make_toy_example("001")
+    other = make_toy_example("002")
     _yaml(path, "sed: 7\n")
-    result = runner.invoke(app, ["run", str(path), "-p", "tiny-random"])
-    assert result.exit_code == 1
-    assert f"{path / 'scail.yaml'}: unknown key 'sed'" in result.output
+    result = runner.invoke(app, ["run", str(path.parent), "-p", "tiny-random", "--json"])
+    assert result.exit_code == 2  # that example failed; the batch went on
+    doc = {e["name"]: e for e in json.loads(result.stdout)["examples"]}
+    assert doc["001"]["reason"].endswith(f"{path / 'scail.yaml'}: unknown key 'sed' (known: prompt, person, start, "
+                                         "end, seed, align)")
+    assert doc["002"]["ok"] and other.name == "002"
