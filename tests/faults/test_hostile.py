@@ -222,7 +222,7 @@ def test_yaml_python_tags_are_refused(tmp_path: Path) -> None:
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(err) == 1 and str(evil) in err[0], proc.stderr
     assert not marker.exists() and not manifests(root)
-    record("YAML python tag", "pipeline file", f"exit 1: {err[0][len(str(evil)) + 2:][:40]}")
+    record("YAML python tag", "pipeline file", f"exit 1: {err[0].partition(f'{evil}: ')[2][:45]}")
     # per example: that example fails with one line naming its file, the batch goes on
     good = write_example(tmp_path / "examples" / "good")
     (root / "scail.yaml").write_text(f"seed: {EVIL_TAG} ['touch {marker}']\n", encoding="utf-8")
