@@ -4,7 +4,7 @@ A small real batch (two demo examples through `scail run` with the tiny-random m
 with broken pose data) writes its report; the test opens that page from disk and checks what a
 user would: every video loads and plays (H.264 through the browser's own decoder), the failed
 example shows its reason, filtering by status and sorting work, and nothing is fetched from the
-network. It saves a screenshot (`SCAIL_REPORT_SCREENSHOT=FILE` also writes it there: docs/report.png).
+network. It saves a screenshot (`SCAIL_REPORT_SCREENSHOT=FILE` also writes one there: docs/report.jpg).
 
 Playwright drives the system browser (`chromium` on PATH, `$SCAIL_TEST_CHROMIUM` to name another);
 `playwright install` is never needed. Without the browser or the package the test skips, except
@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -98,10 +99,10 @@ def _visible_rows(pg: Any) -> list[str]:
                             ".map(r => r.dataset.name)"))
 
 
-def test_every_video_loads_and_plays(page: Any, tmp_path: Path) -> None:
+def test_every_video_and_image_loads_and_plays(page: Any, batch: Path, tmp_path: Path) -> None:
     page.click("#open-all")  # the videos under each row load when it is opened
     videos = page.locator("video")
-    # ok: sample, previews, driving, condition (aligned), condition; broken: driving (render failed)
+    # ok: sample, preview videos, driving, condition (aligned), condition; broken: driving (render failed)
     assert videos.count() >= 5
     page.wait_for_function("() => [...document.querySelectorAll('video')].every(v => v.readyState >= 2 || v.error)",
                            timeout=30_000)
@@ -122,13 +123,24 @@ def test_every_video_loads_and_plays(page: Any, tmp_path: Path) -> None:
         return out;
     }""")
     assert len(played) == len(states) and all(t > 0 for t in played)
+    # Every image loads too (reference thumbnails, contact sheets), and every preview file is on the page.
+    page.wait_for_function("() => [...document.querySelectorAll('img')].every(i => i.complete)", timeout=30_000)
+    images = page.evaluate("() => [...document.querySelectorAll('img')].map(i => [i.currentSrc, i.naturalWidth])")
+    assert images and all(width > 0 for _, width in images), images
+    shown = {Path(unquote(src)).name for src, _ in images} | {Path(unquote(s["src"])).name for s in states}
+    previews = sorted(p.name for p in (batch / "ok" / "previews").glob("*") if not p.name.startswith("."))
+    assert set(previews) <= shown, (previews, shown)
+
     shot = tmp_path / "report.png"
-    page.evaluate("() => { for (const v of document.querySelectorAll('video')) v.currentTime = 0.3; }")
+    page.click('th[data-sort="statusRank"]')  # failed first, then ok with its previews
+    page.evaluate("""() => { document.querySelector('tbody.ex[data-name="broken"] details').open = false;
+                             for (const v of document.querySelectorAll('video')) v.currentTime = 0.3; }""")
     page.wait_for_timeout(300)
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
-    if os.environ.get("SCAIL_REPORT_SCREENSHOT"):
-        shutil.copy(shot, os.environ["SCAIL_REPORT_SCREENSHOT"])
+    docs_shot = os.environ.get("SCAIL_REPORT_SCREENSHOT")
+    if docs_shot:  # the type follows the name: .jpg is a JPEG (quality 80, small enough to commit)
+        page.screenshot(path=docs_shot, **({"quality": 80} if docs_shot.endswith((".jpg", ".jpeg")) else {}))
     assert page.remote_requests == [] and page.page_errors == []
 
 
@@ -142,6 +154,7 @@ def test_the_failed_row_shows_its_reason(page: Any, batch: Path) -> None:
 
 
 def test_filtering_and_sorting(page: Any) -> None:
+    page.reload()  # the page as written: no sort or filter left by another test
     assert sorted(_visible_rows(page)) == ["broken", "ok"]
     page.select_option("#status-filter", "failed")
     assert _visible_rows(page) == ["broken"]
