@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 
 REPORT_NAME = "scail-report.html"
 """The report's name in the PATH of `scail run` / `scail report`."""
-PREVIEWS_DIR = "previews"
-"""`<example>/previews/`: contact sheets and preview videos, shown as they are."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 VIDEO_SUFFIXES = (".mp4", ".webm")
 STATUS_ORDER = ("failed", "locked", "interrupted", "running", "not run", "ok")
@@ -169,12 +167,17 @@ def _settings(example: Example, sample: Path | None) -> tuple[dict[str, Any], di
     return {k: settings[k] for k in SETTING_KEYS if settings.get(k) is not None}, timings
 
 
-def _media(example: Example, sample: Path | None) -> list[Media]:
-    """The previews first (they say the most), then the inputs and the condition videos."""
+def _media(example: Example) -> list[Media]:
+    """The previews first (scail/previews: they say the most; any other image or video there too),
+    then the driving and condition videos."""
+    from scail.previews import CONTACT_SHEET, OVERLAY, SIDE_BY_SIDE, TURNTABLE, previews_dir
+
     found: list[Media] = []
-    previews = example.root / PREVIEWS_DIR
+    previews = previews_dir(example)
     if previews.is_dir():
-        for p in sorted(previews.iterdir()):
+        known = [SIDE_BY_SIDE, CONTACT_SHEET, OVERLAY, TURNTABLE]  # the result first, then the pose checks
+        rank = {name: i for i, name in enumerate(known)}
+        for p in sorted(previews.iterdir(), key=lambda p: (rank.get(p.name, len(known)), p.name)):
             if p.name.startswith(".") or not p.is_file():  # temp files of a write in progress
                 continue
             suffix = p.suffix.lower()
@@ -201,7 +204,7 @@ def collect_example(example: Example, stage_names: Sequence[str], last: dict[str
     report.sample = example.root / latest if latest else None
     report.settings, report.timings = _settings(example, report.sample)
     report.reference = example.find_reference()
-    report.media = _media(example, report.sample)
+    report.media = _media(example)
     return report
 
 

@@ -144,3 +144,16 @@ def test_odd_folder_names_are_escaped_and_quoted(toy_stages, make_toy_example) -
     assert "a%20%22b%22%20%3Cc%3E%20%231%2050%25/rendered.mp4" in links
     for link in links:
         assert (page.parent / unquote(link)).exists(), link
+
+
+def test_report_command_loads_nothing_heavy(make_toy_example) -> None:
+    """`scail report` reads small files only: no torch, cv2, av or decord (so it is instant on any machine)."""
+    import subprocess
+    import sys
+
+    ok = make_toy_example("001")
+    code = ("import sys\nfrom scail.cli import main\n"
+            f"try:\n    main(['report', {str(ok.parent)!r}])\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'cv2', 'decord', 'av') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [str(ok.parent / REPORT_NAME), "HEAVY []"]
