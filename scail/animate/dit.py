@@ -194,6 +194,26 @@ def scail_rope_tables(
     `pose_rope_shift_hw`), each average-pooled over 2x2. official: pooled factors are not pure
     rotations (magnitude cos(freq/2) on the h and w pairs); reproduced exactly, not as half positions.
     """
+    return _segment_rope_tables(config, frames, grid_h, grid_w, device, ref_frames=1, ref_h=0, video_t=1)
+
+
+def _segment_rope_tables(
+    config: DiTConfig,
+    frames: int,
+    grid_h: int,
+    grid_w: int,
+    device: torch.device,
+    *,
+    ref_frames: int,
+    ref_h: int,
+    video_t: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables (L, Dh/2) for [references | video | pose], in `config.rope_dtype`.
+
+    The references are frames 0..ref_frames-1 of one grid starting at h = ref_h; video and pose
+    start at t = video_t (pose cells 2x2-pooled as `scail_rope_tables` says). SCAIL-Preview:
+    (1, 0, 1); SCAIL-2 (`scail.animate.dit2.scail2_rope_tables`) moves them by mode and extra refs.
+    """
     dtype = torch.float64 if config.rope_dtype == "float64" else torch.float32
     d, theta = config.head_dim, config.rope_theta
 
@@ -201,16 +221,16 @@ def scail_rope_tables(
         return torch.arange(start, start + n, dtype=dtype, device=device)
 
     sh, sw = config.pose_rope_shift_hw
-    ref = _grid_angles(d, theta, arange(0, 1), arange(0, grid_h), arange(0, grid_w))
-    video = _grid_angles(d, theta, arange(1, frames), arange(0, grid_h), arange(0, grid_w))
-    pose = _grid_angles(d, theta, arange(1, frames), arange(sh, grid_h), arange(sw, grid_w))
+    refs = _grid_angles(d, theta, arange(0, ref_frames), arange(ref_h, grid_h), arange(0, grid_w))
+    video = _grid_angles(d, theta, arange(video_t, frames), arange(0, grid_h), arange(0, grid_w))
+    pose = _grid_angles(d, theta, arange(video_t, frames), arange(sh, grid_h), arange(sw, grid_w))
 
     def pooled(table: torch.Tensor) -> torch.Tensor:  # (T, hp, wp, P) -> (T*(hp/2)*(wp/2), P)
         out = F.avg_pool2d(table.permute(0, 3, 1, 2), kernel_size=2, stride=2)  # (T, P, hp/2, wp/2)
         return out.permute(0, 2, 3, 1).flatten(0, 2)
 
-    cos = torch.cat([ref.cos().flatten(0, 2), video.cos().flatten(0, 2), pooled(pose.cos())])
-    sin = torch.cat([ref.sin().flatten(0, 2), video.sin().flatten(0, 2), pooled(pose.sin())])
+    cos = torch.cat([refs.cos().flatten(0, 2), video.cos().flatten(0, 2), pooled(pose.cos())])
+    sin = torch.cat([refs.sin().flatten(0, 2), video.sin().flatten(0, 2), pooled(pose.sin())])
     return cos, sin  # (L, Dh/2) each
 
 
@@ -475,7 +495,7 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.num_layers))
         self.head = Head(config)
         self.img_emb = MLPProj(config.clip_dim, d)
-        self._rope_cache: dict[tuple[int, int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rope_cache: dict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         self.rows_in_turn = False  # memory plan (`set_rows_in_turn`; FFN chunks: `set_ffn_chunks`)
         self.parallel: SequenceParallel | None = None
         """Sequence/CFG parallel across processes (`scail.animate.parallel.install`); None: this process alone."""
@@ -488,6 +508,7 @@ class DiT(nn.Module):
         ref_latent: torch.Tensor,
         pose_latent: torch.Tensor,
         clip_features: torch.Tensor,
+        **inputs: Any,
     ) -> torch.Tensor:
         """Velocity for the video latent.
 
@@ -500,11 +521,13 @@ class DiT(nn.Module):
             pose_latent: (B | 1, T, 16, h/2, w/2) VAE latent of the half-resolution pose video.
             clip_features: (B | 1, Li, clip_dim) CLIP ViT tokens of the reference (Li = 257).
                 Inputs with batch 1 are shared by every row (the CFG pair).
+            inputs: a subclass's further inputs to `embed` (SCAIL-2's masks and references:
+                `scail.animate.dit2.SCAIL2DiT.embed`); SCAIL-Preview takes none.
 
         Returns:
             (B, T, 16, h, w) float32 velocity for the video frames (ref and pose outputs are dropped).
         """
-        tokens, cond = self.embed(x, timesteps, context, ref_latent, pose_latent, clip_features)
+        tokens, cond = self.embed(x, timesteps, context, ref_latent, pose_latent, clip_features, **inputs)
         box = [tokens]
         del tokens  # the blocks' loop drops the embedded tokens after the first block (1.9 GiB at 14B)
         return self.unembed(self.run_blocks(box, cond), cond)
@@ -522,30 +545,30 @@ class DiT(nn.Module):
         cfg = self.config
         b, t, _, h, w = x.shape
         _check_inputs(cfg, x, timesteps, context, ref_latent, pose_latent, clip_features)
-        dtype = self.patch_embedding.weight.dtype
         pt, ph, pw = cfg.patch_size
         hp, wp = h // ph, w // pw
 
         # embeddings: masks appended after the latent channels (0 video, 1 ref and pose)
-        def with_mask(
-            lat: torch.Tensor, value: float
-        ) -> torch.Tensor:  # (B, F, 16, y, x) -> (B, 20, F, y, x)
-            lat = lat.to(dtype).expand(b, -1, -1, -1, -1)
-            mask = torch.full(
-                (*lat.shape[:2], cfg.mask_channels, *lat.shape[3:]), value, dtype=dtype, device=lat.device
-            )
-            return torch.cat([lat, mask], dim=2).transpose(1, 2)
-
-        video = torch.cat([with_mask(ref_latent, 1.0), with_mask(x, 0.0)], dim=2)  # (B, 20, 1+T, h, w)
-        video = self.patch_embedding(video).flatten(2).transpose(1, 2)  # (B, (1+T)*hp*wp, D)
-        pose = self.patch_embedding_pose(with_mask(pose_latent, 1.0))  # (B, D, T, hp/2, wp/2)
-        pose = pose.flatten(2).transpose(1, 2)  # (B, T*hp/2*wp/2, D)
+        video = torch.cat([self.with_mask(ref_latent, 1.0, b), self.with_mask(x, 0.0, b)], dim=2)
+        video = tokens_of(self.patch_embedding(video))  # (B, 20, 1+T, h, w) -> (B, (1+T)*hp*wp, D)
+        pose = self.patch_embedding_pose(self.with_mask(pose_latent, 1.0, b))  # (B, D, T, hp/2, wp/2)
+        pose = tokens_of(pose)  # (B, T*hp/2*wp/2, D)
         tokens = torch.cat([video, pose], dim=1).float()  # (B, L, D) residual stream in float32
 
         e, e0, text, image = self.embed_conditions(b, timesteps, context, clip_features)
         rope_cos, rope_sin = self.rope_tables(t // pt, hp, wp, x.device)  # (L, Dh/2) each
         cond = Conditioning(e, e0, text, image, rope_cos, rope_sin, (b, t, h, w))
         return tokens, cond
+
+    def with_mask(self, lat: torch.Tensor, mask: torch.Tensor | float, b: int) -> torch.Tensor:
+        """(B|1, F, 16, y, x) latent + the 4 mask channels (a constant, or (B|1, F, 4, y, x)) ->
+        (B, 20, F, y, x) in the compute dtype, channels first for a patch embedding."""
+        dtype = self.patch_embedding.weight.dtype
+        lat = lat.to(dtype).expand(b, -1, -1, -1, -1)
+        if isinstance(mask, float):
+            shape = (*lat.shape[:2], self.config.mask_channels, *lat.shape[3:])
+            mask = torch.full(shape, mask, dtype=dtype, device=lat.device)
+        return torch.cat([lat, mask.to(dtype).expand(b, -1, -1, -1, -1)], dim=2).transpose(1, 2)
 
     def embed_conditions(
         self, b: int, timesteps: torch.Tensor, context: torch.Tensor, clip_features: torch.Tensor
@@ -564,11 +587,20 @@ class DiT(nn.Module):
 
     def rope_tables(self, frames: int, grid_h: int, grid_w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """`scail_rope_tables` for this model, built once per (shape, device) and kept."""
-        key = (frames, grid_h, grid_w, str(device))
+        return self.cached_rope(
+            (frames, grid_h, grid_w, str(device)),
+            lambda: scail_rope_tables(self.config, frames, grid_h, grid_w, device),
+        )
+
+    def cached_rope(
+        self, key: tuple[object, ...], build: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The RoPE tables kept under `key` (shape, device, ...), built by `build` when new; one
+        shape at a time is kept (a few tens of MB at 512x896)."""
         tables = self._rope_cache.get(key)
         if tables is None:
-            tables = scail_rope_tables(self.config, frames, grid_h, grid_w, device)
-            self._rope_cache.clear()  # one shape at a time: a few tens of MB at 512x896
+            tables = build()
+            self._rope_cache.clear()
             self._rope_cache[key] = tables
         return tables
 
@@ -708,11 +740,7 @@ def _check_inputs(
         "ref_latent": (ref_latent, (1, c, h, w)),
         "pose_latent": (pose_latent, (t, c, h // 2, w // 2)),
     }
-    for name, (tensor, tail) in expected.items():
-        if tensor.dim() != 5 or tuple(tensor.shape[1:]) != tail or tensor.shape[0] not in (1, b):
-            raise ValueError(
-                f"{name} must be (1 or {b}, {', '.join(map(str, tail))}), got {tuple(tensor.shape)}"
-            )
+    check_batched_shapes(expected, b)
     if context.dim() != 3 or context.shape[0] not in (1, b) or context.shape[2] != cfg.text_dim:
         raise ValueError(f"context must be (1 or {b}, L, {cfg.text_dim}), got {tuple(context.shape)}")
     if (
@@ -725,3 +753,18 @@ def _check_inputs(
         )
     if timesteps.numel() not in (1, b):
         raise ValueError(f"timesteps must have 1 or {b} values, got shape {tuple(timesteps.shape)}")
+
+
+def check_batched_shapes(expected: Mapping[str, tuple[torch.Tensor, tuple[int, ...]]], b: int) -> None:
+    """Raise ValueError naming the first input that is not (1 or b, *tail): `expected` maps each
+    input's name to (the tensor, its tail)."""
+    for name, (tensor, tail) in expected.items():
+        if tensor.dim() != 5 or tuple(tensor.shape[1:]) != tail or tensor.shape[0] not in (1, b):
+            raise ValueError(
+                f"{name} must be (1 or {b}, {', '.join(map(str, tail))}), got {tuple(tensor.shape)}"
+            )
+
+
+def tokens_of(emb: torch.Tensor) -> torch.Tensor:
+    """A patch embedding's output as tokens: (B, D, F, y, x) -> (B, F*y*x, D)."""
+    return emb.flatten(2).transpose(1, 2)

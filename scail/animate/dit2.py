@@ -37,13 +37,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from scail.animate.dit import Conditioning, DiT, DiTConfig, _check_inputs, _grid_angles
+from scail.animate.dit import (
+    Conditioning,
+    DiT,
+    DiTConfig,
+    _check_inputs,
+    _segment_rope_tables,
+    check_batched_shapes,
+    tokens_of,
+)
 
 MASK_COLOURS = 7
 """Colours of the identity masks: white, red, green, blue, yellow, magenta, cyan (scail2-model.md §2.1)."""
@@ -104,28 +112,12 @@ def scail2_rope_tables(
         replace: replacement mode (official `replace_flag`): references at h + `replace_ref_rope_h`,
             video and pose from t = N instead of N + 1.
     """
-    dtype = torch.float64 if config.rope_dtype == "float64" else torch.float32
-    d, theta = config.head_dim, config.rope_theta
-
-    def arange(start: int, n: int) -> torch.Tensor:
-        return torch.arange(start, start + n, dtype=dtype, device=device)
-
     n = extra_refs
-    ref_h = replace_ref_rope_h if replace else 0
-    video_t = n if replace else n + 1
-    sh, sw = config.pose_rope_shift_hw
     # the extra refs and the reference are frames 0..N of one grid
-    refs = _grid_angles(d, theta, arange(0, n + 1), arange(ref_h, grid_h), arange(0, grid_w))
-    video = _grid_angles(d, theta, arange(video_t, frames), arange(0, grid_h), arange(0, grid_w))
-    pose = _grid_angles(d, theta, arange(video_t, frames), arange(sh, grid_h), arange(sw, grid_w))
-
-    def pooled(table: torch.Tensor) -> torch.Tensor:  # (T, hp, wp, P) -> (T*(hp/2)*(wp/2), P)
-        out = F.avg_pool2d(table.permute(0, 3, 1, 2), kernel_size=2, stride=2)  # (T, P, hp/2, wp/2)
-        return out.permute(0, 2, 3, 1).flatten(0, 2)
-
-    cos = torch.cat([refs.cos().flatten(0, 2), video.cos().flatten(0, 2), pooled(pose.cos())])
-    sin = torch.cat([refs.sin().flatten(0, 2), video.sin().flatten(0, 2), pooled(pose.sin())])
-    return cos, sin  # (L, Dh/2) each
+    return _segment_rope_tables(
+        config, frames, grid_h, grid_w, device,
+        ref_frames=n + 1, ref_h=replace_ref_rope_h if replace else 0, video_t=n if replace else n + 1,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -148,50 +140,6 @@ class SCAIL2DiT(DiT):
         self.patch_embedding_mask = nn.Conv3d(
             config.mask_dim, config.dim, kernel_size=config.patch_size, stride=config.patch_size
         )
-        self._rope2_cache: dict[tuple[int, int, int, int, bool, str], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        timesteps: torch.Tensor,
-        context: torch.Tensor,
-        ref_latent: torch.Tensor,
-        pose_latent: torch.Tensor,
-        clip_features: torch.Tensor,
-        *,
-        ref_mask: torch.Tensor | None = None,
-        driving_mask: torch.Tensor | None = None,
-        extra_refs: torch.Tensor | None = None,
-        extra_ref_masks: torch.Tensor | None = None,
-        history_frames: int = 0,
-        replace: bool = False,
-    ) -> torch.Tensor:
-        """Velocity for the video latent.
-
-        Args:
-            x, timesteps, context, ref_latent, pose_latent, clip_features: as `DiT.forward`
-                (layout (B, T, C, h, w); `pose_latent` is the skeleton render's latent, or the raw
-                driving video's in end-to-end mode).
-            ref_mask: (B | 1, 1, 28, h, w) 28-channel identity mask of the reference
-                (`preprocess2.compress_mask`). Required.
-            driving_mask: (B | 1, T, 28, h/2, w/2) 28-channel mask of the driving video. Required.
-            extra_refs: (B | 1, N, 16, h, w) latents of N extra references (one frame each), or None.
-            extra_ref_masks: (B | 1, N, 28, h, w) their masks; given exactly when `extra_refs` is.
-            history_frames: the leading latent frames of x that are a clean history anchor
-                (history mask 1 there); 0 outside long-video continuation.
-            replace: replacement mode (official `replace_flag`); False: animation.
-
-        Returns:
-            (B, T, 16, h, w) float32 velocity for the video frames.
-        """
-        tokens, cond = self.embed(
-            x, timesteps, context, ref_latent, pose_latent, clip_features,
-            ref_mask=ref_mask, driving_mask=driving_mask, extra_refs=extra_refs,
-            extra_ref_masks=extra_ref_masks, history_frames=history_frames, replace=replace,
-        )  # fmt: skip
-        box = [tokens]
-        del tokens  # the blocks' loop drops the embedded tokens after the first block
-        return self.unembed(self.run_blocks(box, cond), cond)
 
     def embed(
         self,
@@ -209,7 +157,24 @@ class SCAIL2DiT(DiT):
         history_frames: int = 0,
         replace: bool = False,
     ) -> tuple[torch.Tensor, Conditioning]:
-        """The part of `forward` before the blocks: (B, L, D) float32 tokens and what every block needs."""
+        """The part of `forward` before the blocks: (B, L, D) float32 tokens and what every block needs.
+
+        Args:
+            x, timesteps, context, ref_latent, pose_latent, clip_features: as `DiT.forward`
+                (layout (B, T, C, h, w); `pose_latent` is the skeleton render's latent, or the raw
+                driving video's in end-to-end mode).
+            ref_mask: (B | 1, 1, 28, h, w) 28-channel identity mask of the reference
+                (`preprocess2.compress_mask`). Required.
+            driving_mask: (B | 1, T, 28, h/2, w/2) 28-channel mask of the driving video. Required.
+            extra_refs: (B | 1, N, 16, h, w) latents of N extra references (one frame each), or None.
+            extra_ref_masks: (B | 1, N, 28, h, w) their masks; given exactly when `extra_refs` is.
+            history_frames: the leading latent frames of x that are a clean history anchor
+                (history mask 1 there); 0 outside long-video continuation.
+            replace: replacement mode (official `replace_flag`); False: animation.
+
+        `forward` (SCAIL-Preview's) passes these keyword inputs here and returns the (B, T, 16, h, w)
+        float32 velocity for the video frames.
+        """
         cfg = self.config
         b, t, _, h, w = x.shape
         _check_inputs(cfg, x, timesteps, context, ref_latent, pose_latent, clip_features)
@@ -224,16 +189,7 @@ class SCAIL2DiT(DiT):
         def channels_first(lat: torch.Tensor) -> torch.Tensor:  # (B|1, F, C, y, x) -> (B, C, F, y, x)
             return lat.to(dtype).expand(b, -1, -1, -1, -1).transpose(1, 2)
 
-        def with_mask(lat: torch.Tensor, mask: torch.Tensor | float) -> torch.Tensor:
-            """(B|1, F, 16, y, x) latent + 4 mask channels (a constant or (B|1, F, 4, y, x)) -> (B, 20, F, y, x)."""
-            lat = lat.to(dtype).expand(b, -1, -1, -1, -1)
-            if isinstance(mask, float):
-                shape = (*lat.shape[:2], cfg.mask_channels, *lat.shape[3:])
-                mask = torch.full(shape, mask, dtype=dtype, device=lat.device)
-            return torch.cat([lat, mask.to(dtype).expand(b, -1, -1, -1, -1)], dim=2).transpose(1, 2)
-
-        def tokens_of(emb: torch.Tensor) -> torch.Tensor:  # (B, D, F, y, x) -> (B, F*y*x, D)
-            return emb.flatten(2).transpose(1, 2)
+        with_mask = partial(self.with_mask, b=b)
 
         # noisy video: the history mask (1 on the clean anchor frames) in the 4 mask channels
         video_mask = torch.zeros(1, t, cfg.mask_channels, h, w, dtype=dtype, device=x.device)
@@ -267,15 +223,12 @@ class SCAIL2DiT(DiT):
         replace: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`scail2_rope_tables` for this model, built once per (shape, N, mode, device) and kept."""
-        key = (frames, grid_h, grid_w, extra_refs, replace, str(device))
-        tables = self._rope2_cache.get(key)
-        if tables is None:
-            tables = scail2_rope_tables(
+        return self.cached_rope(
+            (frames, grid_h, grid_w, extra_refs, replace, str(device)),
+            lambda: scail2_rope_tables(
                 self.config, frames, grid_h, grid_w, device, extra_refs, replace, self.config.replace_ref_rope_h
-            )
-            self._rope2_cache.clear()  # one shape at a time
-            self._rope2_cache[key] = tables
-        return tables
+            ),
+        )
 
 
 def _check_scail2_inputs(
@@ -303,11 +256,7 @@ def _check_scail2_inputs(
         n = int(extra_refs.shape[1]) if extra_refs.dim() == 5 else -1
         expected["extra_refs"] = (extra_refs, (max(n, 1), c, h, w))
         expected["extra_ref_masks"] = (extra_ref_masks, (max(n, 1), m, h, w))
-    for name, (tensor, tail) in expected.items():
-        if tensor.dim() != 5 or tuple(tensor.shape[1:]) != tail or tensor.shape[0] not in (1, b):
-            raise ValueError(
-                f"{name} must be (1 or {b}, {', '.join(map(str, tail))}), got {tuple(tensor.shape)}"
-            )
+    check_batched_shapes(expected, b)
     if not 0 <= history_frames <= t:
         raise ValueError(f"history_frames must be in [0, {t}], got {history_frames}")
     return ref_mask, driving_mask
