@@ -67,15 +67,23 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def page(batch: Path) -> Iterator[Any]:
-    """The report opened in headless Chromium; requests that leave the disk are counted, and refused."""
+def chromium() -> str:
+    """The browser's path, checked with Playwright's presence before the batch is run."""
     executable = _chromium()
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         _unavailable("playwright is not installed: pip install -e '.[dev]'")
+    return executable
+
+
+@pytest.fixture(scope="module")
+def page(chromium: str, batch: Path) -> Iterator[Any]:
+    """The report opened in headless Chromium; requests that leave the disk are counted, and refused."""
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, args=LAUNCH_ARGS)
+        browser = pw.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
         pg = browser.new_page(viewport={"width": 1280, "height": 900})
         pg.remote_requests = []
         pg.page_errors = []
