@@ -62,6 +62,32 @@ class AnimateParams(BaseModel):
     checkpoint in --weights-dir makes every sample stale, a copied folder does not."""
 
 
+def video_tags(prompt: str, record: dict[str, Any]) -> dict[str, str]:
+    """The MP4 tags of a sample: the prompt as title, `record` as JSON comment and one `scail_*`
+    tag per entry (but the prompt and the weights)."""
+    return {"title": prompt[:255], "comment": json.dumps(record, ensure_ascii=False),
+            **{f"scail_{k}": str(v) for k, v in record.items() if k not in ("prompt", "weights")}}  # fmt: skip
+
+
+def write_sidecar(
+    ctx: StageContext, sidecar: Path, record: dict[str, Any], video: Path, size_hw: tuple[int, int],
+    frames: int, fps: float,
+) -> None:  # fmt: skip
+    """Write the sample's sidecar JSON (atomically): `record` plus the video's name, size, frame
+    count, fps and the time it was written."""
+    h, w = size_hw
+    with ctx.atomic_output(sidecar) as tmp:
+        doc = {**record, "video": video.name, "size_hw": [h, w], "frames": frames, "fps": fps, "created": now_iso()}
+        tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def sampling_notes(prompt: str, cfg: AnimateConfig, used_cfg: bool) -> dict[str, Any]:
+    """The manifest notes on how a sample was drawn: prompts, sampler settings, CFG branches, seed."""
+    return {"prompt": prompt, "negative_prompt": cfg.negative_prompt, "solver": cfg.solver, "steps": cfg.steps,
+            "shift": cfg.shift, "guide_scale": cfg.guide_scale, "cfg_branches": 2 if used_cfg else 1,
+            "seed": cfg.seed}  # fmt: skip
+
+
 class AnimateStage:
     """Stage protocol implementation for the SCAIL animation (see scail/stage.py)."""
 
@@ -215,8 +241,7 @@ class AnimateStage:
         )
         out, sidecar = self.outputs_for(example, fingerprint)
         record = self._record(prompt, fingerprint, pipe.label or cfg.model)
-        tags = {"title": prompt[:255], "comment": json.dumps(record, ensure_ascii=False),
-                **{f"scail_{k}": str(v) for k, v in record.items() if k not in ("prompt", "weights")}}
+        tags = video_tags(prompt, record)
         t2 = time.perf_counter()
         written = 0
         write_s = 0.0  # encoding and writing the frames (the rest of the loop is the VAE decode)
@@ -241,19 +266,9 @@ class AnimateStage:
         cond.timings_s["vae_decode_s"] = time.perf_counter() - t2 - write_s
         cond.timings_s["write_s"] = write_s
         h, w = inputs.size_hw
-        with ctx.atomic_output(sidecar) as tmp:
-            doc = {**record, "video": out.name, "size_hw": [h, w], "frames": written,
-                   "fps": inputs.fps, "created": now_iso()}
-            tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_sidecar(ctx, sidecar, record, out, (h, w), written, inputs.fps)
         ctx.note(
-            prompt=prompt,
-            negative_prompt=cfg.negative_prompt,
-            solver=cfg.solver,
-            steps=cfg.steps,
-            shift=cfg.shift,
-            guide_scale=cfg.guide_scale,
-            cfg_branches=2 if cond.use_cfg else 1,
-            seed=cfg.seed,
+            **sampling_notes(prompt, cfg, cond.use_cfg),
             size_hw=[h, w],
             pose_frames_in_file=inputs.source_frames,
             frames=written,

@@ -98,11 +98,10 @@ def run(
     """Generate one SCAIL-2 sample and write it to `out` (MP4 tags from `record`) and `sidecar` (the
     record as JSON, as `AnimateStage` does for SCAIL-Preview); notes go to the manifest through `ctx`."""
     import hashlib
-    import json
 
     from scail.animate.inputs2 import load_inputs2
     from scail.animate.pipeline2 import ANCHOR_FRAMES, SCAIL2Pipeline, SegmentStore
-    from scail.cache import now_iso
+    from scail.animate.stage import sampling_notes, video_tags, write_sidecar
     from scail.video import VideoWriter
 
     if cfg.window_frames <= ANCHOR_FRAMES:
@@ -139,8 +138,7 @@ def run(
         store=store,
     )
     record = {**record, "scail2_mode": inputs.mode, "extra_references": len(inputs.extra_refs)}
-    tags = {"title": prompt[:255], "comment": json.dumps(record, ensure_ascii=False),
-            **{f"scail_{k}": str(v) for k, v in record.items() if k not in ("prompt", "weights")}}  # fmt: skip
+    tags = video_tags(prompt, record)
     digest = hashlib.sha256()
     ctx.phase("writing video")
     with ctx.atomic_output(out) as tmp, VideoWriter(tmp, inputs.fps, atomic=False, metadata=tags) as writer:
@@ -148,24 +146,14 @@ def run(
             writer.write(frame)
             digest.update(frame.tobytes())
     h, w = inputs.size_hw
-    with ctx.atomic_output(sidecar) as tmp:
-        doc = {**record, "video": out.name, "size_hw": [h, w], "frames": int(result.frames.shape[0]),
-               "fps": inputs.fps, "created": now_iso()}  # fmt: skip
-        tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_sidecar(ctx, sidecar, record, out, (h, w), int(result.frames.shape[0]), inputs.fps)
     store.discard()
     notes: dict[str, Any] = {
         "scail2_mode": inputs.mode,
         "extra_references": len(inputs.extra_refs),
         "driving": files.driving.name,
         "driving_mask": files.driving_mask.name,
-        "prompt": prompt,
-        "negative_prompt": cfg.negative_prompt,
-        "solver": cfg.solver,
-        "steps": cfg.steps,
-        "shift": cfg.shift,
-        "guide_scale": cfg.guide_scale,
-        "cfg_branches": 2 if result.used_cfg else 1,
-        "seed": cfg.seed,
+        **sampling_notes(prompt, cfg, result.used_cfg),
         "size_hw": [h, w],
         "frames": int(result.frames.shape[0]),
         "frames_sha256": digest.hexdigest(),
