@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from scail.animate.dit import DiT
+    from scail.animate.dit import DiT, DiTConfig
     from scail.animate.lora import LoraFile, LoraSpec
     from scail.animate.quant import CheckpointFormat
 
@@ -97,13 +97,11 @@ def dit_with(
     """`load_dit_with` on tensors already read (tests, benchmarks); `source` names them in errors."""
     import torch
 
-    from scail.animate.checkpoint import check_state_dict
     from scail.animate.dit import is_fp32_param
-    from scail.animate.dit2 import build_dit
-    from scail.animate.dit_loader import infer_config, to_wan_names
+    from scail.animate.dit_loader import infer_config
     from scail.animate.fast import FP8_LINEARS, FP8Linear
     from scail.animate.lora import load_loras, merge_loras
-    from scail.animate.quant import dequantize, detect_format, is_marker, row_scales
+    from scail.animate.quant import dequantize, row_scales
     from scail.animate.quant import fp8_linears as find_fp8_linears
 
     compute = torch.float32 if dtype is None else dtype
@@ -111,15 +109,11 @@ def dit_with(
     def dtype_of(key: str) -> torch.dtype:
         return torch.float32 if is_fp32_param(key) else compute
 
-    wan = to_wan_names({k: v for k, v in tensors.items() if not is_marker(k)}, source)
-    fmt = detect_format(wan, metadata)
+    wan, fmt, params = _wan_params(tensors, metadata, source)
     if fmt.quantized:
         log.info("DiT checkpoint %s: %s", source, fmt.describe())
-    params = {k: v for k, v in wan.items() if k not in fmt.side_keys}  # quantized weights have their shapes
     config = infer_config({k: tuple(v.shape) for k, v in params.items()}, num_heads, source)
-    with torch.device("meta"):
-        model = build_dit(config)  # SCAIL-2's when the file has its mask conv
-    check_state_dict(model, params, source, "a complete SCAIL DiT checkpoint")
+    model = _checked_meta_dit(config, params, source)
     shapes = {k: tuple(v.shape) for k, v in params.items()}
     mapped = load_loras(loras, shapes)
     merge = lora_merge and bool(mapped)
@@ -154,23 +148,44 @@ def describe_dit_file(path: Path, config: object | None = None) -> str:
     """`scail weights verify`'s DiT row: the file's format and whether its keys and shapes make a
     complete SCAIL DiT (of `config`, a `DiTConfig`, default inferred), read memory-mapped.
     Raises CheckpointError naming the problem."""
-    import torch
 
-    from scail.animate.checkpoint import check_state_dict, read_tensors
+    from scail.animate.checkpoint import read_tensors
     from scail.animate.dit import DiTConfig
-    from scail.animate.dit2 import build_dit
-    from scail.animate.dit_loader import infer_config, to_wan_names
-    from scail.animate.quant import detect_format, is_marker, safetensors_metadata
+    from scail.animate.dit_loader import infer_config
+    from scail.animate.quant import safetensors_metadata
 
     tensors = read_tensors(path)
-    wan = to_wan_names({k: v for k, v in tensors.items() if not is_marker(k)}, str(path))
-    fmt = detect_format(wan, safetensors_metadata(path))
-    params = {k: v for k, v in wan.items() if k not in fmt.side_keys}
+    _, fmt, params = _wan_params(tensors, safetensors_metadata(path), str(path))
     cfg = config if isinstance(config, DiTConfig) else infer_config(
         {k: tuple(v.shape) for k, v in params.items()}, None, str(path))
-    with torch.device("meta"):
-        model = build_dit(cfg)
-    check_state_dict(model, params, str(path), "a complete SCAIL DiT checkpoint")
+    _checked_meta_dit(cfg, params, str(path))
     nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
     return (f"format {fmt.describe()}; {len(tensors)} tensors, {nbytes / 1e9:.2f} GB; keys and shapes match the "
             f"DiT (dim {cfg.dim}, {cfg.num_layers} layers)")
+
+
+def _wan_params(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None, source: str
+) -> tuple[dict[str, torch.Tensor], CheckpointFormat, dict[str, torch.Tensor]]:
+    """A checkpoint's tensors under Wan's names (format markers dropped), its format, and the
+    parameters alone (a quantized format's side tensors, e.g. scales, left out; they keep their shapes)."""
+    from scail.animate.dit_loader import to_wan_names
+    from scail.animate.quant import detect_format, is_marker
+
+    wan = to_wan_names({k: v for k, v in tensors.items() if not is_marker(k)}, source)
+    fmt = detect_format(wan, metadata)
+    return wan, fmt, {k: v for k, v in wan.items() if k not in fmt.side_keys}
+
+
+def _checked_meta_dit(config: DiTConfig, params: dict[str, torch.Tensor], source: str) -> DiT:
+    """The DiT of `config` on the meta device (SCAIL-2's when it has the mask conv), after checking
+    that `params` are exactly its keys and shapes (CheckpointError naming `source` otherwise)."""
+    import torch
+
+    from scail.animate.checkpoint import check_state_dict
+    from scail.animate.dit2 import build_dit
+
+    with torch.device("meta"):
+        model = build_dit(config)
+    check_state_dict(model, params, source, "a complete SCAIL DiT checkpoint")
+    return model
