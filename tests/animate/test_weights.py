@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_weights import tiny_architectures, write_encoders
 from typer.testing import CliRunner
 
 from scail.animate import weights
@@ -20,34 +21,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tiny_arch() -> Architectures:
-    from scail.animate.clip import CLIPConfig
     from scail.animate.dit import DiTConfig
-    from scail.animate.t5 import T5Config
-    from scail.animate.vae import VAEConfig
 
-    return Architectures(DiTConfig.tiny(), VAEConfig.tiny(), T5Config.tiny(), CLIPConfig.tiny())
-
-
-def _write_tokenizer(folder: Path) -> None:
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import Whitespace
-
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, "a": 3, "person": 4, "dancing": 5}
-    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = Whitespace()
-    folder.mkdir(parents=True, exist_ok=True)
-    tok.save(str(folder / "tokenizer.json"))
+    return tiny_architectures(DiTConfig.tiny())
 
 
 @pytest.fixture()
 def tiny_weights(tmp_path: Path) -> Path:
     """A SCAIL-Preview folder in the official layout, holding tiny models (SAT DiT, .pth files)."""
-    from scail.animate.clip import CLIPVisionTower
     from scail.animate.dit import DiT
     from scail.animate.dit_loader import wan_to_sat
-    from scail.animate.t5 import T5Encoder
-    from scail.animate.vae import VideoVAE
 
     arch = _tiny_arch()
     root = tmp_path / "SCAIL-Preview"
@@ -56,11 +39,7 @@ def tiny_weights(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     dit = DiT(arch.dit).init_weights(torch.Generator().manual_seed(0))
     torch.save({"module": wan_to_sat(dit.state_dict())}, root / "model" / "1" / weights.SAT_FILE)
-    torch.save(VideoVAE(arch.vae).state_dict(), root / weights.VAE_FILE)
-    (root / "umt5-xxl").mkdir()
-    torch.save(T5Encoder(arch.t5).state_dict(), root / weights.T5_FILE)
-    _write_tokenizer(root / "umt5-xxl")
-    clip = {f"visual.{k}": v for k, v in CLIPVisionTower(arch.clip).state_dict().items()}
+    clip = write_encoders(root, arch)
     clip["log_scale"] = torch.tensor(4.6)
     torch.save(clip, root / weights.CLIP_FILES[0])
     return root

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 from scail2_cases import case_inputs
 from tensor_checks import assert_close
+from tiny_weights import tiny_architectures, write_encoders
 from typer.testing import CliRunner
 
 from scail.animate import weights
@@ -23,24 +24,8 @@ from scail.animate.weights import Architectures, verify
 from scail.errors import CheckpointError
 
 
-def _write_tokenizer(folder: Path) -> None:
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import Whitespace
-
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, "a": 3, "person": 4, "dancing": 5}
-    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = Whitespace()
-    folder.mkdir(parents=True, exist_ok=True)
-    tok.save(str(folder / "tokenizer.json"))
-
-
 def tiny2_arch() -> Architectures:
-    from scail.animate.clip import CLIPConfig
-    from scail.animate.t5 import T5Config
-    from scail.animate.vae import VAEConfig
-
-    return Architectures(SCAIL2Config.tiny(), VAEConfig.tiny(), T5Config.tiny(), CLIPConfig.tiny())
+    return tiny_architectures(SCAIL2Config.tiny())
 
 
 def save_fsdp2(path: Path, state: dict[str, torch.Tensor]) -> None:
@@ -53,20 +38,12 @@ def save_fsdp2(path: Path, state: dict[str, torch.Tensor]) -> None:
 @pytest.fixture()
 def scail2_weights(tmp_path: Path) -> Path:
     """<weights>/scail-2 in the official SCAIL-2 layout with tiny models; CLIP only in <weights> (Preview's)."""
-    from scail.animate.clip import CLIPVisionTower
-    from scail.animate.t5 import T5Encoder
-    from scail.animate.vae import VideoVAE
-
     arch = tiny2_arch()
     root = weights.model_dir(tmp_path / "weights", "scail-2")
     dit = SCAIL2DiT(arch.dit).init_weights(torch.Generator().manual_seed(0))
     save_fsdp2(root / "model" / "1" / weights.SCAIL2_SAT_FILE, dit.state_dict())
     (root / "model" / "latest").write_text("1\n")
-    torch.save(VideoVAE(arch.vae).state_dict(), root / weights.VAE_FILE)
-    (root / "umt5-xxl").mkdir()
-    torch.save(T5Encoder(arch.t5).state_dict(), root / weights.T5_FILE)
-    _write_tokenizer(root / "umt5-xxl")
-    clip = {f"visual.{k}": v for k, v in CLIPVisionTower(arch.clip).state_dict().items()}
+    clip = write_encoders(root, arch)
     torch.save(clip, root.parent / weights.CLIP_FILES[0])
     return root
 
