@@ -12,7 +12,7 @@ from toy_pipeline import ToyAnimate, ToyPose, ToyRender
 
 from scail.cache import HashCache, read_manifest
 from scail.config import AnimateConfig, PoseConfig, RenderConfig
-from scail.engine import Outcome, Status, example_status, run_stage
+from scail.engine import Outcome, Status, example_status, is_disk_full, run_stage
 from scail.errors import InputError, Interrupted
 from scail.example import Example
 from scail.stage import StageContext
@@ -144,6 +144,24 @@ def test_disk_full_is_one_line_and_leaves_no_partial_output(make_toy_example) ->
     assert not ex.pose_data.exists() and not list(ex.state_dir.glob(".pose.tmp-*"))
     assert read_manifest(ex, "pose").error == out.reason
     assert run_stage(ToyPose(PoseConfig()), ex).outcome is Outcome.RAN  # the rerun resumes
+
+
+class _WrappedDiskFull(ToyPose):
+    """A library that wraps ENOSPC in its own error (safetensors' message, PyAV's chained one)."""
+
+    def run(self, example: Example, ctx: StageContext) -> None:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as exc:
+            raise RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })") from exc
+
+
+def test_a_library_wrapped_disk_full_is_recognised(make_toy_example) -> None:
+    ex = Example(make_toy_example())
+    out = run_stage(_WrappedDiskFull(PoseConfig()), ex)
+    assert out.outcome is Outcome.FAILED and "the disk is full" in out.reason
+    assert is_disk_full(RuntimeError('SafetensorError: "No space left on device (os error 28)"'))
+    assert not is_disk_full(RuntimeError("out of memory")) and not is_disk_full(OSError(errno.EACCES, "denied"))
 
 
 def test_cancel_writes_an_interrupted_manifest_and_no_output(make_toy_example) -> None:
