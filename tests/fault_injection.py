@@ -100,16 +100,17 @@ def write_example(folder: Path, frames: int = FRAMES) -> Path:
     return write_demo_example(folder, num_frames=frames)
 
 
-def fast_preset(folder: Path) -> Path:
-    """tiny-random at 160x96 and at most `FRAMES` frames: a full run costs a few CPU seconds."""
+def fast_preset(folder: Path, frames: int = FRAMES) -> Path:
+    """tiny-random at 160x96 animating at most `frames` frames (1: the cheapest sample, for tests
+    that need many runs but no moment inside animate): a full run costs a few CPU seconds."""
     import yaml
 
     from scail.config import preset_dirs
 
     src = next(d / "tiny-random.yaml" for d in preset_dirs() if (d / "tiny-random.yaml").is_file())
     doc = yaml.safe_load(src.read_text(encoding="utf-8"))
-    doc["animate"].update(size_hw=[160, 96], max_frames=FRAMES)
-    path = folder / "faults-tiny.yaml"
+    doc["animate"].update(size_hw=[160, 96], max_frames=frames)
+    path = folder / f"faults-tiny-{frames}.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     return path
 

@@ -5,8 +5,8 @@
    download or another job filling the disk would. The run must name "disk is full" for each
    example and exit non-zero; no manifest may claim a missing or partial output; after the space
    is freed the rerun completes.
-2. The fault injector (tests/faults/inject/sitecustomize.py) makes the fsync of the animate
-   stage's final manifest fail with ENOSPC, after the sample itself was written: the stage must
+2. The fault injector (tests/faults/inject/sitecustomize.py) makes the fsync of the render
+   stage's final manifest fail with ENOSPC, after its videos were written: the stage must
    end failed with "disk is full", never "done" nor a "running" manifest that a later run reads
    as killed, and the rerun completes.
 """
@@ -25,7 +25,6 @@ from fault_injection import (
     check_example,
     cli_env,
     fast_preset,
-    finished_times,
     manifests,
     record,
     rng,
@@ -124,28 +123,27 @@ def summary_from(stdout: str) -> dict[str, dict]:
 
 def test_enospc_on_the_final_manifest_write_fails_the_stage_cleanly(tmp_path: Path) -> None:
     root = write_example(tmp_path / "examples" / "dancer")
+    pose_before = (root / ".scail" / "pose.npz").read_bytes()
     preset = fast_preset(tmp_path)
     fault_log = tmp_path / "faults.log"
-    args: list[str | Path] = ["run", root, "-p", preset, "--json"]
-    # fsync 1: the "running" manifest; 2: the final one (temp names: .scail/.animate.tmp-...)
-    env = cli_env(tmp_path / "cache", enospc="/.scail/.animate.tmp-@2", fault_log=fault_log)
+    args: list[str | Path] = ["render", root, "-p", preset, "--json"]
+    # fsync 1: the "running" manifest; 2: the final one (temp names: .scail/.render.tmp-...)
+    env = cli_env(tmp_path / "cache", enospc="/.scail/.render.tmp-@2", fault_log=fault_log)
     proc = scail(env, *args)
     assert "ENOSPC" in fault_log.read_text(), "the fault never fired"
     assert proc.returncode == 2, proc.stderr[-3000:]
-    entry = summary(proc)["dancer"]
-    outcomes = {s["stage"]: (s["outcome"], s["reason"]) for s in entry["stages"]}
-    assert outcomes["render"][0] == "ran"
-    assert outcomes["animate"][0] == "failed" and "disk is full" in outcomes["animate"][1], outcomes
-    animate = manifests(root)["animate"]
-    assert animate["status"] == "failed" and "disk is full" in animate["error"], animate
+    outcomes = {s["stage"]: (s["outcome"], s["reason"]) for s in summary(proc)["dancer"]["stages"]}
+    assert outcomes["render"][0] == "failed" and "disk is full" in outcomes["render"][1], outcomes
+    render = manifests(root)["render"]
+    assert render["status"] == "failed" and "disk is full" in render["error"], render
     check = check_example(root)
-    record("ENOSPC on the final animate manifest", "dancer (5 frames)",
-           f"exit {proc.returncode}, animate {animate['status']}: disk is full", check)
+    record("ENOSPC on the final render manifest", "dancer (5 frames)",
+           f"exit {proc.returncode}, render {render['status']}: disk is full", check)
     assert not check.problems, check.problems
-    render_done = finished_times(root)["render"]
     proc = scail(cli_env(tmp_path / "cache"), *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    final = check_example(root, final=True, env=cli_env(tmp_path / "cache"), preset=preset)
+    final = check_example(root, final=True)
     assert not final.problems, final.problems
-    assert finished_times(root)["render"] == render_done  # render was not redone
-    record("rerun after the manifest ENOSPC", "dancer (5 frames)", "exit 0, animate done, render kept", final)
+    assert manifests(root)["render"]["status"] == "done"
+    assert (root / ".scail" / "pose.npz").read_bytes() == pose_before
+    record("rerun after the manifest ENOSPC", "dancer (5 frames)", "exit 0, render done", final)

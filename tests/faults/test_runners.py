@@ -27,7 +27,7 @@ def test_concurrent_runners_run_each_stage_of_each_example_once(tmp_path: Path, 
     """4 runners run the render stage only: the same lock and retry path, at a quarter of the CPU."""
     folder = tmp_path / "examples"
     roots = [write_example(folder / f"ex{i}") for i in range(EXAMPLES)]
-    preset = fast_preset(tmp_path)
+    preset = fast_preset(tmp_path, frames=1)
     env = cli_env(tmp_path / "cache")
     procs = [subprocess.Popen(scail_cmd(command, folder, "-p", preset, "--json"), env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(runners)]
