@@ -290,9 +290,6 @@ class AnimateConfig(_Strict):
 
     @model_validator(mode="after")
     def _parallel_split(self) -> AnimateConfig:
-        if self.model in ("scail-2-14b", "tiny-random-scail-2") and self.parallel.gpus > 1:
-            raise ValueError(f"animate.parallel.gpus={self.parallel.gpus}: sequence parallel does not run SCAIL-2's "
-                             "segment loop yet; use one GPU (parallel.gpus 1) for SCAIL-2")
         heads = MODEL_HEADS[self.model]
         groups = 2 if self.parallel.cfg else 1
         gpus = self.parallel.gpus

@@ -5,12 +5,14 @@ name), and tiny-random example folders."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from scail.animate.dit import DiT, DiTConfig
+from scail.animate.dit2 import SCAIL2Config, SCAIL2DiT
 from scail.video import write_video
 
 # 4 heads, so sequence parallel runs on 2 and 4 ranks (the tiny preset has 2)
@@ -20,15 +22,23 @@ FRAMES, H, W = 3, 4, 4
 TOKENS = 19
 
 
-def tiny_dit() -> DiT:
-    return DiT(CONFIG).init_weights(torch.Generator().manual_seed(7)).eval().requires_grad_(False)
+# SCAIL-2: one extra reference (4 tokens) before the 19: 23 tokens, odd on 2 ranks and on 4
+TOKENS_SCAIL2 = 23
 
 
-def inputs(batch: int = 2) -> dict[str, torch.Tensor]:
-    """A CFG pair: two rows of x and text, the reference, pose and CLIP tokens shared (batch 1)."""
+def tiny_dit(scail2: bool = False) -> DiT:
+    dit = SCAIL2DiT(SCAIL2Config.of(CONFIG)) if scail2 else DiT(CONFIG)
+    return dit.init_weights(torch.Generator().manual_seed(7)).eval().requires_grad_(False)
+
+
+def inputs(batch: int = 2, scail2: bool = False) -> dict[str, Any]:
+    """A CFG pair: two rows of x and text, the reference, pose and CLIP tokens shared (batch 1).
+
+    scail2: plus SCAIL-2's inputs: identity masks, one extra reference, a 1-latent clean history
+    anchor, replacement mode (its RoPE offsets)."""
     g = torch.Generator().manual_seed(11)
     c = CONFIG.latent_channels
-    return {
+    out: dict[str, Any] = {
         "x": torch.randn(batch, FRAMES, c, H, W, generator=g),
         "timesteps": torch.tensor([700.0]),
         "context": torch.randn(batch, 6, CONFIG.text_dim, generator=g),
@@ -36,11 +46,24 @@ def inputs(batch: int = 2) -> dict[str, torch.Tensor]:
         "pose_latent": torch.randn(1, FRAMES, c, H // 2, W // 2, generator=g),
         "clip_features": torch.randn(1, 5, CONFIG.clip_dim, generator=g),
     }
+    if scail2:
+        m = SCAIL2Config.of(CONFIG).mask_dim
+        out |= {
+            "ref_mask": torch.rand(1, 1, m, H, W, generator=g),
+            "driving_mask": torch.rand(1, FRAMES, m, H // 2, W // 2, generator=g),
+            "extra_refs": torch.randn(1, 1, c, H, W, generator=g),
+            "extra_ref_masks": torch.rand(1, 1, m, H, W, generator=g),
+            "history_frames": 1,
+            "replace": True,
+        }
+    return out
 
 
-def forward_worker(rank: int, world: int, port: int, out_dir: str, cases: list[tuple[int, bool, bool]]) -> None:
+def forward_worker(
+    rank: int, world: int, port: int, out_dir: str, cases: list[tuple[int, bool, bool, bool]]
+) -> None:
     """One rank: the parallel forward of `tiny_dit` on `inputs` for each (cfg groups, rows in turn,
-    compiled blocks) case, saved as rank<r>-case<i>.pt (one process group serves every case).
+    compiled blocks, SCAIL-2) case, saved as rank<r>-case<i>.pt (one process group serves every case).
 
     Compiled cases use the aot_eager backend (no C compiler needed) with errors raised, and fail on
     any graph break: the all-to-all attention must trace as the custom op."""
@@ -53,15 +76,15 @@ def forward_worker(rank: int, world: int, port: int, out_dir: str, cases: list[t
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        for i, (cfg, rows_in_turn, compiled) in enumerate(cases):
-            dit = tiny_dit().set_rows_in_turn(rows_in_turn)
+        for i, (cfg, rows_in_turn, compiled, scail2) in enumerate(cases):
+            dit = tiny_dit(scail2).set_rows_in_turn(rows_in_turn)
             if compiled:
                 dit.compile_blocks(backend="aot_eager")
                 torch._dynamo.config.suppress_errors = False
                 counters.clear()
             dit = install(dit, make_groups(world, cfg, rank))
             with torch.no_grad():
-                out = dit(**inputs())
+                out = dit(**inputs(scail2=scail2))
             if compiled and (counters["graph_break"] or not counters["stats"]["unique_graphs"]):
                 raise AssertionError(f"compiled blocks: {dict(counters['graph_break'])}, {dict(counters['stats'])}")
             torch.save(out, Path(out_dir) / f"rank{rank}-case{i}.pt")

@@ -2,13 +2,14 @@
 
     rank 0 (this process: the CLI, the batch, the animate stage)      ranks 1..N-1 (spawned here)
       reads inputs, runs VAE / umT5 / CLIP once                         load the DiT only
-      broadcast SampleJob ──────────────────────────────────────────►   receive the job
+      broadcast SampleJob (SCAIL-2: SegmentJob) ─────────────────────►   receive the job
       denoise (the DiT on its slice of the tokens)   ◄── collectives ──►   denoise (the same loop)
       after each (window) step: progress, Ctrl-C ── continue/stop ───►   follow
       VAE decode, writes the video and the manifest                     wait for the next job
 
 Every rank runs the same sampling loop (`pipeline.run_sampling`: sampler, CFG, fast mode's step
-cache) on the same broadcast inputs, so the DiT's collectives pair up; only rank 0 reads or writes
+cache; SCAIL-2: `pipeline2.run_segment` once per segment, rank 0 encoding each segment's inputs and
+anchor) on the same broadcast inputs, so the DiT's collectives pair up; only rank 0 reads or writes
 files and reports progress. Host decisions that could differ between ranks are taken by rank 0 and
 broadcast (`SequenceParallel.agree`). NCCL on CUDA devices (rank r on cuda:<first + r>), gloo on
 the CPU. A worker is killed with its parent (Linux parent-death signal), and a rank that stops
@@ -22,7 +23,6 @@ import ctypes
 import datetime
 import logging
 import multiprocessing as mp
-import os
 import signal
 import socket
 import sys
@@ -39,6 +39,7 @@ from scail.errors import ScailError
 if TYPE_CHECKING:
     from scail.animate.dit import DiT
     from scail.animate.pipeline import SampleJob
+    from scail.animate.pipeline2 import SegmentJob
     from scail.config import AnimateConfig
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class GroupSpec:
     backend: str  # "nccl" or "gloo"
     device: str  # rank 0's device: "cpu" or "cuda:<i>"
     timeout_s: float
+    cpu_threads: int  # a CPU rank's torch threads: rank 0's thread count shared between the ranks
 
     def device_of(self, rank: int) -> torch.device:
         base = torch.device(self.device)
@@ -118,7 +120,7 @@ class ParallelGroup:
         self.spec = GroupSpec(
             animate=config.model_dump(mode="json"), world=par.gpus, cfg=cfg,
             address=f"tcp://127.0.0.1:{_free_port()}", backend=backend_for(device), device=str(device),
-            timeout_s=par.timeout_s,
+            timeout_s=par.timeout_s, cpu_threads=max(1, torch.get_num_threads() // par.gpus),
         )
         self.dit = dit
         ctx = mp.get_context("spawn")
@@ -139,8 +141,8 @@ class ParallelGroup:
     def world(self) -> int:
         return self.spec.world
 
-    def start(self, job: SampleJob) -> None:
-        """Send the next sample's inputs to every worker (they start its sampling loop)."""
+    def start(self, job: SampleJob | SegmentJob) -> None:
+        """Send the next sample's (or SCAIL-2 segment's) inputs to every worker (they start its sampling loop)."""
         dead = [f"rank {i + 1} (exit code {w.exitcode})" for i, w in enumerate(self.workers) if not w.is_alive()]
         if dead:
             raise ScailError(f"sequence parallel: {', '.join(dead)} exited; rerun to start the group again")
@@ -235,11 +237,12 @@ def _worker_main(rank: int, spec: GroupSpec) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"rank {rank}: %(levelname)s %(message)s")
     from scail.animate.build import build_dit_models
     from scail.animate.pipeline import run_sampling
+    from scail.animate.pipeline2 import SegmentJob, run_segment
     from scail.config import AnimateConfig
 
     device = spec.device_of(rank)
-    if device.type == "cpu":  # share the cores between the ranks
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // spec.world))
+    if device.type == "cpu":  # share rank 0's threads (OMP_NUM_THREADS, torch.set_num_threads) between the ranks
+        torch.set_num_threads(spec.cpu_threads)
     sp = _join(rank, spec)
     config = AnimateConfig.model_validate(spec.animate)
     models = build_dit_models(config, device)
@@ -251,8 +254,9 @@ def _worker_main(rank: int, spec: GroupSpec) -> None:
                 break
             if kind != "sample":
                 continue
+            runner = run_segment if isinstance(job, SegmentJob) else run_sampling
             with contextlib.suppress(_Abandoned), torch.no_grad():
-                run_sampling(models, job.to(device), on_progress=_follow)
+                runner(models, job.to(device), on_progress=_follow)
     finally:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()

@@ -403,20 +403,20 @@ class SampleJob:
 
     def to(self, device: torch.device | str) -> SampleJob:
         """A copy with every tensor on `device`."""
-        return cast(SampleJob, _tensors_to(self, torch.device(device)))
+        return cast(SampleJob, tensors_to(self, torch.device(device)))
 
 
-def _tensors_to(obj: Any, device: torch.device) -> Any:
+def tensors_to(obj: Any, device: torch.device) -> Any:
     """`obj` with the tensors inside its dataclasses, tuples, lists and dicts moved to `device`."""
     if isinstance(obj, torch.Tensor):
         return obj.to(device)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.replace(obj, **{f.name: _tensors_to(getattr(obj, f.name), device)
+        return dataclasses.replace(obj, **{f.name: tensors_to(getattr(obj, f.name), device)
                                           for f in dataclasses.fields(obj) if f.init})
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_tensors_to(x, device) for x in obj)
+        return type(obj)(tensors_to(x, device) for x in obj)
     if isinstance(obj, dict):
-        return {k: _tensors_to(v, device) for k, v in obj.items()}
+        return {k: tensors_to(v, device) for k, v in obj.items()}
     return obj
 
 

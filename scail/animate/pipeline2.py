@@ -31,12 +31,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
-from scail.animate.pipeline import AnimatePipeline, to_uint8
+from scail.animate.pipeline import AnimatePipeline, SamplingModels, tensors_to, to_uint8
 from scail.animate.sampler import GuidanceReuse, Solver, make_schedule, sample
 
 if TYPE_CHECKING:
@@ -254,11 +254,13 @@ class SCAIL2Pipeline:
                 if on_progress is not None:
                     on_progress(offset + i, all_steps)
 
-            denoise = self._velocity(context, ref_latent, pose_latent, clip_features, seg_kwargs, history,
-                                     guide_scale if use_cfg else None, steps)  # fmt: skip
-            latent = sample(denoise, noise.to(dev), make_schedule(solver, steps, shift), progress)
-            if history is not None:
-                latent[:, : history.shape[1]] = history
+            job = SegmentJob(context, ref_latent, pose_latent, clip_features, seg_kwargs, history,
+                             guide_scale if use_cfg else None, solver, steps, shift, noise)  # fmt: skip
+            step_progress: ProgressFn = progress
+            if base.parallel is not None:  # rank 0 of a parallel group: the other ranks sample this segment too
+                base.parallel.start(job)
+                step_progress = base.parallel.progress_fn(progress)
+            latent = run_segment(base, job, step_progress)
             done += steps
             video = base.vae.decode(latent[None], tile=base.vae_tile)[0]  # (3, 81, H, W) in [-1, 1]
             frames = to_uint8(video).cpu().numpy()
@@ -272,38 +274,71 @@ class SCAIL2Pipeline:
             log.info("segment %d/%d (frames %d-%d) done", k + 1, len(segments), start, end - 1)
         return Scail2Result(frames=out, segments=segments, used_cfg=use_cfg, timings_s=timings)
 
-    def _velocity(
-        self,
-        context: torch.Tensor,
-        ref_latent: torch.Tensor,
-        pose_latent: torch.Tensor,
-        clip_features: torch.Tensor,
-        dit_kwargs: dict[str, Any],
-        history: torch.Tensor | None,
-        guide_scale: float | None,
-        steps: int,
-    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The sampler's denoise(x, t): the anchor imposed on x, then the (guided) velocity."""
-        base = self.base
-        net: Callable[..., torch.Tensor] = self.dit
-        if base.step_cache is not None:
-            base.step_cache.reset(steps)
-            net = base.step_cache
-        guidance = GuidanceReuse(guide_scale, base.uncond_every) if guide_scale is not None else None
 
-        def run(x: torch.Tensor, t: torch.Tensor, pair: bool) -> torch.Tensor:  # -> (B, 16, F, h, w)
-            xin = x.permute(1, 0, 2, 3)[None]  # (1, F, 16, h, w)
-            xin = xin.expand(2, -1, -1, -1, -1) if pair else xin
-            ctx = context if pair else context[-1:]
-            v = net(xin, t, ctx, ref_latent, pose_latent, clip_features, **dit_kwargs)
-            return v.permute(0, 2, 1, 3, 4)
+@dataclass
+class SegmentJob:
+    """One segment's sampling inputs (`SCAIL2Pipeline.generate`): what rank 0 of a parallel group
+    sends to the other ranks, which run `run_segment` on it too (`launch.py`).
 
-        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if history is not None:  # official apply_clean_history before every DiT call
-                x = x.clone()
-                x[:, : history.shape[1]] = history
-            if guidance is None:
-                return run(x, t, False)[0]
-            return guidance.velocity(lambda pair: run(x, t, pair))
+    Attributes:
+        context: (1 or 2, 512, text_dim) umT5 features, [uncond, cond] when CFG runs.
+        ref_latent, pose_latent, clip_features: as `SCAIL2DiT.forward`.
+        dit_kwargs: the SCAIL-2 inputs of `SCAIL2DiT.forward` (masks, extra references, mode, history).
+        history: (16, 2, h, w) clean anchor imposed on the leading latent frames, or None.
+        guide_scale: CFG scale, None when only the conditional branch runs.
+        noise: (16, F, h, w) the segment's initial noise.
+    """
 
-        return denoise
+    context: torch.Tensor
+    ref_latent: torch.Tensor
+    pose_latent: torch.Tensor
+    clip_features: torch.Tensor
+    dit_kwargs: dict[str, Any]
+    history: torch.Tensor | None
+    guide_scale: float | None
+    solver: Solver
+    steps: int
+    shift: float
+    noise: torch.Tensor
+
+    def to(self, device: torch.device | str) -> SegmentJob:
+        """A copy with every tensor on `device`."""
+        return cast(SegmentJob, tensors_to(self, torch.device(device)))
+
+
+def run_segment(models: SamplingModels, job: SegmentJob, on_progress: ProgressFn | None = None) -> torch.Tensor:
+    """Denoise one segment on `models` (rank 0's pipeline or a parallel worker's DiT): (16, F, h, w)
+    float32 latent with the clean anchor in its leading frames. Every rank of a parallel group runs
+    this on the same job."""
+    denoise = _velocity(models, job)
+    latent = sample(denoise, job.noise.to(models.device), make_schedule(job.solver, job.steps, job.shift), on_progress)
+    if job.history is not None:
+        latent[:, : job.history.shape[1]] = job.history
+    return latent
+
+
+def _velocity(models: SamplingModels, job: SegmentJob) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The sampler's denoise(x, t): the anchor imposed on x, then the (guided) velocity."""
+    net: Callable[..., torch.Tensor] = models.dit
+    if models.step_cache is not None:
+        models.step_cache.reset(job.steps)
+        net = models.step_cache
+    guidance = GuidanceReuse(job.guide_scale, models.uncond_every) if job.guide_scale is not None else None
+    context, history = job.context, job.history
+
+    def run(x: torch.Tensor, t: torch.Tensor, pair: bool) -> torch.Tensor:  # -> (B, 16, F, h, w)
+        xin = x.permute(1, 0, 2, 3)[None]  # (1, F, 16, h, w)
+        xin = xin.expand(2, -1, -1, -1, -1) if pair else xin
+        ctx = context if pair else context[-1:]
+        v = net(xin, t, ctx, job.ref_latent, job.pose_latent, job.clip_features, **job.dit_kwargs)
+        return v.permute(0, 2, 1, 3, 4)
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if history is not None:  # official apply_clean_history before every DiT call
+            x = x.clone()
+            x[:, : history.shape[1]] = history
+        if guidance is None:
+            return run(x, t, False)[0]
+        return guidance.velocity(lambda pair: run(x, t, pair))
+
+    return denoise

@@ -160,6 +160,7 @@ def run(
         "segments": [list(s) for s in result.segments],
         "fps": inputs.fps,
         "device": str(pipe.device),
+        "gpus": cfg.parallel.gpus,
         "timings_s": {"preprocess_s": round(preprocess_s, 3), **{k: round(v, 3) for k, v in result.timings_s.items()}},
     }
     ctx.note(**notes)

@@ -77,7 +77,11 @@ def test_missing_masks_without_a_backend_is_one_clear_error(tmp_path: Path) -> N
     assert "needs rendered_mask_v2.mp4" in result.output and "black background" in result.output
 
 
-def test_sequence_parallel_is_refused_for_scail2(tmp_path: Path) -> None:
+def test_sequence_parallel_runs_scail2(tmp_path: Path) -> None:
+    """`scail run --gpus 2` with a SCAIL-2 preset runs on 2 processes (the video equals the 1-process
+    one: `test_pipeline2.test_two_processes_give_the_one_process_video`)."""
     path = scail2_example(tmp_path / "ex")
-    result = runner.invoke(app, ["run", str(path), "-p", "tiny-random-scail-2", "--set", "animate.parallel.gpus=2"])
-    assert result.exit_code != 0 and "sequence parallel does not run SCAIL-2" in result.output
+    run(path, "--gpus", "2", "--device", "cpu", "--steps", "2")
+    notes = json.loads((path / ".scail" / "animate.json").read_text())["notes"]
+    assert notes["gpus"] == 2 and notes["frames"] == 9
+    assert probe(path / "samples" / "ex_latest.mp4").num_frames == 9

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from scale_out_helpers import TINY_PIPELINE, TOKENS, forward_worker, inputs, make_examples, tiny_dit
+from scale_out_helpers import (
+    TINY_PIPELINE,
+    TOKENS,
+    TOKENS_SCAIL2,
+    forward_worker,
+    inputs,
+    make_examples,
+    tiny_dit,
+)
 from tensor_checks import errors
 from typer.testing import CliRunner
 
@@ -25,24 +33,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# (cfg groups, rows in turn, compiled blocks) per process count; one spawn per count keeps the test quick
-CASES = {2: [(1, False, False), (2, False, False), (1, False, True)], 4: [(1, True, False), (2, False, False)]}
+# (cfg groups, rows in turn, compiled blocks, SCAIL-2 DiT) per process count; one spawn per count
+# keeps the test quick
+CASES = {
+    2: [(1, False, False, False), (2, False, False, False), (1, False, True, False), (1, False, False, True)],
+    4: [(1, True, False, False), (2, False, False, False), (1, False, False, True), (2, True, False, True)],
+}
 
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_parallel_forward_equals_one_process(tmp_path: Path, world: int) -> None:
     """Sequence parallel over `world` ranks (eager and compiled), and CFG parallel (2 groups of
-    world/2), give the single-process forward of the CFG pair, padding, reference and pose tokens included."""
-    with torch.no_grad():
-        expected = tiny_dit()(**inputs())  # (2, T, 16, h, w): the CFG pair batched in one process
+    world/2), give the single-process forward of the CFG pair, padding, reference and pose tokens
+    included; the same for the SCAIL-2 DiT (extra reference tokens, mask stream, history anchor,
+    replacement RoPE)."""
+    with torch.no_grad():  # (2, T, 16, h, w): the CFG pair batched in one process
+        expected = {scail2: tiny_dit(scail2)(**inputs(scail2=scail2)) for scail2 in (False, True)}
     mp.spawn(forward_worker, args=(world, free_port(), str(tmp_path), CASES[world]), nprocs=world)
-    for i, (cfg, _, _) in enumerate(CASES[world]):
+    for i, (cfg, _, _, scail2) in enumerate(CASES[world]):
         sp = world // cfg
-        assert sp == 1 or TOKENS % sp, "the case must need padding (an odd token count per rank)"
+        tokens = TOKENS_SCAIL2 if scail2 else TOKENS
+        assert sp == 1 or tokens % sp, "the case must need padding (an odd token count per rank)"
         for rank in range(world):  # every rank ends with the whole output
             got = torch.load(tmp_path / f"rank{rank}-case{i}.pt", weights_only=True)
-            _, rel = errors(got, expected)
-            assert rel <= 1e-5, f"cfg {cfg} x sp {sp}, rank {rank}: relative error {rel:.2e}"
+            _, rel = errors(got, expected[scail2])
+            assert rel <= 1e-5, f"cfg {cfg} x sp {sp}, scail2 {scail2}, rank {rank}: relative error {rel:.2e}"
 
 
 def test_layout_places_ranks() -> None:
