@@ -171,19 +171,11 @@ class StepCache:
         return block.norm1(sub) * (1 + scale[:, None]) + shift[:, None]
 
     @torch.no_grad()
-    def __call__(
-        self,
-        x: torch.Tensor,
-        timesteps: torch.Tensor,
-        context: torch.Tensor,
-        ref_latent: torch.Tensor,
-        pose_latent: torch.Tensor,
-        clip_features: torch.Tensor,
-        **dit_kwargs: Any,
-    ) -> torch.Tensor:
-        """As the DiT's forward; `dit_kwargs` are the SCAIL-2 DiT's extra inputs (masks, references)."""
+    def __call__(self, *inputs: torch.Tensor, **dit_kwargs: Any) -> torch.Tensor:
+        """As the DiT's forward, on the same inputs (x, timesteps, context, ref_latent, pose_latent,
+        clip_features; `dit_kwargs`: the SCAIL-2 DiT's extra inputs, masks and references)."""
         dit = self.dit
-        tokens, cond = dit.embed(x, timesteps, context, ref_latent, pose_latent, clip_features, **dit_kwargs)
+        tokens, cond = dit.embed(*inputs, **dit_kwargs)
         ind = self._indicator(tokens, cond.e0)
         b = tokens.shape[0]
         last = self.steps is not None and self.step >= self.steps - 1
