@@ -135,20 +135,22 @@ def test_missing_key(tmp_path: Path, tiny_state: dict[str, torch.Tensor]) -> Non
     )
 
 
-def test_unexpected_key(tmp_path: Path, tiny_state: dict[str, torch.Tensor]) -> None:
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("blocks.0.foo", torch.zeros(1), "1 unexpected keys (e.g. 'blocks.0.foo')"),
+        ("blocks.0.ffn.2.bias", torch.zeros(65), "1 shape mismatches (e.g. 'blocks.0.ffn.2.bias': file [65], model [64])"),
+    ],
+    ids=["unexpected_key", "wrong_shape"],
+)
+def test_extra_key_or_wrong_shape(
+    tmp_path: Path, tiny_state: dict[str, torch.Tensor], key: str, value: torch.Tensor, message: str
+) -> None:
     file = tmp_path / "scail.safetensors"
-    save_file({**tiny_state, "blocks.0.foo": torch.zeros(1)}, str(file))
+    save_file({**tiny_state, key: value}, str(file))
     with pytest.raises(CheckpointError) as exc:
         load_dit(file, num_heads=2)
-    assert "1 unexpected keys (e.g. 'blocks.0.foo')" in one_line_error(exc)
-
-
-def test_wrong_shape(tmp_path: Path, tiny_state: dict[str, torch.Tensor]) -> None:
-    file = tmp_path / "scail.safetensors"
-    save_file({**tiny_state, "blocks.0.ffn.2.bias": torch.zeros(65)}, str(file))
-    with pytest.raises(CheckpointError) as exc:
-        load_dit(file, num_heads=2)
-    assert "1 shape mismatches (e.g. 'blocks.0.ffn.2.bias': file [65], model [64])" in one_line_error(exc)
+    assert message in one_line_error(exc)
 
 
 def test_unknown_sat_key(tmp_path: Path, tiny_state: dict[str, torch.Tensor]) -> None:
