@@ -41,7 +41,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from scail.summary import STATUS_STYLES
+from scail.summary import STATUS_STYLES, format_duration
 
 if TYPE_CHECKING:
     from scail.stage import ProgressEvent
@@ -54,17 +54,6 @@ _SILENT_STATUSES = frozenset({"fresh", "user-provided", "skipped"})
 def stderr_console() -> Console:
     """The console every scail command draws on: stderr, so stdout stays clean for results."""
     return Console(stderr=True)
-
-
-def format_duration(seconds: float | None) -> str:
-    """`0.4 s`, `12.3 s`, `4:05`, `1:02:03`; empty for None."""
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class AverageEtaColumn(ProgressColumn):

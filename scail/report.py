@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 from scail.example import Example, discover
+from scail.summary import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -244,15 +245,6 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _fmt_s(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
-
-
 def _media_html(item: Media, base: Path, lazy: bool) -> str:
     src = _href(item.path, base)
     attr = f'data-src="{_e(src)}"' if lazy else f'src="{_e(src)}"'
@@ -271,7 +263,7 @@ def _row_html(r: ExampleReport, base: Path, columns: int) -> str:
     seed = r.settings.get("seed", "")
     stage_cells = "".join(
         f'<td class="stage"><span class="st st-{_e(c.status.replace(" ", "-"))}" title="{_e(c.reason)}">{_e(c.status)}</span>'
-        f'<span class="time">{_e(_fmt_s(c.duration_s) if c.status in _TIMED else "")}</span></td>' for c in r.stages)
+        f'<span class="time">{_e(format_duration(c.duration_s) if c.status in _TIMED else "")}</span></td>' for c in r.stages)
     ref = (f'<img class="thumb" src="{_e(_href(r.reference, base))}" alt="reference" loading="lazy">'
            if r.reference is not None else "")
     sample = (f'<video class="sample" src="{_e(_href(r.sample, base))}" controls muted loop playsinline '
@@ -280,7 +272,7 @@ def _row_html(r: ExampleReport, base: Path, columns: int) -> str:
     reason = f'<div class="reason">{_e(r.reason)}</div>' if r.reason else ""
     facts = "".join(f"<tr><th>{_e(k)}</th><td>{_e(json.dumps(v) if isinstance(v, (list, dict)) else v)}</td></tr>"
                     for k, v in r.settings.items())
-    facts += "".join(f"<tr><th>{_e(k)}</th><td>{_e(_fmt_s(v))}</td></tr>" for k, v in r.timings.items())
+    facts += "".join(f"<tr><th>{_e(k)}</th><td>{_e(format_duration(v))}</td></tr>" for k, v in r.timings.items())
     facts += f'<tr><th>folder</th><td><a href="{_e(_href(r.root, base))}">{_e(r.root)}</a></td></tr>'
     media = "".join(_media_html(m, base, lazy=True) for m in r.media)
     return (
@@ -289,7 +281,7 @@ def _row_html(r: ExampleReport, base: Path, columns: int) -> str:
         f'data-time="{r.duration_s:.3f}" data-seed="{_e(seed)}">'
         f'<tr class="main"><td class="name">{ref}<div>{_e(r.name)}</div></td>'
         f'<td><span class="badge b-{_e(r.status.replace(" ", "-"))}">{_e(r.status)}</span>{reason}</td>'
-        f'{stage_cells}<td class="num">{_e(_fmt_s(r.duration_s))}</td><td class="num">{_e(seed)}</td>'
+        f'{stage_cells}<td class="num">{_e(format_duration(r.duration_s))}</td><td class="num">{_e(seed)}</td>'
         f'<td class="prompt">{_e(r.settings.get("prompt", ""))}</td><td>{sample}</td></tr>'
         f'<tr class="more"><td colspan="{columns}"><details><summary>previews, inputs and settings</summary>'
         f'<div class="media">{media or "<span class=none>no previews or videos</span>"}</div>'

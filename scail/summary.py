@@ -28,6 +28,17 @@ MAX_ROWS = 200
 """Beyond this many examples, tables list only the examples that need attention."""
 
 
+def format_duration(seconds: float | None) -> str:
+    """`0.4 s`, `12.3 s`, `4:05`, `1:02:03`; empty for None (progress lines and the HTML report)."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def _cell(status: str, extra: str = "") -> str:
     style = STATUS_STYLES.get(status, "")
     text = f"{status}{extra}"
