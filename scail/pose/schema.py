@@ -151,16 +151,17 @@ def load_pose(path: Path | str) -> PoseData:
     if missing:
         raise InputError(f"{path}: pose data lacks arrays {missing}; rerun 'scail pose --force'")
     try:
-        pose = PoseData(
-            fps=float(data["fps"]), size=(int(data["size"][0]), int(data["size"][1])),
-            K=data["K"].astype(np.float64), track_id=data["track_id"].astype(np.int64),
-            body3d=data["body3d"].astype(np.float32), body2d=data["body2d"].astype(np.float32),
-            face2d=data["face2d"].astype(np.float32), hands2d=data["hands2d"].astype(np.float32),
-            bbox=data["bbox"].astype(np.float32),
-            backend=str(data["backend"]) if "backend" in data else "unknown",
-            version=str(data["version"]) if "version" in data else "",
-        )
-    except (TypeError, ValueError, IndexError, OverflowError) as exc:  # text where numbers go, wrong ranks
+        with np.errstate(invalid="raise"):  # NaN where an integer goes (track ids) is malformed
+            pose = PoseData(
+                fps=float(data["fps"]), size=(int(data["size"][0]), int(data["size"][1])),
+                K=data["K"].astype(np.float64), track_id=data["track_id"].astype(np.int64),
+                body3d=data["body3d"].astype(np.float32), body2d=data["body2d"].astype(np.float32),
+                face2d=data["face2d"].astype(np.float32), hands2d=data["hands2d"].astype(np.float32),
+                bbox=data["bbox"].astype(np.float32),
+                backend=str(data["backend"]) if "backend" in data else "unknown",
+                version=str(data["version"]) if "version" in data else "",
+            )
+    except (TypeError, ValueError, IndexError, ArithmeticError) as exc:  # text where numbers go, wrong ranks
         raise InputError(f"{path}: malformed pose data ({type(exc).__name__}: {exc}); "
                          "delete it and rerun 'scail pose'") from exc
     return pose.validate(str(path))
