@@ -13,6 +13,12 @@ Layouts understood (each is detected per key, so a file may mix them):
   prefix, with either the wan module names (`blocks.0.self_attn.q`) or the diffusers
   `WanTransformer3DModel` names (`blocks.0.attn1.to_q`, `condition_embedder.*`, `proj_out`, ...).
 * kohya / musubi-tuner (`lora_unet_blocks_0_self_attn_q.lora_down.weight`, `.alpha`).
+* SAT, as zai-org releases SCAIL-2's own LoRAs (`bias-aware-dpo-lora.pt`, `relighting-lora.pt`: a
+  DeepSpeed `module` dict): `model.diffusion_model.transformer.layers.<i>.<SAT module>.lora_layer[.<j>]
+  .down.weight` / `.up.weight` / `.diff_b`, where `attention.query_key_value` j = 0, 1, 2 is
+  `self_attn.q/k/v`, `attention.dense` `self_attn.o`, `cross_attention.query` / `.key_value` j = 0, 1 /
+  `.dense` `cross_attn.q` / `k, v` / `o`, `mlp.dense_h_to_4h` / `dense_4h_to_h` `ffn.0` / `ffn.2`
+  (the wan branch's `convert_lora.py` map; no alpha, so scale 1).
 
 The update of a weight W (any shape; a conv's LoRA factors are flattened) is
 `W + strength * (alpha / rank) * up @ down` for a low-rank pair (`alpha / rank` is 1 when the file has
@@ -133,7 +139,24 @@ _SUFFIX_KINDS: tuple[tuple[str, str], ...] = (
 _UNSUPPORTED = re.compile(r"\.(dora_scale|lora_mid\.weight|hada_\w+|lokr_\w+|[ab][12]\.weight|w_norm|b_norm|set_weight)$")
 
 Kind = Literal["down", "up", "alpha", "diff", "diff_b", "diff_m", "bias_up"]
-Layout = Literal["comfyui", "diffusers", "kohya"]
+Layout = Literal["comfyui", "diffusers", "kohya", "sat"]
+
+# SAT (SwissArmyTransformer) LoRA names of SCAIL-2's released LoRAs -> wan modules
+_SAT = re.compile(r"^(?:module\.)?model\.diffusion_model\.transformer\.layers\.(?P<block>\d+)\.(?P<sat>[a-z_.0-9]+?)"
+                  r"\.lora_layer(?:\.(?P<part>\d+))?\.(?P<kind>down\.weight|up\.weight|diff_b)$")
+_SAT_MODULES: dict[tuple[str, str | None], str] = {
+    ("attention.query_key_value", "0"): "self_attn.q",
+    ("attention.query_key_value", "1"): "self_attn.k",
+    ("attention.query_key_value", "2"): "self_attn.v",
+    ("attention.dense", None): "self_attn.o",
+    ("cross_attention.query", None): "cross_attn.q",
+    ("cross_attention.key_value", "0"): "cross_attn.k",
+    ("cross_attention.key_value", "1"): "cross_attn.v",
+    ("cross_attention.dense", None): "cross_attn.o",
+    ("mlp.dense_h_to_4h", None): "ffn.0",
+    ("mlp.dense_4h_to_h", None): "ffn.2",
+}
+_SAT_KINDS: dict[str, Kind] = {"down.weight": "down", "up.weight": "up", "diff_b": "diff_b"}
 
 
 def _strip_prefixes(key: str) -> tuple[str, bool]:
@@ -160,6 +183,12 @@ class _Key:
 
 def _parse_key(key: str) -> _Key | None:
     """Split one file key into (module, kind, layout); None when the key is no LoRA key we know."""
+    sat = _SAT.match(key)
+    if sat is not None:
+        wan = _SAT_MODULES.get((sat["sat"], sat["part"]))
+        if wan is None:
+            return None
+        return _Key(f"blocks.{sat['block']}.{wan}", _SAT_KINDS[sat["kind"]], "sat")
     name, underscored = _strip_prefixes(key)
     match = _PAIR.match(name)
     if match is not None:

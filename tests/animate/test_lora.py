@@ -277,6 +277,66 @@ def test_merge_casts_after_float32(tiny_lora: Path) -> None:
     assert merged[key].dtype == torch.bfloat16 and torch.equal(merged[key], expected)
 
 
+
+# SCAIL-2's own LoRAs (zai-org `bias-aware-dpo-lora.pt`, `relighting-lora.pt`): SAT names in a DeepSpeed
+# `module` dict, per block; written from the SAT module names (the wan branch's convert_lora.py map)
+SAT_MODULES = {"self_attn.q": "attention.query_key_value.lora_layer.0", "self_attn.k": "attention.query_key_value.lora_layer.1",
+               "self_attn.v": "attention.query_key_value.lora_layer.2", "self_attn.o": "attention.dense.lora_layer",
+               "cross_attn.q": "cross_attention.query.lora_layer", "cross_attn.k": "cross_attention.key_value.lora_layer.0",
+               "cross_attn.v": "cross_attention.key_value.lora_layer.1", "cross_attn.o": "cross_attention.dense.lora_layer",
+               "ffn.0": "mlp.dense_h_to_4h.lora_layer", "ffn.2": "mlp.dense_4h_to_h.lora_layer"}  # fmt: skip
+
+
+def sat_file(shapes: dict[str, tuple[int, ...]], rank: int = 4, device: str = "meta",
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    out: dict[str, torch.Tensor] = {}
+    layers = 1 + max(int(k.split(".")[1]) for k in shapes if k.startswith("blocks."))
+    for i in range(layers):
+        for wan, sat in SAT_MODULES.items():
+            o, n = shapes[f"blocks.{i}.{wan}.weight"]
+            name = f"model.diffusion_model.transformer.layers.{i}.{sat}"
+            out[f"{name}.down.weight"] = torch.randn(rank, n, device=device, generator=generator) * 0.05
+            out[f"{name}.up.weight"] = torch.randn(o, rank, device=device, generator=generator) * 0.05
+    return out
+
+
+def test_scail2_sat_lora_maps_every_key(shapes_14b: dict[str, tuple[int, ...]]) -> None:
+    """The SAT layout of SCAIL-2's released LoRAs, with the real 14B names: every key applies, each to
+    the wan weight the SAT module is (scale 1: the file has no alpha)."""
+    tensors = sat_file(shapes_14b, rank=128)
+    lora = map_lora(tensors, shapes_14b, Path("bias-aware-dpo-lora.pt"))
+    assert lora.unused == {} and lora.layouts == ("sat",) and lora.num_keys == len(tensors) == 40 * 10 * 2
+    targets = {d.target: d for d in lora.deltas}
+    assert len(targets) == 400 and all(d.low_rank and d.scale == 1.0 for d in lora.deltas)
+    key = "model.diffusion_model.transformer.layers.7.attention.query_key_value.lora_layer.1.down.weight"
+    assert targets["blocks.7.self_attn.k.weight"].keys[0] in (key, key.replace("down", "up"))
+    unknown = {"model.diffusion_model.transformer.layers.0.attention.query_key_value.lora_layer.3.down.weight":
+               torch.empty(4, 5120, device="meta")}  # fmt: skip
+    assert map_lora({**tensors, **unknown}, shapes_14b, Path("x.pt")).unused.keys() == unknown.keys()
+
+
+def test_scail2_sat_lora_pt_file_equals_its_comfyui_conversion(tmp_path: Path) -> None:
+    """A SAT `.pt` LoRA (DeepSpeed `module` dict, as released) merges to the same weights as the same
+    factors under the ComfyUI names (what COMFY's repackaged safetensors hold)."""
+    state = tiny_model().state_dict()
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    tensors = sat_file(shapes, device="cpu", generator=torch.Generator().manual_seed(2))
+    pt = tmp_path / "relighting-lora.pt"
+    torch.save({"module": tensors}, pt)
+    by_sat = {v: k for k, v in SAT_MODULES.items()}
+    comfy = {}
+    for key, t in tensors.items():
+        head, _, tail = key.partition(".lora_layer")
+        block, sat = head.removeprefix("model.diffusion_model.transformer.layers.").split(".", 1)
+        part = tail.removesuffix(".down.weight").removesuffix(".up.weight")
+        wan = by_sat[f"{sat}.lora_layer{part}"]
+        comfy[f"diffusion_model.blocks.{block}.{wan}.lora_{'down' if key.endswith('down.weight') else 'up'}.weight"] = t
+    st = tmp_path / "relighting.safetensors"
+    save_file(comfy, str(st))
+    merged = [merge_loras(state, [(read_lora(p, shapes), 1.0)], dtype_of=lambda _: torch.float32) for p in (pt, st)]
+    assert merged[0].keys() == merged[1].keys() and len(merged[0]) == 2 * 10
+    assert all(torch.equal(merged[0][k], merged[1][k]) for k in merged[0])
+
 # --------------------------------------------------------------------------------------------------
 # Errors and reports
 # --------------------------------------------------------------------------------------------------
