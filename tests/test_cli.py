@@ -317,6 +317,25 @@ def test_distill_presets_need_a_lora(make_toy_example, repo_root) -> None:
     assert (four.schedule, four.denoising_step_list, four.guide_scale) == ("lightx2v", (1000, 750, 500, 250), 1.0)
 
 
+
+def test_scail2_presets_are_the_released_recipes(make_toy_example, repo_root) -> None:
+    """scail-2: the paper's (euler 50, shift 5, CFG 4); scail-2-wan: the wan CLI's (unipc 40, shift 3,
+    CFG 5); scail-2-distill: the README's distill LoRA recipe (unipc 8, shift 1, CFG 1), refused
+    without a LoRA."""
+    from scail.cli import Options, resolve_config
+
+    path = make_toy_example("001")
+    recipes = {"scail-2": ("euler", 50, 5.0, 4.0), "scail-2-wan": ("unipc", 40, 3.0, 5.0),
+               "scail-2-distill": ("unipc", 8, 1.0, 1.0)}  # fmt: skip
+    for name, recipe in recipes.items():
+        a = resolve_config(Options(path, pipeline=name, lora=["d.safetensors"])).animate
+        assert a.model == "scail-2-14b" and (a.solver, a.steps, a.shift, a.guide_scale) == recipe, name
+    result = runner.invoke(app, ["run", str(path), "--pipeline", "scail-2-distill"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith(f"error: {repo_root / 'pipelines' / 'scail-2-distill'}.yaml: animate: this "
+                                            "pipeline is a step-distilled recipe")
+    assert "--lora PATH[:STRENGTH]" in result.stderr
+
 def test_loras_in_yaml(make_toy_example, tmp_path) -> None:
     from scail.cli import Options, resolve_config
 

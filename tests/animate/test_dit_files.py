@@ -155,3 +155,30 @@ def test_build_pipeline_applies_config_loras(tmp_path: Path) -> None:
     assert rel(out["merged"], out["hooked"]) <= 1e-6
     assert rel(out["merged"], out["base"]) > 1e-3
     assert torch.equal(out["zero"], out["base"])
+
+
+def test_loras_reach_the_scail2_dit(tmp_path: Path) -> None:
+    """SCAIL-2 presets take LoRAs as SCAIL-Preview does (lightx2v layout here): merged at load equals
+    run-time hooks, and the LoRA changes the SCAIL-2 DiT's output."""
+    from scail.animate.build import build_pipeline
+    from scail.config import AnimateConfig
+
+    def build(**kw: object) -> torch.nn.Module:
+        return build_pipeline(AnimateConfig(model="tiny-random-scail-2", device="cpu", **kw)).dit  # type: ignore[arg-type]
+
+    base = build()
+    shapes = {k: tuple(v.shape) for k, v in base.state_dict().items()}
+    lora = tmp_path / "lightx2v.safetensors"
+    save_file(random_lora(shapes, rank=4, generator=torch.Generator().manual_seed(9), dtype=torch.float32, std=0.05),
+              str(lora))
+    merged, hooked = build(loras=[f"{lora}:0.8"]), build(loras=[f"{lora}:0.8"], lora_merge=False)
+    cfg = base.config
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(1, 2, 16, 8, 12, generator=g), torch.tensor([700.0]), torch.randn(1, 7, cfg.text_dim, generator=g),
+            torch.randn(1, 1, 16, 8, 12, generator=g), torch.randn(1, 2, 16, 4, 6, generator=g),
+            torch.randn(1, 257, cfg.clip_dim, generator=g))
+    kw = {"ref_mask": torch.rand(1, 1, 28, 8, 12, generator=g), "driving_mask": torch.rand(1, 2, 28, 4, 6, generator=g)}
+    with torch.no_grad():
+        out = {name: dit(*args, **kw) for name, dit in {"base": base, "merged": merged, "hooked": hooked}.items()}
+    assert rel(out["merged"], out["hooked"]) <= 1e-6
+    assert rel(out["merged"], out["base"]) > 1e-3
