@@ -522,7 +522,7 @@ class DiT(nn.Module):
             clip_features: (B | 1, Li, clip_dim) CLIP ViT tokens of the reference (Li = 257).
                 Inputs with batch 1 are shared by every row (the CFG pair).
             inputs: a subclass's further inputs to `embed` (SCAIL-2's masks and references:
-                `scail.animate.dit2.SCAIL2DiT.embed`); SCAIL-Preview takes none.
+                `scail.animate.dit2.SCAIL2DiT.embed_latents`); SCAIL-Preview takes none.
 
         Returns:
             (B, T, 16, h, w) float32 velocity for the video frames (ref and pose outputs are dropped).
@@ -540,25 +540,33 @@ class DiT(nn.Module):
         ref_latent: torch.Tensor,
         pose_latent: torch.Tensor,
         clip_features: torch.Tensor,
+        **inputs: Any,
     ) -> tuple[torch.Tensor, Conditioning]:
-        """The part of `forward` before the blocks: (B, L, D) float32 tokens and what every block needs."""
-        cfg = self.config
-        b, t, _, h, w = x.shape
-        _check_inputs(cfg, x, timesteps, context, ref_latent, pose_latent, clip_features)
-        pt, ph, pw = cfg.patch_size
-        hp, wp = h // ph, w // pw
+        """The part of `forward` before the blocks: (B, L, D) float32 tokens and what every block needs.
 
+        `inputs` go to `embed_latents` (a subclass's further inputs: SCAIL-2's masks and references).
+        """
+        b, t, _, h, w = x.shape
+        _check_inputs(self.config, x, timesteps, context, ref_latent, pose_latent, clip_features)
+        tokens, prefix, (rope_cos, rope_sin) = self.embed_latents(x, ref_latent, pose_latent, **inputs)
+        e, e0, text, image = self.embed_conditions(b, timesteps, context, clip_features)
+        cond = Conditioning(e, e0, text, image, rope_cos, rope_sin, (b, t, h, w), prefix_tokens=prefix)
+        return tokens, cond
+
+    def embed_latents(
+        self, x: torch.Tensor, ref_latent: torch.Tensor, pose_latent: torch.Tensor
+    ) -> tuple[torch.Tensor, int, tuple[torch.Tensor, torch.Tensor]]:
+        """The token sequence [ref | video | pose] (B, L, D) in float32 (the residual stream), the
+        number of tokens before the reference's (none here) and the sequence's RoPE tables (L, Dh/2)."""
+        b, t, _, h, w = x.shape
+        pt, ph, pw = self.config.patch_size
         # embeddings: masks appended after the latent channels (0 video, 1 ref and pose)
         video = torch.cat([self.with_mask(ref_latent, 1.0, b), self.with_mask(x, 0.0, b)], dim=2)
         video = tokens_of(self.patch_embedding(video))  # (B, 20, 1+T, h, w) -> (B, (1+T)*hp*wp, D)
         pose = self.patch_embedding_pose(self.with_mask(pose_latent, 1.0, b))  # (B, D, T, hp/2, wp/2)
         pose = tokens_of(pose)  # (B, T*hp/2*wp/2, D)
-        tokens = torch.cat([video, pose], dim=1).float()  # (B, L, D) residual stream in float32
-
-        e, e0, text, image = self.embed_conditions(b, timesteps, context, clip_features)
-        rope_cos, rope_sin = self.rope_tables(t // pt, hp, wp, x.device)  # (L, Dh/2) each
-        cond = Conditioning(e, e0, text, image, rope_cos, rope_sin, (b, t, h, w))
-        return tokens, cond
+        tokens = torch.cat([video, pose], dim=1).float()
+        return tokens, 0, self.rope_tables(t // pt, h // ph, w // pw, x.device)
 
     def with_mask(self, lat: torch.Tensor, mask: torch.Tensor | float, b: int) -> torch.Tensor:
         """(B|1, F, 16, y, x) latent + the 4 mask channels (a constant, or (B|1, F, 4, y, x)) ->

@@ -44,10 +44,8 @@ import torch
 import torch.nn as nn
 
 from scail.animate.dit import (
-    Conditioning,
     DiT,
     DiTConfig,
-    _check_inputs,
     _segment_rope_tables,
     check_batched_shapes,
     tokens_of,
@@ -129,8 +127,9 @@ class SCAIL2DiT(DiT):
     """SCAIL-2 diffusion transformer: predicts the flow velocity of the video latent.
 
     The blocks, head, memory options (`set_ffn_chunks`, `set_rows_in_turn`, `compile_blocks`),
-    `cast_` and `run_blocks` are SCAIL-Preview's; `embed` builds the SCAIL-2 token sequence and
-    `unembed` skips the extra-reference tokens before Preview's head and un-patchify.
+    `cast_`, `forward`, `embed` and `run_blocks` are SCAIL-Preview's; `embed_latents` builds the
+    SCAIL-2 token sequence, and Preview's `unembed` skips its extra-reference tokens (the
+    conditioning's `prefix_tokens`) before the head and un-patchify.
     """
 
     config: SCAIL2Config
@@ -141,14 +140,11 @@ class SCAIL2DiT(DiT):
             config.mask_dim, config.dim, kernel_size=config.patch_size, stride=config.patch_size
         )
 
-    def embed(
+    def embed_latents(
         self,
         x: torch.Tensor,
-        timesteps: torch.Tensor,
-        context: torch.Tensor,
         ref_latent: torch.Tensor,
         pose_latent: torch.Tensor,
-        clip_features: torch.Tensor,
         *,
         ref_mask: torch.Tensor | None = None,
         driving_mask: torch.Tensor | None = None,
@@ -156,13 +152,15 @@ class SCAIL2DiT(DiT):
         extra_ref_masks: torch.Tensor | None = None,
         history_frames: int = 0,
         replace: bool = False,
-    ) -> tuple[torch.Tensor, Conditioning]:
-        """The part of `forward` before the blocks: (B, L, D) float32 tokens and what every block needs.
+    ) -> tuple[torch.Tensor, int, tuple[torch.Tensor, torch.Tensor]]:
+        """The SCAIL-2 token sequence [extra refs | ref | video | pose] (B, L, D) in float32, the
+        number of extra-reference tokens before the reference's, and the sequence's RoPE tables.
+
+        `forward` and `embed` (SCAIL-Preview's) pass their keyword inputs here.
 
         Args:
-            x, timesteps, context, ref_latent, pose_latent, clip_features: as `DiT.forward`
-                (layout (B, T, C, h, w); `pose_latent` is the skeleton render's latent, or the raw
-                driving video's in end-to-end mode).
+            x, ref_latent, pose_latent: as `DiT.forward` (layout (B, T, C, h, w); `pose_latent` is
+                the skeleton render's latent, or the raw driving video's in end-to-end mode).
             ref_mask: (B | 1, 1, 28, h, w) 28-channel identity mask of the reference
                 (`preprocess2.compress_mask`). Required.
             driving_mask: (B | 1, T, 28, h/2, w/2) 28-channel mask of the driving video. Required.
@@ -171,13 +169,9 @@ class SCAIL2DiT(DiT):
             history_frames: the leading latent frames of x that are a clean history anchor
                 (history mask 1 there); 0 outside long-video continuation.
             replace: replacement mode (official `replace_flag`); False: animation.
-
-        `forward` (SCAIL-Preview's) passes these keyword inputs here and returns the (B, T, 16, h, w)
-        float32 velocity for the video frames.
         """
         cfg = self.config
         b, t, _, h, w = x.shape
-        _check_inputs(cfg, x, timesteps, context, ref_latent, pose_latent, clip_features)
         ref_mask, driving_mask = _check_scail2_inputs(
             cfg, x, ref_mask, driving_mask, extra_refs, extra_ref_masks, history_frames
         )
@@ -207,11 +201,7 @@ class SCAIL2DiT(DiT):
             extra = self.patch_embedding(with_mask(extra_refs, 1.0)) + mask_conv(channels_first(extra_ref_masks))
             parts.insert(0, tokens_of(extra))  # (B, N*hp*wp, D), before the reference
         tokens = torch.cat(parts, dim=1).float()  # (B, L, D) residual stream in float32
-
-        e, e0, text, image = self.embed_conditions(b, timesteps, context, clip_features)
-        rope_cos, rope_sin = self.rope_tables(t // pt, hp, wp, x.device, extra_refs=n, replace=replace)
-        cond = Conditioning(e, e0, text, image, rope_cos, rope_sin, (b, t, h, w), prefix_tokens=n * hp * wp)
-        return tokens, cond
+        return tokens, n * hp * wp, self.rope_tables(t // pt, hp, wp, x.device, extra_refs=n, replace=replace)
 
     def rope_tables(
         self,
