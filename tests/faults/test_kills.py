@@ -170,7 +170,20 @@ def test_kill_9_of_the_pose_worker_and_of_its_runner(pose_python: Path, pose_cac
     assert not orphans, f"pose workers outlived their runner: {orphans}"
     assert not check.problems, check.problems
 
-    # 3) the rerun completes
+    # 3) Ctrl-C in a terminal (the whole process group) mid-pose: exit 130, the worker gone
+    delay = r.uniform(0.0, 1.0)
+    run = run_until(env, [*args, "--force", "pose"], runner_pose, delay, signal.SIGINT, group=True)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in seen) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    check = check_example(root)
+    record(f"Ctrl-C {delay:.2f}s into pose", "001 (5 frames)", f"exit {run.returncode}, {_where(root)}", check)
+    assert not check.problems, check.problems
+    assert not [p for p in seen if _alive(p)], "a pose worker outlived Ctrl-C"
+    if run.signalled:
+        assert run.returncode == 130, run.stderr[-2000:]
+
+    # 4) the rerun completes
     proc = scail(env, *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     final = check_example(root, final=True)
@@ -213,12 +226,17 @@ def test_kill_during_pose_env_creation_then_the_rebuild_works(tmp_path: Path) ->
     def building(pid: int) -> bool:
         return envs.is_dir() and any(p.is_dir() for p in envs.iterdir())
 
-    delay = r.uniform(0.0, 3.0)
-    run = run_until(env, args, building, delay, signal.SIGKILL, group=True)
-    (env_dir,) = [p for p in envs.iterdir() if p.is_dir()]
-    half = not (env_dir / READY_MARKER).is_file()
-    record(f"kill -9 of the process group {delay:.2f}s into pose-env creation", "pose env (pins: pip)",
-           f"signalled: {run.signalled}, env left {'incomplete' if half else 'ready'}")
+    for what, sig in (("Ctrl-C to", signal.SIGINT), ("kill -9 of", signal.SIGKILL)):
+        delay = r.uniform(0.0, 3.0)
+        run = run_until(env, args, building, delay, sig, group=True)
+        (env_dir,) = [p for p in envs.iterdir() if p.is_dir()]
+        ready = (env_dir / READY_MARKER).is_file()
+        record(f"{what} the process group {delay:.2f}s into pose-env creation", "pose env (pins: pip)",
+               f"exit {run.returncode}, env left {'ready' if ready else 'incomplete (never used)'}")
+        assert run.returncode != 0 or ready, run.stderr[-2000:]
+        assert "Traceback" not in run.stderr, run.stderr[-3000:]
+        if ready:  # the moment came after the build: start over for the next fault
+            shutil.rmtree(env_dir)
     # the rerun builds the env again (an incomplete one is removed, never used)
     proc = scail(env, *args)
     assert (env_dir / READY_MARKER).is_file(), proc.stderr[-3000:]
