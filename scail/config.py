@@ -282,6 +282,13 @@ class AnimateConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _sam_needs_weights(self) -> AnimateConfig:
+        if self.masks == "sam" and self.mask_sam_weights is None:
+            raise ValueError("masks: sam needs animate.mask_sam_weights, a SAM / SAM 2 / MobileSAM .pt file in "
+                             "ultralytics' format (e.g. sam2.1_b.pt); or use masks: embedded")
+        return self
+
+    @model_validator(mode="after")
     def _fast_without_block_offload(self) -> AnimateConfig:
         if self.fast and self.offload == "blocks":
             raise ValueError("animate.fast cannot be combined with animate.offload=blocks: FP8 halves the DiT "

@@ -58,6 +58,9 @@ def ensure_masks(
             f"{root}: making SCAIL-2 masks needs the pose stage's tracks ({pose}); run the pose stage "
             f"first, or add {mask_video.name} and ref_mask.png yourself"
         )
+    if backend == "sam" and (sam_weights is None or not sam_weights.is_file()):
+        raise InputError(f"animate.mask_sam_weights {sam_weights}: file not found; download SAM / SAM 2 / MobileSAM "
+                         "weights in ultralytics' format (e.g. sam2.1_b.pt) and give their path")
     from scail.animate.mask_worker import MaskJob
 
     # the video mask is made whenever one of the two is missing: the reference's colours follow

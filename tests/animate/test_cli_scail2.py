@@ -77,6 +77,21 @@ def test_missing_masks_without_a_backend_is_one_clear_error(tmp_path: Path) -> N
     assert "needs rendered_mask_v2.mp4" in result.output and "black background" in result.output
 
 
+
+def test_sam_masks_without_weights_are_one_clear_error(tmp_path: Path) -> None:
+    """`animate.masks: sam` (the optional SAM backend) names its weights option before any work starts:
+    unset, or a file that is not there."""
+    path = scail2_example(tmp_path / "ex")
+    (path / "rendered_mask_v2.mp4").unlink()
+    result = runner.invoke(app, ["run", str(path), "-p", "tiny-random-scail-2", "--set", "animate.masks=sam"])
+    assert result.exit_code != 0 and "masks: sam needs animate.mask_sam_weights" in result.output
+    missing = tmp_path / "sam2.1_b.pt"
+    result = runner.invoke(app, ["run", str(path), "-p", "tiny-random-scail-2", "--set", "animate.masks=sam",
+                                 "--set", f"animate.mask_sam_weights={missing}"])  # fmt: skip
+    manifest = json.loads((path / ".scail" / "animate.json").read_text())  # the example fails, not the batch
+    assert result.exit_code != 0 and manifest["status"] == "failed"
+    assert manifest["error"].startswith(f"animate.mask_sam_weights {missing}: file not found")
+
 def test_sequence_parallel_runs_scail2(tmp_path: Path) -> None:
     """`scail run --gpus 2` with a SCAIL-2 preset runs on 2 processes (the video equals the 1-process
     one: `test_pipeline2.test_two_processes_give_the_one_process_video`)."""
