@@ -522,7 +522,8 @@ def status(opts: Options) -> None:
     """
     from scail.batch import build_stages
     from scail.config import STAGES
-    from scail.engine import example_status
+    from scail.engine import Status, example_status
+    from scail.errors import InputError
     from scail.example import discover
     from scail.example_settings import config_for_example
     from scail.outputs import sample_info
@@ -535,7 +536,11 @@ def status(opts: Options) -> None:
     rows = []
     examples = discover(opts.path)
     for ex in examples:
-        cfg = config_for_example(config, ex.root, cli_keys)
+        try:
+            cfg = config_for_example(config, ex.root, cli_keys)
+        except InputError as exc:  # a bad scail.yaml: that example's row says why, the others are shown
+            rows.append((ex.name, [(Status.FAILED, str(exc))] * len(STAGES)))
+            continue
         key = cfg.model_dump_json()
         if key not in built:
             built[key] = build_stages(cfg, STAGES, opts.prompt)

@@ -113,3 +113,9 @@ def test_a_bad_settings_file_fails_its_example_in_one_line(toy_stages, make_toy_
     assert doc["001"]["reason"].endswith(f"{path / 'scail.yaml'}: unknown key 'sed' (known: prompt, person, start, "
                                          "end, seed, align)")
     assert doc["002"]["ok"] and other.name == "002"
+    status = runner.invoke(app, ["status", str(path.parent), "-p", "tiny-random", "--json"])
+    assert status.exit_code == 0, status.output
+    rows = {e["name"]: e["stages"] for e in json.loads(status.stdout)["examples"]}
+    assert {s["status"] for s in rows["001"].values()} == {"failed"}
+    assert rows["001"]["pose"]["reason"].startswith(f"{path / 'scail.yaml'}: unknown key 'sed'")
+    assert {s["status"] for s in rows["002"].values()} == {"fresh"}
