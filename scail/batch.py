@@ -431,7 +431,10 @@ def run_batch(jobs: Sequence[ExampleJob], executor: Executor | None = None,
     summary.interrupted = cancel.is_set()
     summary.duration_s = time.perf_counter() - t0
     if json_out is not None:
-        summary.write_json(json_out)
+        try:
+            summary.write_json(json_out)
+        except OSError as exc:  # a full disk or a read-only folder: the results stand (manifests, table)
+            log.error("%s: could not write the batch summary (%s)", json_out, exc.strerror or exc)
     return summary
 
 

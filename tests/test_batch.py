@@ -70,6 +70,15 @@ def test_batch_parameter_change_reruns_downstream_only(make_toy_example, tmp_pat
     assert [s.outcome for s in summary.examples[0].stages] == [Outcome.FRESH, Outcome.RAN, Outcome.RAN]
 
 
+def test_a_summary_that_cannot_be_written_does_not_lose_the_results(make_toy_example, tmp_path) -> None:
+    make_toy_example("001")
+    path = tmp_path / "examples"
+    (tmp_path / "not-a-folder").write_text("x")  # the summary's folder cannot exist: like a full disk
+    jobs = make_jobs(discover(path), load_pipeline("tiny-random"), ("pose", "render", "animate"))
+    summary = run_batch(jobs, SerialExecutor(toy_factory()), json_out=tmp_path / "not-a-folder" / "s.json")
+    assert summary.exit_code == ExitCode.OK and read_manifest(Example(path / "001"), "animate").status == "done"
+
+
 def test_user_provided_render_skips_pose_and_render(make_toy_example, tmp_path) -> None:
     root = make_toy_example("001")
     (root / "driving.mp4").unlink()
