@@ -201,24 +201,11 @@ class SCAIL2DiT(DiT):
             extra = self.patch_embedding(with_mask(extra_refs, 1.0)) + mask_conv(channels_first(extra_ref_masks))
             parts.insert(0, tokens_of(extra))  # (B, N*hp*wp, D), before the reference
         tokens = torch.cat(parts, dim=1).float()  # (B, L, D) residual stream in float32
-        return tokens, n * hp * wp, self.rope_tables(t // pt, hp, wp, x.device, extra_refs=n, replace=replace)
-
-    def rope_tables(
-        self,
-        frames: int,
-        grid_h: int,
-        grid_w: int,
-        device: torch.device,
-        extra_refs: int = 0,
-        replace: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`scail2_rope_tables` for this model, built once per (shape, N, mode, device) and kept."""
-        return self.cached_rope(
-            (frames, grid_h, grid_w, extra_refs, replace, str(device)),
-            lambda: scail2_rope_tables(
-                self.config, frames, grid_h, grid_w, device, extra_refs, replace, self.config.replace_ref_rope_h
-            ),
+        rope = self.cached_rope(  # built once per (shape, N, mode, device) and kept
+            (t // pt, hp, wp, n, replace, str(x.device)),
+            lambda: scail2_rope_tables(cfg, t // pt, hp, wp, x.device, n, replace, cfg.replace_ref_rope_h),
         )
+        return tokens, n * hp * wp, rope
 
 
 def _check_scail2_inputs(
