@@ -150,6 +150,11 @@ def load_pose(path: Path | str) -> PoseData:
     missing = [f.name for f in fields(PoseData) if f.name not in data and f.name not in ("backend", "version")]
     if missing:
         raise InputError(f"{path}: pose data lacks arrays {missing}; rerun 'scail pose --force'")
+    numeric = ("fps", "size", "K", "track_id", *_FLOAT_ARRAYS)
+    odd = next((k for k in numeric if data[k].dtype.kind not in "biuf"), None)
+    if odd is not None:  # text, complex or object values where numbers go
+        raise InputError(f"{path}: array '{odd}' holds {data[odd].dtype} values, expected numbers; "
+                         "rerun 'scail pose --force'")
     try:
         with np.errstate(invalid="raise"):  # NaN where an integer goes (track ids) is malformed
             pose = PoseData(

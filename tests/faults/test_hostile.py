@@ -64,7 +64,7 @@ def _legacy(obj: object, path: Path) -> Path:
 
 
 def _raw(obj: object, path: Path) -> Path:
-    path.write_bytes(pickle.dumps(obj))
+    path.write_bytes(pickle.dumps(obj, protocol=2))  # torch.load's own protocol: no warning about it
     return path
 
 
