@@ -146,18 +146,21 @@ def test_interrupted_long_video_resumes_from_the_saved_segments(tmp_path) -> Non
     assert not store.folder.exists()
 
 
-def test_two_processes_give_the_one_process_video() -> None:
+@pytest.mark.parametrize("fast", [False, True], ids=["exact", "fast"])
+def test_two_processes_give_the_one_process_video(fast: bool) -> None:
     """Sequence parallel over 2 gloo processes (`animate.parallel.gpus=2`): each segment is sent to
     the other rank as a `SegmentJob` (masks, extra reference, the clean-history anchor rank 0 encoded)
-    and the video is the 1-process one. Equal up to one uint8 step: each rank's matrix products see
+    and the video is the 1-process one, also in fast mode (FP8, the step cache whose skip decision rank
+    0 takes for both, reused guidance). Equal up to one uint8 step: each rank's matrix products see
     other row counts (float32 reassociation; `test_parallel` bounds the DiT's error at 1e-5)."""
-    from scail.animate.build import build_pipeline, build_tiny_random
+    from scail.animate.build import build_pipeline
     from scail.config import AnimateConfig, ParallelConfig
 
-    kw: dict[str, Any] = {"prompt": "a dancer", "steps": 2, "guide_scale": 3.0, "seed": 5, "segment_frames": 9}
+    kw: dict[str, Any] = {"prompt": "a dancer", "steps": 3, "guide_scale": 3.0, "seed": 5, "segment_frames": 9}
+    opts: dict[str, Any] = {"model": "tiny-random-scail-2", "device": "cpu", "fast": fast, "fast_uncond_every": 2}
     inputs = synthetic_inputs(13, extra=1)
-    expected = SCAIL2Pipeline(build_tiny_random(scail2=True)).generate(inputs, **kw)
-    base = build_pipeline(AnimateConfig(model="tiny-random-scail-2", device="cpu", parallel=ParallelConfig(gpus=2)))
+    expected = SCAIL2Pipeline(build_pipeline(AnimateConfig(**opts))).generate(inputs, **kw)
+    base = build_pipeline(AnimateConfig(**opts, parallel=ParallelConfig(gpus=2)))
     assert base.parallel is not None
     try:
         got = SCAIL2Pipeline(base).generate(inputs, **kw)
