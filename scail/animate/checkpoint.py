@@ -156,7 +156,10 @@ def _torch_load(file: Path) -> object:
     try:
         return load()
     except pickle.UnpicklingError:
-        needed = torch.serialization.get_unsafe_globals_in_checkpoint(file)
+        try:
+            needed = torch.serialization.get_unsafe_globals_in_checkpoint(file)
+        except Exception:  # the legacy (non-zip) format cannot be scanned: refuse it as it is
+            needed = []
         allowed = _numpy_data_globals()
         blocked = [name for name in needed if name not in allowed]
         if not needed or blocked:

@@ -137,6 +137,7 @@ def test_pickle_payload_in_every_weights_format_is_refused(tmp_path: Path, fmt: 
     record("pickle payload", fmt, f"refused: {msg[len(str(path)) + 2:][:45]}...")
     assert not marker.exists(), f"{fmt}: the payload ran"
     assert "\n" not in msg and str(path) in msg, msg
+    assert "not loaded for safety" in msg, f"{fmt}: refused, but not said why: {msg}"
 
 
 def test_no_loader_can_unpickle() -> None:
