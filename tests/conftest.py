@@ -26,10 +26,13 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """`<repo>/../shared` (read-only reference fixtures); tests that need it skip when it is absent."""
+    """`<repo>/../shared`, for its `examples/`: the official repository's example footage (third-party
+    videos, never committed here). Tests that read it skip, saying so, when it is absent; the parity
+    fixtures do not need it (`fixtures_root`)."""
     path = (REPO / ".." / "shared").resolve()
     if not path.is_dir():
-        pytest.skip(f"{path} is absent: the shared reference fixtures are not on this machine")
+        pytest.skip(f"{path} is absent: this test reads the official example footage (third-party videos kept "
+                    "outside the repository; README: what a fresh clone skips)")
     return path
 
 
