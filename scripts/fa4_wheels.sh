@@ -6,8 +6,9 @@
 #
 # On a machine with internet `pip install 'scail[fa4]'` is all it takes. The wheels come to ~98 MiB,
 # 92 of them one file (nvidia-cutlass-dsl-libs-cu13: the MLIR compiler the DSL JIT-compiles with), so
-# for transfers capped at 64 MiB that file is split in two; `cat DEST/*/cutlass-cu13.part-*` restores it
-# (the install line in /work/wt/GPU-REQUESTS.md does). Versions are pinned to what was tested.
+# for transfers capped at 64 MiB that file is split in two; on the target, restore and install with
+#   cat DEST/*/cutlass-cu13.part-* > DEST/2/$(cat DEST/2/cutlass-cu13.name) && pip install --no-index --no-deps DEST/2/*.whl
+# Versions are pinned to what was tested.
 set -euo pipefail
 dest=${1:?usage: scripts/fa4_wheels.sh DEST}
 tmp=$(mktemp -d)
