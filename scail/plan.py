@@ -165,11 +165,11 @@ def animate_work(job: ExampleJob, example: Example, run: Sequence[str]) -> tuple
     common = dict(model=cfg.model, size_hw=size, steps=cfg.steps, cfg=cfg.guide_scale != 1.0, fast=cfg.fast,
                   uncond_every=cfg.fast_uncond_every, offload=cfg.offload, dtype=cfg.dtype, gpus=cfg.parallel.gpus)
     if stage2.is_scail2(cfg.model):
-        from scail.animate.inputs2 import detect_mode, driving_video, extra_references
+        from scail.animate.inputs2 import driving_video, extra_references
         from scail.animate.pipeline2 import plan_segments
         from scail.video import probe
 
-        mode = detect_mode(example.root) if cfg.scail2_mode == "auto" else cfg.scail2_mode
+        mode = stage2.resolved_mode(example, cfg)
         driving = driving_video(example, mode)
         # end-to-end and replacement read the raw video (every frame, its own fps); pose mode a
         # skeleton render, which the render stage may still (re)write
@@ -299,9 +299,10 @@ def fits_any_example(cfg: AnimateConfig, table: GpuTable, gpu: GpuInfo) -> bool:
     upper bound. Lets `scail run` skip the per-example plan in the common case. SCAIL-2 (extra
     references add tokens per example) is never bounded here."""
     from scail.animate.stage import TINY_RANDOM_DOWNSCALE
+    from scail.animate.stage2 import is_scail2
     from scail.animate.windows import latent_count
 
-    if "scail-2" in cfg.model:
+    if is_scail2(cfg.model):
         return False
     down = TINY_RANDOM_DOWNSCALE if cfg.model.startswith("tiny-random") and cfg.size_hw is None else 1
     h, w = cfg.size_hw or (512 // down, 896 // down)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING
 
+from scail.animate.stage2 import is_scail2
 from scail.estimate import REFERENCE_FRAMES, REFERENCE_HW
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def _detail(e: ExamplePlan) -> list[str]:
         parts.append(f"{e.frames} frames from {e.frames_from}")
     w, est = e.work, e.estimate
     if w is not None and est is not None:
-        kind = "segments" if "scail-2" in w.model else "windows"
+        kind = "segments" if is_scail2(w.model) else "windows"
         parts.append(f"{len(w.windows)} {kind} of {', '.join(str(4 * n - 3) for n in w.windows)} frames"
                      if len(w.windows) > 1 else f"1 window of {4 * w.windows[0] - 3} frames")
         mode = est.dit_mode + (", CFG" if w.cfg else ", no CFG")
