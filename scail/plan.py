@@ -155,6 +155,15 @@ def _size_hw(cfg: AnimateConfig, example: Example) -> tuple[int, int]:
     return h // down, w // down
 
 
+def _work(cfg: AnimateConfig, size_hw: tuple[int, int], frames: int, windows: tuple[int, ...],
+          extra_refs: int = 0, decoded_frames: int = 0) -> AnimateWork:
+    """The `AnimateWork` of these frames and windows under `cfg`'s settings."""
+    return AnimateWork(model=cfg.model, size_hw=size_hw, frames=frames, windows=windows, steps=cfg.steps,
+                       cfg=cfg.guide_scale != 1.0, fast=cfg.fast, uncond_every=cfg.fast_uncond_every,
+                       offload=cfg.offload, dtype=cfg.dtype, extra_refs=extra_refs, gpus=cfg.parallel.gpus,
+                       decoded_frames=decoded_frames)
+
+
 def animate_work(job: ExampleJob, example: Example, run: Sequence[str]) -> tuple[AnimateWork, int, str]:
     """(the work of the animate stage, its frames, where they come from)."""
     from scail.animate import stage2
@@ -162,8 +171,6 @@ def animate_work(job: ExampleJob, example: Example, run: Sequence[str]) -> tuple
 
     cfg = job.config.animate
     size = _size_hw(cfg, example)
-    common = dict(model=cfg.model, size_hw=size, steps=cfg.steps, cfg=cfg.guide_scale != 1.0, fast=cfg.fast,
-                  uncond_every=cfg.fast_uncond_every, offload=cfg.offload, dtype=cfg.dtype, gpus=cfg.parallel.gpus)
     if stage2.is_scail2(cfg.model):
         from scail.animate.inputs2 import driving_video, extra_references
         from scail.animate.pipeline2 import plan_segments
@@ -181,15 +188,14 @@ def animate_work(job: ExampleJob, example: Example, run: Sequence[str]) -> tuple
         frames = min(frames, cfg.max_frames or frames)
         segments = plan_segments(frames, cfg.window_frames)
         lengths = tuple(latent_count(e - s) for s, e in segments)
-        work = AnimateWork(**common, frames=segments[-1][1], windows=lengths,  # type: ignore[arg-type]
-                           extra_refs=len(extra_references(example.root)),
-                           decoded_frames=sum(e - s for s, e in segments))
+        work = _work(cfg, size, segments[-1][1], lengths, extra_refs=len(extra_references(example.root)),
+                     decoded_frames=sum(e - s for s, e in segments))
         return work, frames, source
     frames, source = _pose_frames(job, example, run)
     frames = min(frames, cfg.max_frames or frames)
     windows = WindowConfig(cfg.window_frames, cfg.window_overlap).plan(latent_count(frames))
     spans = tuple(e - s for s, e in windows)
-    return AnimateWork(**common, frames=frames, windows=spans), frames, source  # type: ignore[arg-type]
+    return _work(cfg, size, frames, spans), frames, source
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,10 +312,7 @@ def fits_any_example(cfg: AnimateConfig, table: GpuTable, gpu: GpuInfo) -> bool:
         return False
     down = TINY_RANDOM_DOWNSCALE if cfg.model.startswith("tiny-random") and cfg.size_hw is None else 1
     h, w = cfg.size_hw or (512 // down, 896 // down)
-    work = AnimateWork(model=cfg.model, size_hw=(h, w), frames=cfg.window_frames,
-                       windows=(latent_count(cfg.window_frames),), steps=cfg.steps, cfg=cfg.guide_scale != 1.0,
-                       fast=cfg.fast, uncond_every=cfg.fast_uncond_every, offload=cfg.offload, dtype=cfg.dtype,
-                       gpus=cfg.parallel.gpus)
+    work = _work(cfg, (h, w), cfg.window_frames, (latent_count(cfg.window_frames),))
     est = estimate(work, table.find(gpu.name), table.memory, gpu.flash_attn_3)
     return bool(fits(est, gpu.memory_gib, table.memory.allocator_headroom))
 
