@@ -45,6 +45,7 @@ from scail.cache import (
 from scail.errors import Interrupted, ScailError, StageFailed
 from scail.example import Example
 from scail.outputs import OutputLedger, move_to_backup, point_latest, safe_key
+from scail.previews import previews_dir, stamps_path
 from scail.stage import KeepsEveryOutput, ProgressEvent, Stage, StageContext
 
 log = logging.getLogger(__name__)
@@ -540,7 +541,7 @@ def clean_example(example: Example, stage_names: Sequence[str]) -> list[Path]:
                 path.unlink()
                 removed.append(path)
     _save_ledger(ledger)
-    previews = example.root / "previews"  # scail/previews/: its files are in the ledger under their stage
+    previews = previews_dir(example)  # its files are in the ledger under their stage
     for folder in (example.root, example.state_dir, example.samples_dir, previews):
         if folder.is_dir():
             for tmp in temp_files(folder):
@@ -549,5 +550,5 @@ def clean_example(example: Example, stage_names: Sequence[str]) -> list[Path]:
                     removed.append(tmp)
     with contextlib.suppress(OSError):  # only when empty: a user's file there stays, and so does the folder
         previews.rmdir()
-        (example.state_dir / "previews.json").unlink()  # the previews' signatures (scail/previews/)
+        stamps_path(example).unlink()  # the previews' signatures
     return removed
