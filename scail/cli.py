@@ -39,7 +39,7 @@ from scail.errors import ExitCode, Interrupted, ScailError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from scail.batch import Executor
+    from scail.batch import ExampleJob, Executor
     from scail.config import PipelineConfig
     from scail.progress import ProgressDisplay
 
@@ -305,6 +305,20 @@ def _display(quiet: bool, json_mode: bool, err: Console) -> ProgressDisplay:
     return ProgressDisplay(console=err, quiet=quiet, json_mode=json_mode)
 
 
+def _jobs(opts: Options, stages: Sequence[str], force: list[ForceChoice] | None,
+          lock_wait_s: float = 0.0) -> tuple[PipelineConfig, list[ExampleJob]]:
+    """The resolved config and one job per example of PATH (what `_run` and `_plan` both start from)."""
+    from scail.batch import make_jobs
+    from scail.example import discover
+
+    config = resolve_config(opts)
+    forced = {f.value for f in force or []}
+    forced = set(stages) if "all" in forced else forced & set(stages)
+    cli_keys = config_overrides(opts)[0].keys()  # the command line beats each example's scail.yaml
+    return config, make_jobs(discover(opts.path), config, stages, forced, opts.prompt, lock_wait_s,
+                             flag_keys=cli_keys)
+
+
 def _run(opts: Options, stages: Sequence[str], *, force: list[ForceChoice] | None = None,
          json_out: Path | None = None, lock_wait_s: float = 0.0,
          make_executor: Callable[[PipelineConfig], Executor] | None = None, report: bool = False) -> None:
@@ -313,20 +327,14 @@ def _run(opts: Options, stages: Sequence[str], *, force: list[ForceChoice] | Non
     With `report`, the HTML report (scail/report.py) is written to PATH; a failure to write it is a
     warning, never the run's failure.
     """
-    from scail.batch import SUMMARY_NAME, make_jobs, run_batch
-    from scail.example import discover
+    from scail.batch import SUMMARY_NAME, run_batch
     from scail.logs import setup_logging
     from scail.preflight import check_batch, check_memory
     from scail.summary import batch_table, output_lines
 
     out, err = _consoles()
     setup_logging(opts.verbose, opts.quiet, console=err)
-    config = resolve_config(opts)
-    forced = {f.value for f in force or []}
-    forced = set(stages) if "all" in forced else forced & set(stages)
-    examples = discover(opts.path)
-    cli_keys = config_overrides(opts)[0].keys()  # the command line beats each example's scail.yaml
-    jobs = make_jobs(examples, config, stages, forced, opts.prompt, lock_wait_s, flag_keys=cli_keys)
+    config, jobs = _jobs(opts, stages, force, lock_wait_s)
     check_batch(jobs, opts.path)  # a global problem: one line and exit 1, before any example starts
     if make_executor is None:  # Ray workers' GPUs are not necessarily this machine's
         check_memory(jobs, config.name)  # an example that cannot fit the GPU: one line naming the fix
@@ -370,17 +378,11 @@ GpuTableOpt = Annotated[Path | None, typer.Option(
 def _plan(opts: Options, stages: Sequence[str], *, force: list[ForceChoice] | None = None,
           gpu: str | None = None, gpu_table: Path | None = None) -> None:
     """What `plan` and `run --dry-run` share: the batch plan, printed; exit 1 when an example cannot fit."""
-    from scail.batch import make_jobs
-    from scail.example import discover
     from scail.gpu_speed import detect_gpu, named_gpu
     from scail.plan import default_table, plan_batch
     from scail.plan_text import format_plan
 
-    config = resolve_config(opts)
-    forced = {f.value for f in force or []}
-    forced = set(stages) if "all" in forced else forced & set(stages)
-    cli_keys = config_overrides(opts)[0].keys()
-    jobs = make_jobs(discover(opts.path), config, stages, forced, opts.prompt, flag_keys=cli_keys)
+    config, jobs = _jobs(opts, stages, force)
     table = default_table(gpu_table)
     info = named_gpu(gpu, table) if gpu is not None else detect_gpu(config.animate.device)
     plan = plan_batch(jobs, table, info, config.name)
