@@ -129,9 +129,7 @@ def _jobs(example: Example, config: PipelineConfig, stages_ok: Sequence[str]) ->
             jobs.append(_Job(TURNTABLE, "pose", (pose_file,),
                              lambda p, sig: _turntable(example, p, sig)))
     latest = latest_path(example)
-    if "animate" in stages_ok and latest.is_file() and example.pose_video() is not None:
-        cond = example.pose_video()
-        assert cond is not None
+    if "animate" in stages_ok and latest.is_file() and (cond := example.pose_video()) is not None:
         jobs.append(_Job(SIDE_BY_SIDE, "animate", (latest, cond, pose_file, *(x for x in (driving,) if x)),
                          lambda p, sig: sheet.write_side_by_side(example, config.pose, p, sig), needs_pose=False))
     return jobs
