@@ -27,11 +27,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from scail.example import Example, discover
 from scail.summary import format_duration
+
+if TYPE_CHECKING:
+    from scail.cache import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +114,8 @@ def _by_name(summary: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in summary.get("examples", []) if isinstance(e, dict) and isinstance(e.get("name"), str)}
 
 
-def _stage_cell(example: Example, stage: str, last: dict[str, Any] | None) -> StageCell:
+def _stage_cell(stage: str, manifest: Manifest | None, last: dict[str, Any] | None) -> StageCell:
     """The manifest's word, unless the last run says the stage did not run (skipped, locked, user-provided)."""
-    from scail.cache import read_manifest
-
-    manifest = read_manifest(example, stage)
     outcome = str(last.get("outcome", "")) if last else ""
     if last and outcome not in ("", "ran", "fresh"):
         duration = last.get("duration_s")
@@ -139,10 +139,9 @@ def _example_status(cells: Sequence[StageCell], last: dict[str, Any] | None) -> 
     return "not run", ""
 
 
-def _settings(example: Example, sample: Path | None) -> tuple[dict[str, Any], dict[str, float]]:
-    """What made the sample (its sidecar JSON), else what the animate manifest was run with; and its timings."""
-    from scail.cache import read_manifest
-
+def _settings(example: Example, sample: Path | None,
+              manifest: Manifest | None) -> tuple[dict[str, Any], dict[str, float]]:
+    """What made the sample (its sidecar JSON), else what the animate `manifest` was run with; and its timings."""
     settings: dict[str, Any] = {}
     if sample is not None:
         try:
@@ -150,7 +149,6 @@ def _settings(example: Example, sample: Path | None) -> tuple[dict[str, Any], di
             settings = doc if isinstance(doc, dict) else {}
         except (OSError, ValueError):
             settings = {}
-    manifest = read_manifest(example, "animate")
     timings: dict[str, float] = {}
     if manifest is not None:
         raw = manifest.notes.get("timings_s")
@@ -195,15 +193,17 @@ def _media(example: Example) -> list[Media]:
 
 def collect_example(example: Example, stage_names: Sequence[str], last: dict[str, Any] | None = None) -> ExampleReport:
     """One example's row: stage cells, status, settings, sample and media (reads only small files)."""
+    from scail.cache import read_manifest
     from scail.outputs import sample_info
 
     report = ExampleReport(name=example.name, root=example.root)
     last_stages = {s.get("stage"): s for s in (last or {}).get("stages", []) if isinstance(s, dict)}
-    report.stages = [_stage_cell(example, name, last_stages.get(name)) for name in stage_names]
+    manifests = {name: read_manifest(example, name) for name in dict.fromkeys([*stage_names, "animate"])}  # each read once
+    report.stages = [_stage_cell(name, manifests[name], last_stages.get(name)) for name in stage_names]
     report.status, report.reason = _example_status(report.stages, last)
     latest = sample_info(example).latest
     report.sample = example.root / latest if latest else None
-    report.settings, report.timings = _settings(example, report.sample)
+    report.settings, report.timings = _settings(example, report.sample, manifests["animate"])
     report.reference = example.find_reference()
     report.media = _media(example)
     return report
