@@ -209,7 +209,7 @@ def fits(est: AnimateEstimate, memory_gib: float | None, headroom: float) -> boo
 
 def fixes_for(work: AnimateWork, cfg: AnimateConfig, table: GpuTable, gpu: GpuInfo, row: GpuSpeed | None) -> list[str]:
     """The settings (as typed on the command line) under which `work` would fit `gpu`."""
-    from scail.animate.windows import MAX_WINDOW_LATENTS, TEMPORAL_STRIDE
+    from scail.animate.windows import MAX_WINDOW_LATENTS, pixel_count
 
     mem, head = gpu.memory_gib, table.memory.allocator_headroom
 
@@ -225,7 +225,7 @@ def fixes_for(work: AnimateWork, cfg: AnimateConfig, table: GpuTable, gpu: GpuIn
     longest = max(work.windows)
     for latents in range(min(longest, MAX_WINDOW_LATENTS) - 1, 1, -1):
         if ok(dataclasses.replace(work, windows=(latents,))):
-            frames = 1 + TEMPORAL_STRIDE * (latents - 1)
+            frames = pixel_count(latents)
             overlap = min(cfg.window_overlap, frames - 5)
             extra = f" --set animate.window_overlap={overlap}" if overlap != cfg.window_overlap else ""
             found.append(f"--set animate.window_frames={frames}{extra} (fewer frames per window)")

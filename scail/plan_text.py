@@ -81,9 +81,11 @@ def _detail(e: ExamplePlan) -> list[str]:
         parts.append(f"{e.frames} frames from {e.frames_from}")
     w, est = e.work, e.estimate
     if w is not None and est is not None:
+        from scail.animate.windows import pixel_count  # loaded already: the plan of this work used it
+
         kind = "segments" if is_scail2(w.model) else "windows"
-        parts.append(f"{len(w.windows)} {kind} of {', '.join(str(4 * n - 3) for n in w.windows)} frames"
-                     if len(w.windows) > 1 else f"1 window of {4 * w.windows[0] - 3} frames")
+        parts.append(f"{len(w.windows)} {kind} of {', '.join(str(pixel_count(n)) for n in w.windows)} frames"
+                     if len(w.windows) > 1 else f"1 window of {pixel_count(w.windows[0])} frames")
         mode = est.dit_mode + (", CFG" if w.cfg else ", no CFG")
         if est.s_per_window_step is not None:
             parts.append(f"{est.s_per_window_step:.2f} s per window step ({mode}, {est.tokens:,} tokens)")
