@@ -377,17 +377,21 @@ class Settings(_Strict):
 
     @classmethod
     def from_env(cls) -> Settings:
-        cache = Path(os.environ.get("SCAIL_CACHE_DIR", Path.home() / ".cache" / "scail")).expanduser()
-        weights = Path(os.environ.get("SCAIL_WEIGHTS_DIR", cache / "weights")).expanduser()
+        from scail.errors import expand_user
+
+        cache = expand_user(os.environ.get("SCAIL_CACHE_DIR", "~/.cache/scail"), "$SCAIL_CACHE_DIR (or ~/.cache/scail)")
+        weights = expand_user(os.environ.get("SCAIL_WEIGHTS_DIR", cache / "weights"), "$SCAIL_WEIGHTS_DIR")
         table = os.environ.get("SCAIL_GPU_TABLE") or None
         return cls(weights_dir=weights, cache_dir=cache, ray_address=os.environ.get("RAY_ADDRESS") or None,
-                   gpu_table=Path(table).expanduser() if table else None)
+                   gpu_table=expand_user(table, "$SCAIL_GPU_TABLE") if table else None)
 
 
 def resolve_weights_dir(explicit: Path | str | None = None) -> Path:
     """The SCAIL weights folder: `explicit` (--weights-dir, animate.weights_dir, `scail weights --dir`)
     when given, else $SCAIL_WEIGHTS_DIR, else `<$SCAIL_CACHE_DIR or ~/.cache/scail>/weights`."""
-    return Path(explicit or Settings.from_env().weights_dir).expanduser()
+    from scail.errors import expand_user
+
+    return expand_user(explicit, "--weights-dir") if explicit else Settings.from_env().weights_dir
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,9 +414,9 @@ def list_presets() -> list[str]:
 
 
 def _find_preset(name_or_file: str) -> Path:
-    from scail.errors import InputError
+    from scail.errors import InputError, expand_user
 
-    as_path = Path(name_or_file).expanduser()
+    as_path = expand_user(name_or_file, "--pipeline")
     if as_path.suffix in (".yaml", ".yml") or as_path.is_file():
         if not as_path.is_file():
             raise InputError(f"{as_path}: pipeline file not found")

@@ -7,7 +7,9 @@ caller catches them differently.
 
 from __future__ import annotations
 
+import os
 from enum import IntEnum
+from pathlib import Path
 
 
 class ExitCode(IntEnum):
@@ -51,3 +53,12 @@ class StageFailed(ScailError):
 class Interrupted(ScailError):
     """The user pressed Ctrl-C (or the run was cancelled); work stopped cleanly."""
 
+
+
+def expand_user(path: str | os.PathLike[str], what: str) -> Path:
+    """`Path(path).expanduser()`, where a `~name` of no known user (or `~` with no home directory)
+    is an InputError naming `what` (the option or file the user gave), not pathlib's RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise InputError(f"{what} {str(path)!r}: '~' names no home directory here; give the full path") from None

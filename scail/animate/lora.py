@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from scail.errors import CheckpointError, InputError
+from scail.errors import CheckpointError, InputError, expand_user
 
 if TYPE_CHECKING:
     import torch
@@ -78,7 +78,7 @@ class LoraSpec:
             raise InputError(f"--lora {text!r}: give a LoRA file, as PATH or PATH:STRENGTH (e.g. lora.safetensors:0.8)")
         if not math.isfinite(strength):
             raise InputError(f"--lora {text!r}: strength must be a finite number")
-        return cls(Path(path).expanduser(), strength)
+        return cls(expand_user(path, "--lora"), strength)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -314,7 +314,7 @@ def read_lora(path: str | Path, shapes: Mapping[str, tuple[int, ...]]) -> LoraFi
     """
     from scail.animate.checkpoint import read_tensors
 
-    path = Path(path).expanduser()
+    path = expand_user(path, "LoRA file")
     if not path.is_file():
         raise InputError(f"{path}: LoRA file not found; check the --lora / animate.loras path")
     return map_lora(read_tensors(path), shapes, path)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scail.errors import CheckpointError, ScailError
+from scail.errors import CheckpointError, ScailError, expand_user
 
 if TYPE_CHECKING:
     import torch
@@ -120,7 +120,7 @@ def _first(root: Path, names: tuple[str, ...], is_dir: bool = False) -> Path | N
 
 def locate(root: Path) -> dict[str, Path | None]:
     """Every component's path under `root`, or None where it is missing."""
-    root = Path(root).expanduser()
+    root = expand_user(root, "weights folder")
     return {
         "dit": _sat_checkpoint(root),
         "vae": _first(root, (VAE_FILE,)),
@@ -146,7 +146,7 @@ def resolve(root: Path, need_dit: bool = True, *, model: str = "scail-preview") 
     `need_dit=False` (a DiT file given elsewhere, `animate.dit_file`): a missing DiT is no error and
     `dit` is then the folder's `model` path, unused. `model`: scail-preview or scail-2 (the messages).
     """
-    root = Path(root).expanduser()
+    root = expand_user(root, "weights folder")
     if not root.is_dir():
         raise CheckpointError(f"{root}: SCAIL weights folder not found; run `{download_command(root, model)}`")
     found = locate(root)
@@ -203,7 +203,7 @@ def download(
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     repo = repo_id(model)
-    root = Path(root).expanduser()
+    root = expand_user(root, "weights folder")
     root.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s into %s", repo, root)
     try:
@@ -335,11 +335,11 @@ def verify(
         dit_file: check this DiT file (any supported format, `animate.dit_file`) instead of the folder's.
         model: scail-preview or scail-2.
     """
-    root = Path(root).expanduser()
+    root = expand_user(root, "weights folder")
     arch = architectures or Architectures.released(model)
     found = locate(root) if root.is_dir() else dict.fromkeys(_CHECKS)
     if dit_file is not None:
-        found["dit"] = Path(dit_file).expanduser()
+        found["dit"] = expand_user(dit_file, "animate.dit_file")
     rows = []
     for name, check in _CHECKS.items():
         path = found[name]

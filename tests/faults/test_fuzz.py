@@ -49,7 +49,8 @@ YAML_TEXT = st.one_of(
     st.text(max_size=200),
     st.sampled_from(["!!python/object/apply:os.system ['true']", "a: !!binary AAAA", "a: &x [*x]", "{", "- - -",
                      "animate: {steps: 1e999}", "pose: {fps: .nan}", "animate:\n  loras: [{path: 7}]",
-                     "\ufeffanimate: {steps: 4}", "animate: {size_hw: [33, 64]}"]),
+                     "\ufeffanimate: {steps: 4}", "animate: {size_hw: [33, 64]}",
+                     "animate: {loras: ['~no-such-user/x.safetensors'], weights_dir: '~0'}"]),
 )
 
 
@@ -112,7 +113,8 @@ def test_set_overrides() -> None:
 
     keys = st.sampled_from(["animate.steps", "animate.size_hw", "pose.fps", "render.align", "animate.loras",
                             "animate.parallel.gpus", "x", "animate.x\ny", "pose.max_frames.x"])
-    fuzz("--set KEY=VALUE", body, [{"key": "animate.x\ny", "value": "1"}], key=keys, value=st.text(max_size=30))
+    fuzz("--set KEY=VALUE", body, [{"key": "animate.x\ny", "value": "1"}, {"key": "animate.loras", "value": "~0"}],
+         key=keys, value=st.text(max_size=30))
 
 
 def test_example_scail_yaml(scratch: Path) -> None:
