@@ -2,7 +2,8 @@
 
 Every expected failure is a `ScailError` whose message is one line naming the file or option and
 the fix. The CLI catches it once, prints `error: <msg>` and exits 1. Subclasses exist only where a
-caller catches them differently.
+caller catches them differently. `expand_user` is here because expanding a user's `~path` is itself
+a user-facing failure (pathlib raises a RuntimeError for an unknown `~name`).
 """
 
 from __future__ import annotations

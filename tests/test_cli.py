@@ -115,6 +115,10 @@ def test_status_and_clean(toy_stages, make_toy_example, tmp_path) -> None:
                              "scail-distill-4, scail-distill-6, scail-preview-512p, scail-preview-fast, scail-wan-unipc, tiny-random, "
                              "tiny-random-scail-2 or pass a .yaml file"),
     (["--lora", ":0.5"], "error: --lora ':0.5': give a LoRA file, as PATH or PATH:STRENGTH (e.g. lora.safetensors:0.8)"),
+    (["--lora", "~no-such-user-x/l.safetensors"],
+     "error: --lora '~no-such-user-x/l.safetensors': '~' names no home directory here; give the full path"),
+    (["--pipeline", "~no-such-user-x/p.yaml"],
+     "error: --pipeline '~no-such-user-x/p.yaml': '~' names no home directory here; give the full path"),
     (["--set", "animate.stepz=4"], "error: --set animate.stepz: unknown key 'animate.stepz'"),
     (["--set", "animate.steps=0"], "error: --set animate.steps=0: Input should be greater than or equal to 1"),
     (["--set", "steps"], "error: --set steps: expected KEY=VALUE, e.g. --set animate.steps=4"),
