@@ -18,6 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from scail.errors import InputError, expand_user
+
 
 class _Strict(BaseModel):
     """Unknown keys are errors, so a misspelled preset key never passes silently."""
@@ -377,8 +379,6 @@ class Settings(_Strict):
 
     @classmethod
     def from_env(cls) -> Settings:
-        from scail.errors import expand_user
-
         cache = expand_user(os.environ.get("SCAIL_CACHE_DIR", "~/.cache/scail"), "$SCAIL_CACHE_DIR (or ~/.cache/scail)")
         weights = expand_user(os.environ.get("SCAIL_WEIGHTS_DIR", cache / "weights"), "$SCAIL_WEIGHTS_DIR")
         table = os.environ.get("SCAIL_GPU_TABLE") or None
@@ -389,9 +389,7 @@ class Settings(_Strict):
 def resolve_weights_dir(explicit: Path | str | None = None) -> Path:
     """The SCAIL weights folder: `explicit` (--weights-dir, animate.weights_dir, `scail weights --dir`)
     when given, else $SCAIL_WEIGHTS_DIR, else `<$SCAIL_CACHE_DIR or ~/.cache/scail>/weights`."""
-    from scail.errors import expand_user
-
-    return expand_user(explicit, "--weights-dir") if explicit else Settings.from_env().weights_dir
+    return expand_user(explicit, "weights folder") if explicit else Settings.from_env().weights_dir
 
 
 # ----------------------------------------------------------------------------------------------
@@ -414,8 +412,6 @@ def list_presets() -> list[str]:
 
 
 def _find_preset(name_or_file: str) -> Path:
-    from scail.errors import InputError, expand_user
-
     as_path = expand_user(name_or_file, "--pipeline")
     if as_path.suffix in (".yaml", ".yml") or as_path.is_file():
         if not as_path.is_file():
@@ -430,8 +426,6 @@ def _find_preset(name_or_file: str) -> Path:
 
 
 def _set_dotted(doc: dict, key: str, value: object, source: str) -> None:
-    from scail.errors import InputError
-
     parts = key.split(".")
     node = doc
     for part in parts[:-1]:
@@ -445,8 +439,6 @@ def _set_dotted(doc: dict, key: str, value: object, source: str) -> None:
 def parse_override(text: str) -> tuple[str, object]:
     """`animate.steps=4` -> ("animate.steps", 4). Values are parsed as YAML scalars (4, 1.5, true, null)."""
     import yaml
-
-    from scail.errors import InputError
 
     key, sep, raw = text.partition("=")
     key = key.strip()
@@ -471,8 +463,6 @@ def load_pipeline(name_or_file: str | None = None, overrides: dict[str, object] 
     """
     import yaml
     from pydantic import ValidationError
-
-    from scail.errors import InputError
 
     path = _find_preset(name_or_file or DEFAULT_PIPELINE)
     try:

@@ -55,7 +55,6 @@ class Interrupted(ScailError):
     """The user pressed Ctrl-C (or the run was cancelled); work stopped cleanly."""
 
 
-
 def expand_user(path: str | os.PathLike[str], what: str) -> Path:
     """`Path(path).expanduser()`, where a `~name` of no known user (or `~` with no home directory)
     is an InputError naming `what` (the option or file the user gave), not pathlib's RuntimeError."""
