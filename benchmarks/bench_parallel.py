@@ -38,6 +38,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from scail.animate.dit import DiTConfig
+from scail.animate.launch import exit_rank
 from scail.animate.parallel import install, make_groups
 from scail.animate.pipeline import Conditions, DiTModels, SampleJob, run_sampling
 from scail.animate.random_weights import random_dit
@@ -134,12 +135,7 @@ def _sp_rank(rank: int, world: int, port: int, tiny: bool, size: str, device_typ
         dist.barrier()
     finally:
         dist.destroy_process_group()
-    # The results are on disk. Leave without interpreter finalization: there, gloo's worker threads can
-    # still release tensors that need the GIL and abort the rank (SIGABRT, seen once in CI under load),
-    # which mp.spawn would report as a failed measurement.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_rank()  # the results are on disk; an abort at interpreter exit would fail the measurement
 
 
 def run_sp(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -261,9 +261,15 @@ def _worker_main(rank: int, spec: GroupSpec) -> None:
     finally:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
-    # Told to quit and out of the group: leave without interpreter finalization, where gloo's threads can
-    # still free tensors that need the GIL and abort the process ("terminate called without an active
-    # exception" at the end of a run that went well).
+    exit_rank()
+
+
+def exit_rank() -> None:
+    """End a rank that has finished and left its group, skipping interpreter finalization.
+
+    During finalization gloo's threads can still free tensors that need the GIL and abort the process
+    ("terminate called without an active exception", SIGABRT) after a run that went well.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
