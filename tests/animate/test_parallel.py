@@ -149,6 +149,7 @@ def test_an_interrupted_sample_leaves_the_group_ready_for_the_next(tmp_path: Pat
     finally:
         pipe.close()
     assert workers and not any(w.is_alive() for w in workers)
+    assert [w.exitcode for w in workers] == [0] * len(workers)  # quit cleanly: not killed, no abort at exit
 
 
 def test_ctrl_c_in_the_terminal_stops_every_rank(tmp_path: Path) -> None:
