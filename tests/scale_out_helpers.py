@@ -71,6 +71,7 @@ def forward_worker(
     import torch.distributed as dist
     from torch._dynamo.utils import counters
 
+    from scail.animate.launch import exit_rank
     from scail.animate.parallel import install, make_groups
 
     torch.set_num_threads(1)
@@ -88,8 +89,10 @@ def forward_worker(
             if compiled and (counters["graph_break"] or not counters["stats"]["unique_graphs"]):
                 raise AssertionError(f"compiled blocks: {dict(counters['graph_break'])}, {dict(counters['stats'])}")
             torch.save(out, Path(out_dir) / f"rank{rank}-case{i}.pt")
+        dist.barrier()  # leave together, then skip interpreter finalization (a gloo abort there: exit_rank)
     finally:
         dist.destroy_process_group()
+    exit_rank()
 
 
 TINY_PIPELINE = """\
