@@ -198,7 +198,9 @@ def write_example(folder: Path, size_hw: tuple[int, int], frames: int, seed: int
             centre = (t * w // max(frames, 1)) % w
             frame[:, np.abs(x - centre) < max(w // 32, 2)] = (40, 200, 255)
             writer.write(frame)
-    (folder / "prompt.txt").write_text(PROMPT + "\n", encoding="utf-8")
+    # a prompt of its own per clip: a warm clip then pays for umT5 as a batch of different prompts does
+    # (the pipeline reuses the features of a prompt it has seen: the shared negative prompt)
+    (folder / "prompt.txt").write_text(f"{PROMPT} Take {seed}.\n", encoding="utf-8")
     return folder
 
 

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import re
-from collections.abc import Iterable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -381,6 +384,72 @@ class VideoWriter:
             container.close()
         with contextlib.suppress(FileNotFoundError):
             self._target.unlink()
+
+
+class WriteBehind:
+    """Encode frames on a background thread while the caller makes the next ones (the VAE decode).
+
+    H.264 encoding (libx264 and PyAV release the GIL) then overlaps the GPU's decode instead of
+    following it: the animate stage's last seconds shrink by the encoding time. At most `depth`
+    pieces wait in the queue, so memory stays bounded. An error in the thread is raised by the next
+    `put` or by leaving the block; leaving with an error stops the thread without waiting for the rest.
+
+    Example:
+        with VideoWriter(out, fps=16) as w, WriteBehind(w) as behind:
+            for piece in pieces:  # (n, H, W, 3) uint8
+                behind.put(piece)
+    """
+
+    def __init__(
+        self, writer: VideoWriter, on_frame: Callable[[np.ndarray], None] | None = None, depth: int = 2
+    ) -> None:
+        self.writer = writer
+        self.on_frame = on_frame
+        self.encode_s = 0.0
+        """Seconds the thread spent encoding (hidden behind the caller's work where they overlapped)."""
+        self.wait_s = 0.0
+        """Seconds `put` waited for room in the queue (the encoding the caller's work did not hide;
+        add the time of leaving the block, which waits for the last pieces)."""
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name="scail-video-writer", daemon=True)
+
+    def _drain(self) -> None:
+        while (piece := self._queue.get()) is not None:
+            if self._error is not None or self._stop.is_set():
+                continue  # keep taking pieces so that `put` never blocks forever
+            t0 = time.perf_counter()
+            try:
+                for frame in piece:
+                    self.writer.write(frame)
+                    if self.on_frame is not None:
+                        self.on_frame(frame)
+            except BaseException as exc:  # handed to the caller's thread
+                self._error = exc
+            self.encode_s += time.perf_counter() - t0
+
+    def __enter__(self) -> WriteBehind:
+        self._thread.start()
+        return self
+
+    def put(self, frames: np.ndarray) -> None:
+        """Queue (n, H, W, 3) uint8 frames; waits while `depth` pieces are already queued."""
+        if self._error is not None:
+            raise self._error
+        t0 = time.perf_counter()
+        self._queue.put(frames)
+        self.wait_s += time.perf_counter() - t0
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            self._stop.set()
+        self._queue.put(None)
+        self._thread.join()
+        if exc_type is None and self._error is not None:
+            raise self._error
 
 
 def _pad_even(frame: np.ndarray) -> np.ndarray:

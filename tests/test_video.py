@@ -269,3 +269,49 @@ def test_resize_crop_matches_official_pipeline_fixture(fixtures_root: Path) -> N
     )  # official ToTensor, *2-1
     ref = resize_crop(ref, (64, 128))
     assert torch.equal(ref, inputs["ref_image_chw"])  # bit-exact, no clamp
+
+
+# --- writing behind the caller ----------------------------------------------------------------------
+
+
+def test_write_behind_writes_every_frame_in_order(tmp_path: Path) -> None:
+    """Pieces queued from the caller's thread are encoded in order by the writer thread, each frame
+    handed to `on_frame` (the animate stage's frame hash)."""
+    frames = index_frames(21)
+    seen: list[int] = []
+    out = tmp_path / "behind.mp4"
+    with video.VideoWriter(out, fps=16) as writer, video.WriteBehind(writer, on_frame=lambda f: seen.append(
+            decoded_index(f))) as behind:
+        for start in range(0, 21, 4):
+            behind.put(np.stack(frames[start : start + 4]))
+    assert seen == list(range(21))
+    assert [decoded_index(f) for f in video.read_frames(out)] == list(range(21))
+    assert behind.encode_s > 0
+
+
+def test_write_behind_raises_the_writer_threads_error_and_leaves_no_file(tmp_path: Path) -> None:
+    out = tmp_path / "bad.mp4"
+    # the error surfaces on a later put or on leaving the block
+    with (
+        pytest.raises(ValueError, match="expected"),
+        video.VideoWriter(out, fps=16) as writer,
+        video.WriteBehind(writer, depth=1) as behind,
+    ):
+        behind.put(np.zeros((2, 16, 16, 3), np.uint8))
+        behind.put(np.zeros((2, 16, 16), np.uint8))  # not RGB: the thread's write fails
+        for _ in range(5):
+            behind.put(np.zeros((2, 16, 16, 3), np.uint8))
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_write_behind_stops_without_waiting_when_the_caller_fails(tmp_path: Path) -> None:
+    out = tmp_path / "stopped.mp4"
+    with (
+        pytest.raises(KeyboardInterrupt),
+        video.VideoWriter(out, fps=16) as writer,
+        video.WriteBehind(writer) as behind,
+    ):
+        behind.put(np.stack(index_frames(4)))
+        raise KeyboardInterrupt
+    assert not behind._thread.is_alive()
+    assert not out.exists() and not list(tmp_path.iterdir())

@@ -55,7 +55,8 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def resolve_vae_tile(mode: str, device: torch.device) -> TileConfig | None:
-    """AnimateConfig.vae_tiling -> the decode tiles: "auto" tiles on a GPU and decodes whole frames on the CPU."""
+    """AnimateConfig.vae_tiling -> the decode tiles: "auto" has tiles on a GPU (used only where whole
+    frames do not fit, `AnimatePipeline.decode_tile`) and decodes whole frames on the CPU."""
     from scail.animate.vae import TileConfig
 
     return TileConfig() if mode == "on" or (mode == "auto" and device.type != "cpu") else None
@@ -306,6 +307,7 @@ def build_pipeline(config: AnimateConfig, weights: RandomWeights | None = None) 
         )
     else:
         raise ValueError(f"unknown model {config.model!r}")
+    pipeline.vae_tile_auto = config.vae_tiling == "auto"
     if loras:  # the label goes to the manifest and the sample's sidecar
         pipeline.label += " + " + ", ".join(f"{spec.path.name}@{spec.strength:g}" for spec in loras)
     if config.fast:

@@ -222,3 +222,94 @@ def offload_t5_blocks(t5: T5Encoder, device: torch.device | str, pin: bool | Non
     t5.token_embedding.to("cpu")
     t5.norm.to(device)
     return BlockOffload(t5.blocks, device, pin, move_inputs=True)
+
+
+class Visitor:
+    """Lend a module (umT5, CLIP) to `device` for one piece of work and take it back, cheaply.
+
+    The weights live in CPU memory, pinned where the host allows, for the pipeline's life. A visit
+    copies every parameter and buffer to `device` (non-blocking from pinned memory: umT5's 11 GB in
+    about half a second on a PCIe 5 card) and leaving points them back at the CPU copies. The
+    weights never change, so nothing travels back: `module.to("cpu")` copied 11 GB from the GPU into
+    freshly allocated pageable memory on every clip (~10 s of a 60 s clip on an H100; see
+    benchmarks/README.md).
+
+    On the CPU, or with `offload=False` (the module stays where it is), a visit only makes sure the
+    module is on `device`.
+    """
+
+    def __init__(self, module: nn.Module, device: torch.device | str, offload: bool = True) -> None:
+        self.module = module
+        self.device = torch.device(device)
+        self.offload = offload and self.device.type != "cpu"
+        self._home: list[_Home] | None = None
+
+    def _settle(self) -> list[_Home]:
+        """Give every tensor its CPU home once (a parameter shared by several modules: one home)."""
+        homes: dict[object, _Home] = {}
+        pin = self.device.type == "cuda"
+        for owner in self.module.modules():
+            for table, is_param in ((owner._parameters, True), (owner._buffers, False)):
+                for name, t in table.items():
+                    if t is None:
+                        continue
+                    key: object = id(t) if is_param else (id(owner), name)
+                    if key in homes:
+                        homes[key].owners.append((owner, name))
+                        continue
+                    cpu = t.detach().to("cpu")
+                    if pin:
+                        try:
+                            cpu = cpu.pin_memory()
+                        except RuntimeError:  # the host would not lock more memory: pageable still works
+                            pin = False
+                            log.warning("could not pin %s's weights in host memory; encoder visits "
+                                        "will copy from pageable memory (slower)", type(self.module).__name__)
+                    homes[key] = _Home([(owner, name)], is_param, cpu)
+        home = list(homes.values())
+        for h in home:
+            h.place(h.cpu)
+        return home
+
+    def __enter__(self) -> None:
+        if not self.offload:
+            self.module.to(self.device)
+            return
+        if self._home is None:
+            self._home = self._settle()
+        for h in self._home:
+            h.place(h.cpu.to(self.device, non_blocking=True))
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.offload or self._home is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()  # the work that used the copies is done
+        for h in self._home:
+            h.place(h.cpu)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+@dataclass
+class _Home:
+    """One tensor of a visited module: where it sits (owner module, attribute name) and its CPU copy."""
+
+    owners: list[tuple[nn.Module, str]]
+    is_param: bool
+    cpu: torch.Tensor
+
+    def place(self, t: torch.Tensor) -> None:
+        """Point the owners' parameter or buffer at `t` (the parameter object kept where the devices allow)."""
+        owner, name = self.owners[0]
+        if not self.is_param:
+            for owner, name in self.owners:
+                owner._buffers[name] = t
+            return
+        param = owner._parameters[name]
+        if param is not None and torch._has_compatible_shallow_copy_type(param, t):
+            param.data = t  # every owner holds this same Parameter object
+            return
+        new = nn.Parameter(t, requires_grad=False)
+        for owner, name in self.owners:
+            owner._parameters[name] = new

@@ -262,7 +262,7 @@ class SCAIL2Pipeline:
                 step_progress = base.parallel.progress_fn(progress)
             latent = run_segment(base, job, step_progress)
             done += steps
-            video = base.vae.decode(latent[None], tile=base.vae_tile)[0]  # (3, 81, H, W) in [-1, 1]
+            video = base.vae.decode(latent[None], tile=base.decode_tile(latent))[0]  # (3, 81, H, W) in [-1, 1]
             frames = to_uint8(video).cpu().numpy()
             out[start + keep : end] = frames[keep:]
             if k + 1 < len(segments):

@@ -192,7 +192,7 @@ class AnimateStage:
         from scail.animate.preprocess import load_inputs
         from scail.animate.resume import CHECKPOINT_NAME, Checkpointer
         from scail.animate.windows import WindowConfig
-        from scail.video import VideoWriter
+        from scail.video import VideoWriter, WriteBehind
 
         cfg = self.config
         if self._pipeline is None:
@@ -244,27 +244,27 @@ class AnimateStage:
         tags = video_tags(prompt, record)
         t2 = time.perf_counter()
         written = 0
-        write_s = 0.0  # encoding and writing the frames (the rest of the loop is the VAE decode)
         # the frames' own hash: H.264 bytes differ between runs on the same frames, so comparing runs
         # (local vs Ray, 1 vs N GPUs) needs this
         digest = hashlib.sha256()
         decode = "VAE decode + writing video"
         ctx.progress(0, cond.num_frames, unit="frames", desc=decode)  # the first piece takes a while
-        with ctx.atomic_output(out) as tmp, VideoWriter(tmp, inputs.fps, atomic=False, metadata=tags) as writer:
+        with (
+            ctx.atomic_output(out) as tmp,
+            VideoWriter(tmp, inputs.fps, atomic=False, metadata=tags) as writer,
+            WriteBehind(writer, on_frame=lambda frame: digest.update(frame.tobytes())) as behind,
+        ):  # the frames are encoded on a thread while the VAE decodes the next ones
             for piece in pipe.decode_frames(latent, cond.num_frames):  # (n, H, W, 3) uint8
-                frames = piece.cpu().numpy()
-                t3 = time.perf_counter()
-                for frame in frames:
-                    writer.write(frame)
-                    digest.update(frame.tobytes())
-                write_s += time.perf_counter() - t3
+                behind.put(piece.cpu().numpy())
                 written += int(piece.shape[0])
                 ctx.progress(written, cond.num_frames, unit="frames", desc=decode)
             t3 = time.perf_counter()
-        write_s += time.perf_counter() - t3  # closing the writer flushes the encoder
+        close_s = time.perf_counter() - t3  # the last pieces, flushing the encoder, closing the file
         checkpoint.discard()
-        cond.timings_s["vae_decode_s"] = time.perf_counter() - t2 - write_s
-        cond.timings_s["write_s"] = write_s
+        # write_s: the encoding the decode did not hide (waits for the writer thread, the final flush)
+        cond.timings_s["vae_decode_s"] = time.perf_counter() - t2 - behind.wait_s - close_s
+        cond.timings_s["write_s"] = behind.wait_s + close_s
+        cond.timings_s["encode_s"] = behind.encode_s
         h, w = inputs.size_hw
         write_sidecar(ctx, sidecar, record, out, (h, w), written, inputs.fps)
         ctx.note(
@@ -277,6 +277,7 @@ class AnimateStage:
             fps=inputs.fps,
             device=str(pipe.device),
             gpus=cfg.parallel.gpus,
+            vae_tiles=pipe.decoded_with_tiles,
             dit_dtype=str(next(pipe.dit.parameters()).dtype).removeprefix("torch."),
             timings_s={"preprocess_s": round(preprocess_s, 3), **{k: round(v, 3) for k, v in cond.timings_s.items()}},
         )

@@ -161,6 +161,7 @@ def run(
         "fps": inputs.fps,
         "device": str(pipe.device),
         "gpus": cfg.parallel.gpus,
+        "vae_tiles": base.decoded_with_tiles,
         "timings_s": {"preprocess_s": round(preprocess_s, 3), **{k: round(v, 3) for k, v in result.timings_s.items()}},
     }
     ctx.note(**notes)

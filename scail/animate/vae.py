@@ -413,6 +413,16 @@ class VideoVAE(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
+UNTILED_DECODE_GIB_PER_MPX = 24.0
+"""Peak memory of a whole-frame decode per megapixel of output frame (float32): 18-20 GiB/Mpx measured
+(CPU, 256x448 and 512x896; the steady 4-frame chunk dominates), plus 20 % for the GPU's conv workspaces."""
+
+
+def untiled_decode_bytes(h_px: int, w_px: int) -> int:
+    """What decoding whole (h_px, w_px) frames needs on top of what is already allocated (bytes)."""
+    return int((UNTILED_DECODE_GIB_PER_MPX * h_px * w_px / 1e6 + 1.0) * 2**30)
+
+
 @dataclass(frozen=True)
 class TileConfig:
     """Spatial tiles for encode/decode, in latent pixels (x8 for video pixels).

@@ -96,3 +96,60 @@ def test_dit_offload_on_cuda_equals_resident() -> None:
     assert all(p.is_cuda for n, p in dit.named_parameters() if not n.startswith("blocks."))
     assert torch.equal(dit(*args), expected)
     assert streamer.gpu_bytes == 2 * streamer.slot_bytes
+
+
+def _t5() -> T5Encoder:
+    torch.manual_seed(0)
+    return T5Encoder(T5Config(vocab_size=64, dim=32, dim_attn=32, dim_ffn=64, num_heads=4, num_layers=2,
+                              num_buckets=8, text_len=16)).eval()
+
+
+def test_visitor_lends_the_weights_and_takes_them_back_without_copying_home() -> None:
+    """A visit puts every parameter and buffer on the device; leaving points them back at the very
+    CPU tensors they had (same storage: nothing was copied back), values untouched."""
+    from scail.animate.offload import Visitor
+
+    t5 = _t5()
+    before = {k: v.clone() for k, v in t5.state_dict().items()}
+    visitor = Visitor(t5, "meta")  # a second device that needs no GPU: the copies are shapes only
+    with visitor:
+        assert all(t.device.type == "meta" for t in t5.state_dict().values())
+    homes = {k: v.data_ptr() for k, v in t5.state_dict().items()}
+    with visitor:
+        pass
+    after = t5.state_dict()
+    assert all(t.device.type == "cpu" for t in after.values())
+    assert {k: v.data_ptr() for k, v in after.items()} == homes  # the same home on every visit
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_visitor_on_the_cpu_or_without_offload_leaves_the_module_in_place() -> None:
+    from scail.animate.offload import Visitor
+
+    t5 = _t5()
+    ptrs = [p.data_ptr() for p in t5.parameters()]
+    with Visitor(t5, "cpu"):
+        pass
+    assert [p.data_ptr() for p in t5.parameters()] == ptrs
+    with Visitor(t5, "meta", offload=False):
+        pass
+    assert all(p.device.type == "meta" for p in t5.parameters())  # it went and stays (offload off)
+
+
+@pytest.mark.gpu
+@torch.no_grad()
+def test_visitor_on_cuda_encodes_as_resident_and_pins_the_home() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from scail.animate.offload import Visitor
+
+    t5 = _t5()
+    ids = torch.randint(1, 64, (2, 16))
+    mask = torch.ones_like(ids)
+    expected = t5.cuda()(ids.cuda(), mask.cuda()).cpu()
+    t5.cpu()
+    visitor = Visitor(t5, "cuda")
+    for _ in range(2):
+        with visitor:
+            assert torch.equal(t5(ids.cuda(), mask.cuda()).cpu(), expected)
+        assert all(p.device.type == "cpu" and p.is_pinned() for p in t5.parameters())

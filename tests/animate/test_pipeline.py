@@ -233,3 +233,19 @@ def test_vae_tiling_rule_and_tiled_decode() -> None:
     assert torch.equal(a.video, whole.vae.decode(a.latent[None])[0])
     assert torch.equal(b.video, tiled.vae.decode(b.latent[None], tile=TileConfig(4, 2))[0])
     assert not torch.equal(a.video, b.video)
+
+
+def test_prompt_features_are_reused_within_a_batch() -> None:
+    """umT5 runs once per distinct prompt of the pipeline's life (the shared negative prompt, repeated
+    prompts), and the reused features are those a fresh encode gives."""
+    from scail.animate.build import build_tiny_random
+
+    pipe = build_tiny_random()
+    calls: list[int] = []
+    pipe.text_encoder.model.register_forward_hook(lambda m, args, out: calls.append(int(args[0].shape[0])))
+    first = pipe.encode_text(["negative", "a dancer"])
+    second = pipe.encode_text(["negative", "a skater", "a skater"])
+    assert calls == [2, 1]  # the second call encoded only "a skater", once
+    assert torch.equal(first[0], second[0]) and torch.equal(second[1], second[2])
+    fresh = build_tiny_random().encode_text(["a skater"])[0]
+    assert torch.equal(second[1], fresh)
