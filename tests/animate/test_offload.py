@@ -153,3 +153,26 @@ def test_visitor_on_cuda_encodes_as_resident_and_pins_the_home() -> None:
         with visitor:
             assert torch.equal(t5(ids.cuda(), mask.cuda()).cpu(), expected)
         assert all(p.device.type == "cpu" and p.is_pinned() for p in t5.parameters())
+
+
+def test_pack_homes_fills_few_buffers_and_keeps_every_value() -> None:
+    """The encoders' CPU weights are packed into few flat buffers (pinned on a GPU box: the host
+    allocator rounds each allocation up to a power of two), each tensor a view with its values."""
+    from scail.animate import offload
+    from scail.animate.offload import Visitor
+
+    t5 = _t5()
+    before = {k: v.clone() for k, v in t5.state_dict().items()}
+    visitor = Visitor(t5, "meta")
+    homes = visitor._settle()
+    total = sum(offload._align(h.cpu.nbytes) for h in homes)
+    saved, offload.PIN_BUFFER_BYTES = offload.PIN_BUFFER_BYTES, total // 3  # small buffers: several of them
+    try:
+        buffers = offload.pack_homes(homes, pin=False)
+    finally:
+        offload.PIN_BUFFER_BYTES = saved
+    assert 3 <= buffers <= 5
+    storages = {t.untyped_storage().data_ptr() for t in t5.state_dict().values()}
+    assert len(storages) == buffers  # every tensor is a view into one of them
+    after = t5.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
