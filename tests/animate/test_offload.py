@@ -176,3 +176,17 @@ def test_pack_homes_fills_few_buffers_and_keeps_every_value() -> None:
     assert len(storages) == buffers  # every tensor is a view into one of them
     after = t5.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_arena_groups_keep_the_pinned_rounding_small() -> None:
+    """40 DiT-sized blocks (0.81 GB): one buffer each would round to 40 GiB; the arenas chosen
+    round to 32 GiB, in runs of consecutive blocks covering each block once."""
+    from scail.animate.offload import arena_groups
+
+    block = 808_000_000
+    groups = arena_groups([block] * 40)
+    assert [i for g in groups for i in g] == list(range(40))
+    allocated = sum(1 << (len(g) * block - 1).bit_length() for g in groups)
+    assert allocated <= 32 * 2**30 < 40 * 2**30
+    assert max(len(g) for g in groups) * block <= 4 * 2**30  # no arena over 4 GiB
+    assert arena_groups([]) == [] and arena_groups([10]) == [[0]]
