@@ -401,9 +401,10 @@ class AnimatePipeline:
             remove()
         for name in ("parallel", "dit", "vae", "text_encoder", "image_encoder", "block_offload", "step_cache"):
             setattr(self, name, None)
+        self._visitors.clear()  # they hold the encoders and their pinned CPU home
+        self._text_features.clear()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
 
 
 class SamplingModels(Protocol):

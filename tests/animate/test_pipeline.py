@@ -249,3 +249,6 @@ def test_prompt_features_are_reused_within_a_batch() -> None:
     assert torch.equal(first[0], second[0]) and torch.equal(second[1], second[2])
     fresh = build_tiny_random().encode_text(["a skater"])[0]
     assert torch.equal(second[1], fresh)
+    assert pipe._visitors and pipe._text_features
+    pipe.close()  # nothing keeps the encoders (or their pinned home) alive after close
+    assert not pipe._visitors and not pipe._text_features
