@@ -352,43 +352,27 @@ class _Home:
             owner._parameters[name] = new
 
 
-PIN_BUFFER_BYTES = 1 << 30
-"""Size of the buffers `pack_homes` packs tensors into (a tensor larger than this gets its own)."""
-
-
 def pack_homes(homes: list[_Home], pin: bool) -> int:
     """Move the homes' CPU tensors into a few flat buffers (pinned if `pin`); returns how many.
 
     Pinned memory comes from torch's caching host allocator, which rounds every allocation up to a
     power of two: umT5's 32 MB attention matrices pinned one by one would take twice their size.
-    Packed first-fit by size into 1 GiB buffers, the rounding wastes a few percent. Buffers are
-    filled one at a time and their tensors replace the pageable originals at once, so the host holds
-    at most one buffer more than the weights while this runs. An allocation error leaves the
-    remaining tensors where they are (and is raised).
+    Packed largest first into the arenas `arena_groups` chooses, the rounding wastes a few percent.
+    Buffers are filled one at a time and their tensors replace the pageable originals at once, so
+    the host holds at most one buffer more than the weights while this runs. An allocation error
+    leaves the remaining tensors where they are (and is raised).
     """
     order = sorted(range(len(homes)), key=lambda i: -homes[i].cpu.nbytes)
-    bins: list[list[int]] = []
-    room: list[int] = []
-    for i in order:
-        n = _align(homes[i].cpu.nbytes)
-        for b, free in enumerate(room):
-            if n <= free:
-                bins[b].append(i)
-                room[b] -= n
-                break
-        else:
-            bins.append([i])
-            room.append(max(PIN_BUFFER_BYTES, n) - n)
-    for items in bins:
-        size = sum(_align(homes[i].cpu.nbytes) for i in items)
-        buf = torch.empty(max(size, 1), dtype=torch.uint8, pin_memory=pin)
+    groups = arena_groups([max(homes[i].cpu.nbytes, 1) for i in order])
+    for group in groups:
+        items = [homes[order[g]] for g in group]
+        buf = torch.empty(max(sum(_align(h.cpu.nbytes) for h in items), 1), dtype=torch.uint8, pin_memory=pin)
         offset = 0
-        for i in items:
-            h = homes[i]
+        for h in items:
             n = h.cpu.nbytes
             view = buf[offset : offset + n].view(h.cpu.dtype).view(h.cpu.shape)
             view.copy_(h.cpu)
             h.cpu = view
             h.place(view)
             offset += _align(n)
-    return len(bins)
+    return len(groups)
