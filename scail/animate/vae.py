@@ -414,8 +414,9 @@ class VideoVAE(nn.Module):
 
 
 UNTILED_DECODE_GIB_PER_MPX = 24.0
-"""Peak memory of a whole-frame decode per megapixel of output frame (float32): 18-20 GiB/Mpx measured
-(CPU, 256x448 and 512x896; the steady 4-frame chunk dominates), plus 20 % for the GPU's conv workspaces."""
+"""Peak memory of a whole-frame decode per megapixel of output frame (float32): 20.7 GiB/Mpx measured
+on an H200 at 512x896 (18-20 on the CPU; the steady 4-frame chunk dominates), plus a margin
+(benchmarks/README.md, bench_vae.py)."""
 
 
 def untiled_decode_bytes(h_px: int, w_px: int) -> int:
