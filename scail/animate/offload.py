@@ -63,24 +63,21 @@ def arena_groups(sizes: list[int]) -> list[list[int]]:
     40 DiT blocks of 0.81 GB, one buffer each, would take 40 GiB for 32.3 GB; in runs of 5 (4 GiB
     arenas) they take 32 GiB.
     """
-    def rounded(n: int) -> int:
-        return 1 << max(n - 1, 0).bit_length()
-
+    aligned = [_align(n) for n in sizes]
     best: tuple[int, list[list[int]]] | None = None
     for k in range(28, 33):
         groups: list[list[int]] = []
-        used = 0
-        for i, n in enumerate(sizes):
-            n = _align(n)
-            if groups and used + n <= 1 << k:
+        totals: list[int] = []
+        for i, n in enumerate(aligned):
+            if groups and totals[-1] + n <= 1 << k:
                 groups[-1].append(i)
-                used += n
+                totals[-1] += n
             else:
                 groups.append([i])
-                used = n
-        total = sum(rounded(sum(_align(sizes[i]) for i in g)) for g in groups)
-        if best is None or total < best[0]:
-            best = (total, groups)
+                totals.append(n)
+        allocated = sum(1 << (t - 1).bit_length() for t in totals)  # each run rounded up to a power of two
+        if best is None or allocated < best[0]:
+            best = (allocated, groups)
     return best[1] if best is not None else []
 
 
@@ -338,16 +335,16 @@ class _Home:
 
     def place(self, t: torch.Tensor) -> None:
         """Point the owners' parameter or buffer at `t` (the parameter object kept where the devices allow)."""
-        owner, name = self.owners[0]
         if not self.is_param:
             for owner, name in self.owners:
                 owner._buffers[name] = t
             return
-        param = owner._parameters[name]
+        first, first_name = self.owners[0]
+        param = first._parameters[first_name]
         if param is not None and torch._has_compatible_shallow_copy_type(param, t):
             param.data = t  # every owner holds this same Parameter object
             return
-        new = nn.Parameter(t, requires_grad=False)
+        new = nn.Parameter(t, requires_grad=False)  # e.g. CPU <-> meta: the tensor type differs
         for owner, name in self.owners:
             owner._parameters[name] = new
 
