@@ -418,6 +418,8 @@ def _row(run: Run, name: str, config: PipelineConfig, i: int, example: Any, mete
             setattr(row, key, float(t[src]))
     row.extra = {k: v for k, v in t.items() if k not in ("text_encoder_s", "clip_s", "vae_encode_s", "sampling_s",
                                                          "vae_decode_s", "write_s", "encoders_s")}
+    if "attention" in manifest.notes:
+        row.extra["attention"] = manifest.notes["attention"]
     if row.steps != row.preset_steps and row.s_per_step == row.s_per_step:
         # the same clip at the preset's own step count, warm (the first step compiles: not counted)
         row.extra["est_clip_s_at_preset_steps"] = row.clip_wall_s + (row.preset_steps - row.steps) * row.s_per_step

@@ -1,5 +1,7 @@
 """Time the DiT's self-attention through scail's own seam (`scail.animate.attention.attention`) with
-every kernel installed here: cuDNN SDPA, flash-attn 3, flash-attn 4 (the CuTe-DSL wheel), ...
+every kernel installed here: cuDNN SDPA, flash-attn 3, flash-attn 4 (the CuTe-DSL wheel), ..., and
+fast mode's FP8 attention (backend `fp8`: flash-attn 3's FP8 kernel where built, else cuDNN's through
+the `nvidia-cudnn-frontend` wheel; the row names which ran).
 
     PYTHONPATH=. python benchmarks/bench_attention.py [--tokens 48832] [--heads 40] [--head-dim 128]
         [--batch 2] [--reps 10] [--backends sdpa_cudnn,flash_attn_3,flash_attn_4] [--json-out FILE]
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-DEFAULT_BACKENDS = ("sdpa_cudnn", "flash_attn_3", "flash_attn_4", "sdpa_flash")
+DEFAULT_BACKENDS = ("sdpa_cudnn", "flash_attn_3", "flash_attn_4", "fp8", "sdpa_flash")
 
 
 def bench(tokens: int, heads: int, head_dim: int, batch: int, reps: int, backends: Sequence[str],
@@ -49,14 +51,24 @@ def bench(tokens: int, heads: int, head_dim: int, batch: int, reps: int, backend
     before = attention.get_backend()
     try:
         for name in backends:
-            if name not in installed:
+            label = name
+            if name == "fp8":  # fast mode's FP8 self-attention, over the default backend
+                kernel = attention.fp8_kernel(dev) if dev.type == "cuda" else "cpu emulation"
+                if kernel is None:
+                    rows.append({"backend": name, "status": f"no FP8 kernel here ({attention.FP8_KERNEL_HINT})"})
+                    continue
+                label = f"fp8 ({kernel})"
+                attention.set_backend("auto")
+                attention.set_fp8(True)
+            elif name not in installed:
                 rows.append({"backend": name, "status": "not installed"})
                 continue
-            attention.set_backend(name)  # type: ignore[arg-type]
-            used = attention.resolve_backend(q)
-            if used != name:
-                rows.append({"backend": name, "status": f"does not apply here (would run {used})"})
-                continue
+            else:
+                attention.set_backend(name)  # type: ignore[arg-type]
+                used = attention.resolve_backend(q)
+                if used != name:
+                    rows.append({"backend": name, "status": f"does not apply here (would run {used})"})
+                    continue
             try:
                 sync()
                 t0 = time.perf_counter()
@@ -69,29 +81,32 @@ def bench(tokens: int, heads: int, head_dim: int, batch: int, reps: int, backend
                 sync()
                 per_call = (time.perf_counter() - t0) / reps
             except Exception as exc:  # a kernel that fails at this shape/card is a row, not a crash
-                rows.append({"backend": name, "status": f"failed: {type(exc).__name__}: {str(exc)[:120]}"})
+                rows.append({"backend": label, "status": f"failed: {type(exc).__name__}: {str(exc)[:120]}"})
                 continue
+            finally:
+                attention.set_fp8(False)
             if reference is None:
                 reference = out.float()
                 err = 0.0
             else:
                 err = ((out.float() - reference).norm() / reference.norm()).item()
-            rows.append({"backend": name, "status": "ok", "first_call_s": round(first, 3),
+            rows.append({"backend": label, "status": "ok", "first_call_s": round(first, 3),
                          "ms_per_call": round(per_call * 1e3, 2), "tflops": round(flops / per_call / 1e12, 1),
                          "rel_err_vs_first": float(f"{err:.2e}")})
     finally:
         attention.set_backend(before)  # type: ignore[arg-type]
+        attention.set_fp8(False)
     return rows
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = [f"{'backend':<14} {'first call s':>12} {'ms/call':>9} {'TFLOP/s':>8} {'rel err':>9}  status"]
+    lines = [f"{'backend':<18} {'first call s':>12} {'ms/call':>9} {'TFLOP/s':>8} {'rel err':>9}  status"]
     for r in rows:
         if r["status"] == "ok":
-            lines.append(f"{r['backend']:<14} {r['first_call_s']:>12.3f} {r['ms_per_call']:>9.2f} {r['tflops']:>8.1f} "
+            lines.append(f"{r['backend']:<18} {r['first_call_s']:>12.3f} {r['ms_per_call']:>9.2f} {r['tflops']:>8.1f} "
                          f"{r['rel_err_vs_first']:>9.2e}  ok")
         else:
-            lines.append(f"{r['backend']:<14} {'-':>12} {'-':>9} {'-':>8} {'-':>9}  {r['status']}")
+            lines.append(f"{r['backend']:<18} {'-':>12} {'-':>9} {'-':>8} {'-':>9}  {r['status']}")
     return "\n".join(lines)
 
 

@@ -229,6 +229,9 @@ class AnimateConfig(_Strict):
     """Decode the video in overlapping 256-px tiles (the VAE's TileConfig): bounded GPU memory, pixels
     close to but not equal to a whole-frame decode. `auto`: whole frames (as the official code, and about
     twice as fast) where the GPU's free memory holds them (~24 GiB per megapixel of frame), else tiles."""
+    vae_decode_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """The VAE decoder's arithmetic. `auto`: float32 (the official) but in fast mode on a GPU, where
+    bfloat16 decodes in about half the time (benchmarks/README.md); the encoder stays float32."""
     size_hw: tuple[int, int] | None = None
     """Output (H, W), both multiples of 32. Default: by the reference's orientation, 512x896 or 896x512."""
     dit_file: Path | None = None

@@ -59,15 +59,15 @@ def check_attention() -> Check:
         return Check("attention", "ok", "torch SDPA on the CPU")
     probe = torch.empty(1, 1, 1, 128, device="cuda", dtype=torch.bfloat16)
     chosen = attention.resolve_backend(probe)
-    hopper = torch.cuda.get_device_capability()[0] == 9
-    if hopper and chosen == "flash_attn_4":
-        return Check("attention", "ok", "flash_attn_4 (CuTe DSL wheel; fast mode's FP8 attention needs flash-attn 3: "
-                                        "scripts/build_flash_attn3.sh)")
-    if hopper and chosen != "flash_attn_3":
-        return Check("attention", "warn", f"{chosen}; flash-attn 3 is ~12 % faster per step on Hopper and fast mode's "
-                                          "FP8 attention needs it: scripts/build_flash_attn3.sh builds it (~2 min), "
-                                          "or pip install 'scail[fa4]' (flash-attn 4, no build)")
-    return Check("attention", "ok", chosen + (" (FP8 attention available for fast mode)" if hopper else ""))
+    if torch.cuda.get_device_capability()[0] != 9:
+        return Check("attention", "ok", f"{chosen} (FP8 attention, part of fast mode, needs a Hopper GPU)")
+    fp8 = attention.fp8_kernel(probe.device)
+    faster = "" if chosen == "flash_attn_3" else (
+        "; flash-attn 3 is ~12 % faster per exact step here: scripts/build_flash_attn3.sh (~2 min)")
+    if fp8 is None:
+        return Check("attention", "warn", f"{chosen}; fast mode's FP8 attention has no kernel here: "
+                                          f"{attention.FP8_KERNEL_HINT}{faster}")
+    return Check("attention", "ok", f"{chosen}; fast mode's FP8 attention: {fp8}{faster}")
 
 
 def check_encoder() -> Check:

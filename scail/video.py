@@ -351,7 +351,11 @@ class VideoWriter:
         stream.width, stream.height = w + w % 2, h + h % 2
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = 1 / self.fps
-        stream.options = {"crf": str(self.crf), "preset": self.preset, "profile": "high"}
+        # x264's default look-ahead of 40 frames holds half a clip back until the file is closed, so
+        # that much encoding waits for the VAE's last frame; 10 cuts that tail to about a quarter
+        # (the file was no larger in the measurement: benchmarks/README.md, "Video writing")
+        stream.options = {"crf": str(self.crf), "preset": self.preset, "profile": "high",
+                          "x264-params": "rc-lookahead=10"}
         self._stream = stream
 
     def __exit__(

@@ -19,10 +19,12 @@ not apply to the inputs (CPU tensors, float32 for flash-attn) falls back to ``sd
 
 FP8 self-attention (`set_fp8`, part of the opt-in fast mode): queries, keys and values of the long
 attentions (at least `FP8_MIN_KEYS` keys, i.e. the self-attention, not the text/CLIP cross-attention)
-are quantized to float8 e4m3 with one scale per (row, head) and multiplied by flash-attn 3's FP8
-kernel on Hopper. Where that kernel is missing the CUDA path stays bf16 (logged once: emulating FP8
-there would cost quality and buy no speed); on the CPU the same quantized values run through SDPA,
-so the tests exercise the arithmetic.
+are quantized to float8 e4m3 and multiplied by an FP8 flash-attention kernel on Hopper (`fp8_kernel`):
+flash-attn 3's (one scale per (batch, head)) where it is built, else cuDNN's through the
+`nvidia-cudnn-frontend` wheel (one scale per tensor; `scail.animate.attention_cudnn`, `pip install
+'scail[fp8-attn]'`). Where neither is present the CUDA path stays bf16 (logged once: emulating FP8
+there would cost quality and buy no speed); on the CPU the flash-attn 3 quantization runs through
+SDPA, so the tests exercise the arithmetic.
 """
 
 from __future__ import annotations
@@ -123,15 +125,35 @@ def fp8_active(device: torch.device) -> bool:
     return _fp8 and (device.type == "cpu" or fp8_kernel_available(device))
 
 
-def fp8_kernel_available(device: torch.device) -> bool:
-    """Whether flash-attn 3's FP8 kernel can run on `device` (Hopper, package importable)."""
+def fp8_kernel(device: torch.device) -> str | None:
+    """The FP8 attention kernel for `device`: ``flash_attn_3`` (built, Hopper), else ``cudnn`` (the
+    cuDNN frontend wheel, Hopper), else None."""
     import torch
 
-    return (
-        device.type == "cuda"
-        and torch.cuda.get_device_capability(device)[0] == 9
-        and _has_module("flash_attn_interface")
-    )
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
+        return None
+    if _has_module("flash_attn_interface"):
+        return "flash_attn_3"
+    from scail.animate import attention_cudnn
+
+    return "cudnn" if attention_cudnn.available(device) else None
+
+
+def fp8_kernel_available(device: torch.device) -> bool:
+    """Whether an FP8 attention kernel can run on `device` (`fp8_kernel`)."""
+    return fp8_kernel(device) is not None
+
+
+def describe(device: torch.device, dtype: torch.dtype) -> str:
+    """The kernels the DiT's attention runs on `device` for `dtype` now, for sidecars and logs:
+    e.g. ``sdpa_cudnn`` or ``sdpa_cudnn, fp8 self-attention: cudnn``."""
+    import torch
+
+    name = resolve_backend(torch.empty(0, device=device, dtype=dtype))
+    if not _fp8:
+        return name
+    kernel = fp8_kernel(device) if device.type == "cuda" else "cpu emulation"
+    return f"{name}, fp8 self-attention: {kernel or 'none (bf16)'}"
 
 
 def quantize_heads(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,9 +281,13 @@ def _attention_eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return _sdpa(q, k, v, backend)
 
 
+FP8_KERNEL_HINT = "pip install 'scail[fp8-attn]' (cuDNN's FP8 kernel) or scripts/build_flash_attn3.sh"
+
+
 @functools.cache
 def _log_no_fp8_kernel() -> None:
-    log.warning("FP8 attention needs flash-attn 3 on a Hopper GPU; the attention stays bf16 (FP8 linears still apply)")
+    log.warning("FP8 attention needs a Hopper GPU and an FP8 kernel (%s); the attention stays bf16 "
+                "(FP8 linears still apply)", FP8_KERNEL_HINT)
 
 
 def _attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
@@ -273,12 +299,17 @@ def _attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     """
     import torch
 
-    if q.is_cuda and not fp8_kernel_available(q.device):
+    kernel = fp8_kernel(q.device) if q.is_cuda else None
+    if q.is_cuda and kernel is None:
         _log_no_fp8_kernel()
         return None
     k = k - torch.mean(k, dim=1, keepdim=True, dtype=torch.float32).to(k.dtype)
     v_mean = torch.mean(v, dim=1, keepdim=True, dtype=torch.float32)  # (B, 1, N, Dh)
     v = v - v_mean.to(v.dtype)
+    if kernel == "cudnn":
+        from scail.animate import attention_cudnn
+
+        return (attention_cudnn.attention(q, k, v).float() + v_mean).to(q.dtype)
     (q8, dq), (k8, dk), (v8, dv) = quantize_heads(q), quantize_heads(k), quantize_heads(v)
     if q.is_cuda:
         import flash_attn_interface

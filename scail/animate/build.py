@@ -278,6 +278,15 @@ def check_dit_kind(dit: object, model: str, source: Path) -> None:
         )
 
 
+def resolve_vae_decode_dtype(mode: str, fast: bool, device: torch.device) -> torch.dtype:
+    """AnimateConfig.vae_decode_dtype -> the decoder's dtype ("auto": bfloat16 in fast mode on a GPU)."""
+    import torch
+
+    if mode == "auto":
+        return torch.bfloat16 if fast and device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[mode]
+
+
 def resolve_compile(mode: str, device: torch.device) -> bool:
     """AnimateConfig.compile -> whether to torch.compile the DiT blocks ("auto": on CUDA only)."""
     return mode == "on" or (mode == "auto" and device.type == "cuda")
@@ -308,6 +317,7 @@ def build_pipeline(config: AnimateConfig, weights: RandomWeights | None = None) 
     else:
         raise ValueError(f"unknown model {config.model!r}")
     pipeline.vae_tile_auto = config.vae_tiling == "auto"
+    pipeline.vae.set_decode_dtype(resolve_vae_decode_dtype(config.vae_decode_dtype, config.fast, device))
     if loras:  # the label goes to the manifest and the sample's sidecar
         pipeline.label += " + " + ", ".join(f"{spec.path.name}@{spec.strength:g}" for spec in loras)
     if config.fast:

@@ -500,6 +500,12 @@ class DiT(nn.Module):
         self.parallel: SequenceParallel | None = None
         """Sequence/CFG parallel across processes (`scail.animate.parallel.install`); None: this process alone."""
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the blocks compute in (`DiTBlock.compute_dtype`)."""
+        block: DiTBlock = self.blocks[0]  # type: ignore[assignment]
+        return block.compute_dtype
+
     def forward(
         self,
         x: torch.Tensor,

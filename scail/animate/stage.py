@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from scail.animate import attention
 from scail.cache import now_iso
 from scail.config import AnimateConfig
 from scail.errors import InputError
@@ -278,6 +279,8 @@ class AnimateStage:
             device=str(pipe.device),
             gpus=cfg.parallel.gpus,
             vae_tiles=pipe.decoded_with_tiles,
+            vae_decode_dtype=str(pipe.vae.decode_dtype).removeprefix("torch."),
+            attention=attention.describe(pipe.device, pipe.dit.compute_dtype),
             dit_dtype=str(next(pipe.dit.parameters()).dtype).removeprefix("torch."),
             timings_s={"preprocess_s": round(preprocess_s, 3), **{k: round(v, 3) for k, v in cond.timings_s.items()}},
         )

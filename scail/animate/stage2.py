@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scail.animate import attention
 from scail.errors import InputError
 
 if TYPE_CHECKING:
@@ -162,6 +163,8 @@ def run(
         "device": str(pipe.device),
         "gpus": cfg.parallel.gpus,
         "vae_tiles": base.decoded_with_tiles,
+        "vae_decode_dtype": str(base.vae.decode_dtype).removeprefix("torch."),
+        "attention": attention.describe(base.device, base.dit.compute_dtype),
         "timings_s": {"preprocess_s": round(preprocess_s, 3), **{k: round(v, 3) for k, v in result.timings_s.items()}},
     }
     ctx.note(**notes)

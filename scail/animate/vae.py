@@ -338,11 +338,12 @@ class Decoder(nn.Module):
 class VideoVAE(nn.Module):
     """Encoder + decoder with the official chunking; its state dict is `Wan2.1_VAE.pth`'s."""
 
-    def __init__(self, cfg: VAEConfig) -> None:
+    def __init__(self, cfg: VAEConfig, with_encoder: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = Encoder(cfg)
-        self.conv1 = CausalConv3d(2 * cfg.z_dim, 2 * cfg.z_dim, 1)  # moments projection
+        if with_encoder:  # without: the decoding half alone (`WanVAE.set_decode_dtype`'s copy)
+            self.encoder = Encoder(cfg)
+            self.conv1 = CausalConv3d(2 * cfg.z_dim, 2 * cfg.z_dim, 1)  # moments projection
         self.conv2 = CausalConv3d(cfg.z_dim, cfg.z_dim, 1)  # latent projection before decoding
         self.decoder = Decoder(cfg)
 
@@ -513,6 +514,8 @@ class WanVAE:
     def __init__(self, model: VideoVAE) -> None:
         self.model = model.eval().requires_grad_(False)
         self.cfg = model.cfg
+        self.decoding = self.model
+        """The network `decode` runs: `model`, or its decoding half in another dtype (`set_decode_dtype`)."""
         self._set_stats()
 
     def _set_stats(self) -> None:
@@ -529,10 +532,30 @@ class WanVAE:
         return next(self.model.parameters()).dtype
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> WanVAE:
-        """Move (and cast) the network in place; returns self."""
+        """Move (and cast) the network in place; returns self. A decoding copy in its own dtype moves
+        along and keeps that dtype."""
         self.model.to(device=device, dtype=dtype)
+        if self.decoding is not self.model:
+            self.decoding.to(device=device)
         self._set_stats()
         return self
+
+    @property
+    def decode_dtype(self) -> torch.dtype:
+        return next(self.decoding.parameters()).dtype
+
+    def set_decode_dtype(self, dtype: torch.dtype) -> None:
+        """Decode in `dtype`: a copy of the decoding half (latent projection + decoder, ~73M parameters)
+        in that dtype, the encoder untouched. bfloat16 on a GPU roughly halves the decode (fast mode;
+        benchmarks/README.md); the network's own dtype drops the copy."""
+        if dtype == self.dtype:
+            self.decoding = self.model
+            return
+        with torch.device("meta"):
+            half = VideoVAE(self.cfg, with_encoder=False)
+        state = {k: v for k, v in self.model.state_dict().items() if k.startswith(("conv2.", "decoder."))}
+        half.load_state_dict(state, assign=True)  # the model's tensors, then cast: a copy in `dtype`
+        self.decoding = half.to(dtype=dtype).eval().requires_grad_(False)
 
     def normalize(self, mu: torch.Tensor) -> torch.Tensor:
         """mu (B, Z, F, h, w) any dtype -> normalised latents, float32."""
@@ -595,16 +618,16 @@ class WanVAE:
             raise ValueError(
                 f"decode expects latents (B, {self.cfg.z_dim}, F, h, w), got {tuple(latent.shape)}"
             )
-        z = self.denormalize(latent.to(self.device)).to(self.dtype)
+        z = self.denormalize(latent.to(self.device)).to(self.decode_dtype)
         grid = (z.shape[3], z.shape[4])
         counter = _Counter(on_progress, z.shape[2] * _num_tiles(grid, tile))
         if tile is None:
-            video = self.model.decode(z, counter.step)
+            video = self.decoding.decode(z, counter.step)
         else:
             video = _tiled(
-                lambda t: self.model.decode(t, counter.step), z, grid, 1, self.cfg.spatial_stride, tile
+                lambda t: self.decoding.decode(t, counter.step), z, grid, 1, self.cfg.spatial_stride, tile
             )
-        return video.clamp_(-1.0, 1.0)
+        return video.float().clamp_(-1.0, 1.0)
 
 
     @torch.inference_mode()
@@ -635,9 +658,9 @@ class WanVAE:
             raise ValueError(
                 f"decode expects latents (B, {self.cfg.z_dim}, F, h, w), got {tuple(latent.shape)}"
             )
-        z = self.denormalize(latent.to(self.device)).to(self.dtype)
+        z = self.denormalize(latent.to(self.device)).to(self.decode_dtype)
         if tile is None:
-            for frames in self.model.decode_stream(z, on_chunk):
+            for frames in self.decoding.decode_stream(z, on_chunk):
                 yield frames.float().clamp_(-1.0, 1.0)
             return
         grid = (z.shape[3], z.shape[4])
@@ -646,7 +669,7 @@ class WanVAE:
         cols = _tile_spans(grid[1], tile.size, tile.overlap)
         tiles = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
         streams = [
-            self.model.decode_stream(z[..., rows[r][0] : rows[r][1], cols[c][0] : cols[c][1]]) for r, c in tiles
+            self.decoding.decode_stream(z[..., rows[r][0] : rows[r][1], cols[c][0] : cols[c][1]]) for r, c in tiles
         ]
         weights = [
             _ramp(rows, r, s, z.device)[:, None] * _ramp(cols, c, s, z.device)[None, :] for r, c in tiles

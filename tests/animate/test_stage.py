@@ -68,6 +68,7 @@ def test_stage_writes_a_playable_sample_and_reuses_models(tmp_path: Path) -> Non
     assert "noise" in ctx.notes["model"]
     assert ctx.notes["frames"] == 11 and ctx.notes["pose_frames_in_file"] == 11 and ctx.notes["prompt"] == ""
     assert ctx.notes["windows"] == 1
+    assert ctx.notes["attention"] == "sdpa"  # which kernels ran, for the user reading the manifest
     assert not (ex1.state_dir / "animate-resume.safetensors").exists()  # removed once the sample is written
     assert ctx.notes["cfg_branches"] == 1  # prompt "" == negative prompt ""
     json.dumps(ctx.notes)  # manifest-safe
