@@ -337,6 +337,9 @@ def _release() -> None:
 
     import torch
 
+    from scail.animate import attention
+
+    attention.set_fp8(False)  # fast mode's process-wide switch: the next mode (or caller) starts plain
     gc.collect()
     torch._dynamo.reset()  # the next mode builds another DiT: no compiled code keeps this one alive
     if torch.cuda.is_available():

@@ -179,13 +179,14 @@ class AnimateEstimate:
                 "peak_gib": round(self.peak_gib, 2), "notes": self.notes}
 
 
-def dit_mode(work: AnimateWork, flash_attn_3: bool) -> str:
-    """The table entry this work's DiT step scales from."""
+def dit_mode(work: AnimateWork, flash_attn: bool, fp8_attention: str | None = None) -> str:
+    """The table entry this work's DiT step scales from: `flash_attn` (3 or 4) for the bf16
+    attention, `fp8_attention` (``flash_attn_3``, ``cudnn`` or None) for fast mode's."""
     if work.fast:
-        return "fast" if flash_attn_3 else "fast_sdpa"
+        return {"flash_attn_3": "fast", "cudnn": "fast_cudnn"}.get(fp8_attention or "", "fast_sdpa")
     if work.offload == "blocks":
-        return "offload" if flash_attn_3 else "offload_sdpa"
-    return "bf16" if flash_attn_3 else "bf16_sdpa"
+        return "offload" if flash_attn else "offload_sdpa"
+    return "bf16" if flash_attn else "bf16_sdpa"
 
 
 def _reference_s(row: GpuSpeed | None, mode: str) -> float | None:
@@ -199,7 +200,8 @@ def _reference_s(row: GpuSpeed | None, mode: str) -> float | None:
     return dit.get(mode)
 
 
-def estimate(work: AnimateWork, row: GpuSpeed | None, memory: MemoryCalibration, flash_attn_3: bool) -> AnimateEstimate:
+def estimate(work: AnimateWork, row: GpuSpeed | None, memory: MemoryCalibration, flash_attn: bool,
+             fp8_attention: str | None = None) -> AnimateEstimate:
     """Time (when `row` has the speeds) and peak memory of one sample."""
     cfg = dit_config(work.model)
     batch = 2.0 if work.cfg else 1.0
@@ -207,7 +209,7 @@ def estimate(work: AnimateWork, row: GpuSpeed | None, memory: MemoryCalibration,
         batch = 1.0 + 1.0 / work.uncond_every
     per_window = [window_flops(cfg, n, work.size_hw, batch, work.extra_refs) for n in work.windows]
     per_step = sum(per_window)
-    mode = dit_mode(work, flash_attn_3)
+    mode = dit_mode(work, flash_attn, fp8_attention)
     ref_s = _reference_s(row, mode)
     notes: list[str] = []
     s_window = s_step = None

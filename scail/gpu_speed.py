@@ -17,7 +17,7 @@ from typing import Any
 from scail.errors import InputError
 
 TABLE_PATH = Path(__file__).with_name("gpu_table.yaml")
-DIT_KEYS = ("bf16", "bf16_sdpa", "fast", "fast_sdpa", "offload")
+DIT_KEYS = ("bf16", "bf16_sdpa", "fast", "fast_cudnn", "fast_sdpa", "offload")
 """Ways of running the DiT a row may have a measured s/step for (see the table's header)."""
 STAGE_KEYS = ("t5_s", "clip_s", "vae_encode_s", "vae_decode_s", "load_s", "compile_s", "render_ms_per_frame")
 
@@ -149,8 +149,12 @@ class GpuInfo:
     name: str
     memory_gib: float | None
     local: bool
-    flash_attn_3: bool
-    """flash-attn 3 importable here (locally), or assumed as measured (another machine)."""
+    flash_attn: bool
+    """flash-attn 3 or 4 importable here (locally), or assumed as measured (another machine); the
+    two run the exact step at the same speed (benchmarks/README.md, bench_attention.py)."""
+    fp8_attention: str | None = None
+    """Fast mode's FP8 attention kernel here (`attention.fp8_kernel`: flash_attn_3, cudnn or None);
+    flash_attn_3, as measured, for another machine."""
 
 
 def detect_gpu(device: str) -> GpuInfo:
@@ -165,9 +169,11 @@ def detect_gpu(device: str) -> GpuInfo:
         return GpuInfo("cpu", None, True, False)
     index = int(device.partition(":")[2] or torch.cuda.current_device())
     props = torch.cuda.get_device_properties(index)
-    from scail.animate.attention import available_backends
+    from scail.animate.attention import available_backends, fp8_kernel
 
-    return GpuInfo(props.name, props.total_memory / 2**30, True, "flash_attn_3" in available_backends())
+    backends = available_backends()
+    flash = "flash_attn_3" in backends or ("flash_attn_4" in backends and props.major in (9, 10, 11))
+    return GpuInfo(props.name, props.total_memory / 2**30, True, flash, fp8_kernel(torch.device("cuda", index)))
 
 
 def named_gpu(name: str, table: GpuTable) -> GpuInfo:
@@ -176,4 +182,4 @@ def named_gpu(name: str, table: GpuTable) -> GpuInfo:
     if row is None:
         names = ", ".join(r.name for r in table.rows)
         raise InputError(f"--gpu {name}: no such GPU in the table ({names}); add a row with --gpu-table FILE")
-    return GpuInfo(row.name, row.memory_gib, False, True)
+    return GpuInfo(row.name, row.memory_gib, False, True, "flash_attn_3")

@@ -105,7 +105,7 @@ class BatchPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"gpu": {"name": self.gpu.name, "memory_gib": self.gpu.memory_gib, "local": self.gpu.local,
-                        "flash_attn_3": self.gpu.flash_attn_3,
+                        "flash_attn": self.gpu.flash_attn, "fp8_attention": self.gpu.fp8_attention,
                         "table_row": self.row.name if self.row else None,
                         "source": self.row.source if self.row else None,
                         "dit_s_per_step": self.row.dit_s_per_step if self.row else None},
@@ -214,7 +214,7 @@ def fixes_for(work: AnimateWork, cfg: AnimateConfig, table: GpuTable, gpu: GpuIn
     mem, head = gpu.memory_gib, table.memory.allocator_headroom
 
     def ok(w: AnimateWork) -> bool:
-        return bool(fits(estimate(w, row, table.memory, gpu.flash_attn_3), mem, head))
+        return bool(fits(estimate(w, row, table.memory, gpu.flash_attn, gpu.fp8_attention), mem, head))
 
     found: list[str] = []
     if not work.fast and work.offload != "blocks" and ok(dataclasses.replace(work, offload="blocks")):
@@ -254,7 +254,7 @@ def plan_example(job: ExampleJob, table: GpuTable, gpu: GpuInfo, row: GpuSpeed |
         if "animate" in plan.run:
             work, plan.frames, plan.frames_from = animate_work(job, example, plan.run)
             plan.work = work
-            plan.estimate = est = estimate(work, row, table.memory, gpu.flash_attn_3)
+            plan.estimate = est = estimate(work, row, table.memory, gpu.flash_attn, gpu.fp8_attention)
             from scail.animate.resume import CHECKPOINT_NAME
 
             if (example.state_dir / CHECKPOINT_NAME).is_file() and "animate" not in job.force:
@@ -313,7 +313,7 @@ def fits_any_example(cfg: AnimateConfig, table: GpuTable, gpu: GpuInfo) -> bool:
     down = TINY_RANDOM_DOWNSCALE if cfg.model.startswith("tiny-random") and cfg.size_hw is None else 1
     h, w = cfg.size_hw or (512 // down, 896 // down)
     work = _work(cfg, (h, w), cfg.window_frames, (latent_count(cfg.window_frames),))
-    est = estimate(work, table.find(gpu.name), table.memory, gpu.flash_attn_3)
+    est = estimate(work, table.find(gpu.name), table.memory, gpu.flash_attn, gpu.fp8_attention)
     return bool(fits(est, gpu.memory_gib, table.memory.allocator_headroom))
 
 

@@ -46,10 +46,13 @@ def _header(plan: BatchPlan) -> list[str]:
     shape = f"{REFERENCE_HW[0]}x{REFERENCE_HW[1]}x{REFERENCE_FRAMES}"
     measured = ", ".join(f"{k} {v:.2f}" for k, v in row.dit_s_per_step.items())
     lines.append(f"measured s/step at {shape}: {measured}")
-    if not gpu.flash_attn_3:
-        lines.append("flash-attn 3 is not installed here: the bf16_sdpa / fast_sdpa speeds apply "
-                     "(scripts/build_flash_attn3.sh builds it)")
-    elif not gpu.local:
+    if gpu.local and not gpu.flash_attn:
+        lines.append("flash-attn 3/4 is not installed here: the bf16_sdpa speed applies "
+                     "(pip install 'scail[fa4]' installs flash-attn 4)")
+    if gpu.local and gpu.fp8_attention != "flash_attn_3":
+        entry = "fast_cudnn" if gpu.fp8_attention == "cudnn" else "fast_sdpa"
+        lines.append(f"fast mode's FP8 attention: {gpu.fp8_attention or 'none'} here, so the {entry} speed applies")
+    if not gpu.local:
         lines.append("assumes flash-attn 3, as measured (without it: the *_sdpa speeds)")
     return lines
 

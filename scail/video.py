@@ -287,10 +287,12 @@ class VideoWriter:
 
     def __init__(
         self, path: Path, fps: float | Fraction, crf: int = 18, preset: str = "medium", atomic: bool = True,
-        metadata: dict[str, str] | None = None,
+        metadata: dict[str, str] | None = None, lookahead: int = 10,
     ) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps}")
+        self.lookahead = lookahead
+        """x264's rc-lookahead in frames (its default is 40): the frames held back until the file closes."""
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(1001) if isinstance(fps, float) else Fraction(fps)
         self.crf = crf
@@ -352,10 +354,10 @@ class VideoWriter:
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = 1 / self.fps
         # x264's default look-ahead of 40 frames holds half a clip back until the file is closed, so
-        # that much encoding waits for the VAE's last frame; 10 cuts that tail to about a quarter
-        # (the file was no larger in the measurement: benchmarks/README.md, "Video writing")
+        # that much encoding waits for the VAE's last frame; 10 shortens that tail (bench_video.py's
+        # write-behind rows in benchmarks/README.md)
         stream.options = {"crf": str(self.crf), "preset": self.preset, "profile": "high",
-                          "x264-params": "rc-lookahead=10"}
+                          "x264-params": f"rc-lookahead={self.lookahead}"}
         self._stream = stream
 
     def __exit__(

@@ -90,14 +90,20 @@ def test_calibration_reproduces_the_measured_peaks_and_scales_by_flops() -> None
     cases = ((base, mem.resident, dit["bf16"]), (AnimateWork(**{**base.__dict__, "offload": "blocks"}), mem.offload,
              dit["offload"]), (AnimateWork(**{**base.__dict__, "fast": True}), mem.fast, dit["fast"]))
     for work, peak, step in cases:
-        est = estimate(work, row, mem, flash_attn_3=True)
+        est = estimate(work, row, mem, flash_attn=True, fp8_attention="flash_attn_3")
         assert est.peak_gib == pytest.approx(peak, abs=0.01) and est.s_per_step == pytest.approx(step, abs=1e-3)
-    sdpa = estimate(base, row, mem, flash_attn_3=False)
+    sdpa = estimate(base, row, mem, flash_attn=False)
     assert sdpa.s_per_step == pytest.approx(dit["bf16_sdpa"], abs=1e-3) and sdpa.dit_mode == "bf16_sdpa"
-    reuse = estimate(AnimateWork(**{**base.__dict__, "fast": True, "uncond_every": 2}), row, mem, True)
+    reuse = estimate(AnimateWork(**{**base.__dict__, "fast": True, "uncond_every": 2}), row, mem, True, "flash_attn_3")
     assert reuse.s_per_step == pytest.approx(0.75 * dit["fast"], abs=1e-3)
     no_cfg = estimate(AnimateWork(**{**base.__dict__, "cfg": False}), row, mem, True)
     assert no_cfg.s_per_step == pytest.approx(dit["bf16"] / 2, abs=1e-3)
+    h100 = table.find("H100 80GB HBM3")
+    assert h100 is not None
+    fast_cudnn = estimate(AnimateWork(**{**base.__dict__, "fast": True}), h100, mem, True, "cudnn")
+    assert fast_cudnn.dit_mode == "fast_cudnn" and fast_cudnn.s_per_step == pytest.approx(8.68, abs=1e-3)
+    no_fp8 = estimate(AnimateWork(**{**base.__dict__, "fast": True}), h100, mem, True, None)
+    assert no_fp8.dit_mode == "fast_sdpa" and no_fp8.s_per_step == pytest.approx(9.96, abs=1e-3)
     short = estimate(AnimateWork(**{**base.__dict__, "frames": 41, "windows": (11,)}), row, mem, True)
     # attention is quadratic in the tokens: 11 of 21 latent frames cost less than 11/21 of the step
     assert short.s_per_step is not None and short.s_per_step < dit["bf16"] * 11 / 21

@@ -79,6 +79,9 @@ def test_written_stream_is_browser_compatible(tmp_path: Path) -> None:
     assert data[4:8] == b"ftyp"
     moov, mdat = data.find(b"moov"), data.find(b"mdat")
     assert 0 < moov < mdat, "faststart: the moov atom must come before mdat"
+    # x264 records its settings in the stream: the short look-ahead that lets the file close soon
+    # after the VAE's last frame (bench_video.py's write-behind rows)
+    assert b"rc_lookahead=10 " in data
 
 
 def test_writer_is_atomic_and_cleans_up(tmp_path: Path) -> None:

@@ -324,6 +324,10 @@ def build_pipeline(config: AnimateConfig, weights: RandomWeights | None = None) 
         from scail.animate.fast import apply_fast_mode
 
         pipeline = apply_fast_mode(pipeline, config.fast_cache_threshold, config.fast_uncond_every)
+    else:  # FP8 attention is a process-wide switch: an earlier fast pipeline must not leave it on
+        from scail.animate import attention
+
+        attention.set_fp8(False)
     if pipeline.pending_loras:  # run-time LoRAs hook the linears fast mode may have swapped for FP8 ones
         attach_loras(pipeline.dit, pipeline.pending_loras)
         pipeline.pending_loras = []
@@ -366,6 +370,10 @@ def build_dit_models(config: AnimateConfig, device: torch.device) -> DiTModels:
         enable_fast(models.dit)
         models.step_cache = StepCache(models.dit, config.fast_cache_threshold)
         models.uncond_every = config.fast_uncond_every
+    else:
+        from scail.animate import attention
+
+        attention.set_fp8(False)
     if pending:
         attach_loras(models.dit, pending)
     return models

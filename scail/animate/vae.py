@@ -546,8 +546,9 @@ class WanVAE:
 
     def set_decode_dtype(self, dtype: torch.dtype) -> None:
         """Decode in `dtype`: a copy of the decoding half (latent projection + decoder, ~73M parameters)
-        in that dtype, the encoder untouched. bfloat16 on a GPU roughly halves the decode (fast mode;
-        benchmarks/README.md); the network's own dtype drops the copy."""
+        in that dtype, the encoder untouched (fast mode's bfloat16 decode: 3.5 % relative error on
+        the official fixture's random weights, tests/animate/test_vae.py); the network's own dtype
+        drops the copy."""
         if dtype == self.dtype:
             self.decoding = self.model
             return

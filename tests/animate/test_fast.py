@@ -252,3 +252,18 @@ def test_step_cache_follows_batch_changes_of_guidance_reuse() -> None:
     skipping.reset(6)
     out, _ = run_guided(skipping, 6, every=2)
     assert skipping.skipped >= 1 and torch.isfinite(out).all()
+
+
+def test_a_plain_pipeline_after_a_fast_one_runs_without_fp8_attention() -> None:
+    """FP8 attention is a process-wide switch; each pipeline built sets it to its own mode."""
+    from scail.animate import attention as attn
+    from scail.animate.build import build_pipeline
+    from scail.config import AnimateConfig
+
+    try:
+        build_pipeline(AnimateConfig(model="tiny-random", device="cpu", fast=True))
+        assert attn.fp8_enabled()
+        build_pipeline(AnimateConfig(model="tiny-random", device="cpu"))
+        assert not attn.fp8_enabled()
+    finally:
+        attn.set_fp8(False)
