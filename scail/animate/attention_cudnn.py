@@ -90,7 +90,8 @@ def attention_fp8(q8: torch.Tensor, k8: torch.Tensor, v8: torch.Tensor, dq: torc
     b, lq, n, dh = q8.shape
     lk = k8.shape[1]
     q8, k8, v8 = q8.contiguous(), k8.contiguous(), v8.contiguous()
-    graph = _graph(b, lq, lk, n, dh, q8.device.index or 0)
+    index = q8.device.index if q8.device.index is not None else torch.cuda.current_device()
+    graph = _graph(b, lq, lk, n, dh, index)
     stream = torch.cuda.current_stream(q8.device)
     out = torch.empty(b, lq, n, dh, device=q8.device, dtype=torch.bfloat16 if graph.out_bf16 else torch.float8_e4m3fn)
     one = torch.ones(1, 1, 1, 1, device=q8.device, dtype=torch.float32)
