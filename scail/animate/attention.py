@@ -309,7 +309,7 @@ def _attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     if kernel == "cudnn":
         from scail.animate import attention_cudnn
 
-        return (attention_cudnn.attention(q, k, v).float() + v_mean).to(q.dtype)
+        return attention_cudnn.attention(q, k, v, add=v_mean).to(q.dtype)
     (q8, dq), (k8, dk), (v8, dv) = quantize_heads(q), quantize_heads(k), quantize_heads(v)
     if q.is_cuda:
         import flash_attn_interface

@@ -107,3 +107,19 @@ def test_describe_names_the_kernels_for_the_sidecar() -> None:
         assert attention.describe(cpu, torch.float32) == "sdpa, fp8 self-attention: cpu emulation"
     finally:
         attention.set_fp8(False)
+
+
+def test_finish_dequantizes_and_adds_the_mean_in_one_bf16_pass() -> None:
+    """The kernel's e4m3 output (scaled by 1/descale_v) back to bf16 with the values' mean added."""
+    g = torch.Generator().manual_seed(2)
+    o = torch.randn(2, 64, 3, 16, generator=g) * 0.02
+    mean = torch.randn(2, 1, 3, 16, generator=g)
+    o8, descale = attention_cudnn.quantize(o)
+    want = o8.float() * descale + mean
+    got = attention_cudnn.finish(o8, descale, mean)
+    assert got.dtype == torch.bfloat16 and got.shape == o.shape
+    assert relative_error(got.float(), want) < 0.01  # bf16 rounding of the sum, nothing more
+    assert relative_error(attention_cudnn.finish(o8, descale, None).float(), o8.float() * descale) < 0.01
+    bf16_out = o.to(torch.bfloat16)
+    assert torch.equal(attention_cudnn.finish(bf16_out.clone(), None, None), bf16_out)
+    assert relative_error(attention_cudnn.finish(bf16_out.clone(), None, mean).float(), o + mean) < 0.01
