@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+from scail.animate.attention import FP8_MAX
+
 log = logging.getLogger(__name__)
 
-FP8_MAX = 448.0  # largest finite float8 e4m3fn value
 MIN_BACKEND_VERSION = 90100
 """cuDNN 9.1: the first backend with the FP8 flash-attention forward on Hopper."""
 
@@ -101,15 +102,13 @@ def attention_fp8(q8: torch.Tensor, k8: torch.Tensor, v8: torch.Tensor, dq: torc
     graph = _graph(b, lq, lk, n, dh, index)
     stream = torch.cuda.current_stream(q8.device)
     out = torch.empty(b, lq, n, dh, device=q8.device, dtype=torch.bfloat16 if graph.out_bf16 else torch.float8_e4m3fn)
-    one = torch.ones(1, 1, 1, 1, device=q8.device, dtype=torch.float32)
-    scale_o = one if graph.out_bf16 else 1.0 / dv
-    amax_s, amax_o = torch.empty_like(one), torch.empty_like(one)
+    c = graph.constants
     workspace = torch.empty(graph.workspace_bytes, device=q8.device, dtype=torch.uint8)
     t = graph.tensors
-    pack = {t["q"]: q8, t["k"]: k8, t["v"]: v8, t["o"]: out, t["amax_s"]: amax_s, t["amax_o"]: amax_o,
+    pack = {t["q"]: q8, t["k"]: k8, t["v"]: v8, t["o"]: out, t["amax_s"]: c["amax_s"], t["amax_o"]: c["amax_o"],
             t["descale_q"]: dq.float().contiguous(), t["descale_k"]: dk.float().contiguous(),
-            t["descale_v"]: dv.float().contiguous(), t["descale_s"]: one / FP8_MAX, t["scale_s"]: one * FP8_MAX,
-            t["scale_o"]: scale_o}
+            t["descale_v"]: dv.float().contiguous(), t["descale_s"]: c["descale_s"], t["scale_s"]: c["scale_s"],
+            t["scale_o"]: c["one"] if graph.out_bf16 else 1.0 / dv.float()}
     with graph.lock:
         import cudnn
 
@@ -139,6 +138,9 @@ class _Graph:
     workspace_bytes: int
     out_bf16: bool
     lock: threading.Lock
+    constants: dict[str, torch.Tensor]
+    """(1, 1, 1, 1) float32 on the graph's device: the softmax's fixed scales, 1, and the amax
+    outputs the kernel writes (unread: written under `lock`, so one pair serves every call)."""
 
 
 @functools.cache
@@ -157,13 +159,13 @@ def _graph(b: int, lq: int, lk: int, n: int, dh: int, device_index: int) -> _Gra
 
     handle = _handle(device_index)
     try:
-        return _build(handle, b, lq, lk, n, dh, out_bf16=True)
+        return _build(handle, b, lq, lk, n, dh, device_index, out_bf16=True)
     except Exception as exc:  # cudnnGraphNotSupportedError and friends: the e4m3-output graph instead
         log.debug("cuDNN FP8 attention with a bf16 output is not supported here (%s); e4m3 output", exc)
-    return _build(handle, b, lq, lk, n, dh, out_bf16=False)
+    return _build(handle, b, lq, lk, n, dh, device_index, out_bf16=False)
 
 
-def _build(handle: Any, b: int, lq: int, lk: int, n: int, dh: int, *, out_bf16: bool) -> _Graph:
+def _build(handle: Any, b: int, lq: int, lk: int, n: int, dh: int, device_index: int, *, out_bf16: bool) -> _Graph:
     import cudnn
 
     fp8, f32 = cudnn.data_type.FP8_E4M3, cudnn.data_type.FLOAT
@@ -193,7 +195,12 @@ def _build(handle: Any, b: int, lq: int, lk: int, n: int, dh: int, *, out_bf16: 
     graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
     graph.check_support()
     graph.build_plans()
-    return _Graph(graph, handle, t, int(graph.get_workspace_size()), out_bf16, threading.Lock())
+    import torch
+
+    one = torch.ones(1, 1, 1, 1, device=torch.device("cuda", device_index), dtype=torch.float32)
+    constants = {"one": one, "descale_s": one / FP8_MAX, "scale_s": one * FP8_MAX, "amax_s": torch.empty_like(one),
+                 "amax_o": torch.empty_like(one)}
+    return _Graph(graph, handle, t, int(graph.get_workspace_size()), out_bf16, threading.Lock(), constants)
 
 
 def emulate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, out_bf16: bool = False) -> torch.Tensor:
