@@ -41,7 +41,7 @@ from scail.engine import (
 )
 from scail.errors import ExitCode, InputError, Interrupted, ScailError
 from scail.example import Example
-from scail.logs import example_log_file
+from scail.logs import PREVIEWS_THREAD, example_log_file
 from scail.outputs import OutputLedger
 from scail.preflight import example_problem
 from scail.stage import PHASE, ProgressEvent, Stage
@@ -220,8 +220,12 @@ def _user_files(stages: Sequence[Stage], example: Example, force: frozenset[str]
 
 
 def run_example(job: ExampleJob, stages: Sequence[Stage], observer: BatchObserver | None = None,
-                cancel: threading.Event | None = None) -> ExampleResult:
-    """Run the stages on one example under its lock; never raises for the example's own failures."""
+                cancel: threading.Event | None = None, previews: PreviewsBehind | None = None) -> ExampleResult:
+    """Run the stages on one example under its lock; never raises for the example's own failures.
+
+    The previews are written after the stages, here, or on `previews`' thread when given: the
+    example is then finished (its result returned) while its lock is still held for its previews.
+    """
     observer = observer or NullObserver()
     example = Example(job.root)
     name = example.name  # resolves the path: compute once
@@ -229,8 +233,17 @@ def run_example(job: ExampleJob, stages: Sequence[Stage], observer: BatchObserve
     t0 = time.perf_counter()
     observer.example_started(name)
     try:
-        with example_lock(example, job.lock_wait_s), example_log_file(example):
-            _run_locked(job, stages, example, name, result, observer, cancel)
+        with contextlib.ExitStack() as held:
+            held.enter_context(example_lock(example, job.lock_wait_s))
+            example_log = held.enter_context(example_log_file(example))
+            hashes = HashCache(example)
+            write = _run_locked(job, stages, example, name, result, observer, cancel, hashes)
+            if write is not None:
+                if previews is None:
+                    write(observer)
+                else:  # the lock and the log file go with the job; the thread lets them go
+                    example_log.previews = True
+                    previews.submit(name, write, held.pop_all())
     except ExampleLocked as exc:
         result.stages = [StageOutcome(s.name, Outcome.LOCKED, reason=one_line(exc)) for s in stages]
     except ScailError as exc:  # e.g. the example folder was deleted while the batch ran
@@ -244,15 +257,20 @@ def run_example(job: ExampleJob, stages: Sequence[Stage], observer: BatchObserve
     return result
 
 
+WritePreviews = Callable[[BatchObserver | None], None]
+"""An example's previews step (`_run_locked` returns it): writes them, then saves the hash cache;
+the observer hears of it when given (None from the previews thread: the display is the main thread's)."""
+
+
 def _run_locked(job: ExampleJob, stages: Sequence[Stage], example: Example, name: str, result: ExampleResult,
-                observer: BatchObserver, cancel: threading.Event | None) -> None:
+                observer: BatchObserver, cancel: threading.Event | None, hashes: HashCache) -> WritePreviews | None:
+    """The stages, in order; returns the previews step still to do (None: nothing more to do)."""
     problem = example_problem(job, example)
     if problem is not None:  # e.g. a prompt.txt that is not UTF-8: fail before pose runs
         bad_stage, reason = problem
         result.stages = [StageOutcome(s.name, Outcome.FAILED, reason=reason) if s.name == bad_stage else
                          StageOutcome(s.name, Outcome.SKIPPED, reason=f"not run: {reason}") for s in stages]
-        return
-    hashes = HashCache(example)
+        return None
     ledger = OutputLedger(example)
     user = _user_files(stages, example, job.force, hashes, ledger)
     # Stages above the last user-provided one are not needed: a hand-made rendered.mp4 means pose
@@ -277,19 +295,28 @@ def _run_locked(job: ExampleJob, stages: Sequence[Stage], example: Example, name
             observer.stage_finished(name, stage.name, outcome.outcome.value, outcome.duration_s)
             result.stages.append(outcome)
             if outcome.outcome is Outcome.INTERRUPTED:
-                return
+                return None
             if not outcome.outcome.is_ok:
                 failed = stage.name
                 log.debug("%s: %s failed: %s", name, stage.name, outcome.reason)
-        _write_previews(job, example, result, ledger, observer, cancel, hashes)
     finally:
         hashes.save()
+    if not job.config.previews.enabled or (cancel is not None and cancel.is_set()):
+        return None
+
+    def write(observer: BatchObserver | None) -> None:
+        try:
+            _write_previews(job, example, result, ledger, observer, cancel, hashes)
+        finally:
+            hashes.save()
+
+    return write
 
 
 def _write_previews(job: ExampleJob, example: Example, result: ExampleResult, ledger: OutputLedger,
-                    observer: BatchObserver, cancel: threading.Event | None, hashes: HashCache) -> None:
+                    observer: BatchObserver | None, cancel: threading.Event | None, hashes: HashCache) -> None:
     """The previews of the stages that went well (scail/previews/); never fails the example."""
-    if not job.config.previews.enabled or (cancel is not None and cancel.is_set()):
+    if cancel is not None and cancel.is_set():
         return
     from scail.previews import write_previews
 
@@ -302,7 +329,7 @@ def _write_previews(job: ExampleJob, example: Example, result: ExampleResult, le
     started: list[bool] = []
 
     def on_progress(i: int, total: int, what: str) -> None:
-        if i >= total:
+        if i >= total or observer is None:
             return
         if not started:
             observer.stage_started(result.name, "previews")
@@ -313,8 +340,51 @@ def _write_previews(job: ExampleJob, example: Example, result: ExampleResult, le
         write_previews(example, job.config, done, ledger, on_progress, hashes)
     except Exception as exc:  # write_previews catches each preview's failure; this is the last guard
         log.warning("%s: previews failed: %s", result.name, one_line(exc))
-    if started:
+    if started and observer is not None:
         observer.stage_finished(result.name, "previews", "ran", time.perf_counter() - t0)
+
+
+class PreviewsBehind:
+    """Writes finished examples' previews on one background thread, in order.
+
+    The previews are CPU work (decoding the sample, composing, H.264) of a second or two per clip;
+    on this thread they overlap the next example's stages (the GPU's sampling) instead of delaying
+    them. Each job holds its example's lock until its previews are written, so another runner
+    never sees the example half-done. `drain()` waits for every job (the batch calls it before its
+    summary: when `scail run` returns, the previews are on disk).
+    """
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=PREVIEWS_THREAD)
+        self._pending: list[Any] = []
+
+    def submit(self, name: str, write: WritePreviews, held: contextlib.ExitStack) -> None:
+        """Write `name`'s previews, then close `held` (its lock and log file)."""
+
+        def job() -> None:
+            with held:
+                try:
+                    write(None)
+                except Exception as exc:  # write_previews guards each preview; this is the last guard
+                    log.warning("%s: previews failed: %s", name, one_line(exc))
+
+        self._pending = [f for f in self._pending if not f.done()]
+        try:
+            self._pending.append(self._pool.submit(job))
+        except RuntimeError:  # shut down already (a batch closing on Ctrl-C): write them here
+            job()
+
+    def drain(self) -> None:
+        """Wait until every submitted example's previews are written and its lock released."""
+        for future in self._pending:
+            future.result()
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.drain()
+        self._pool.shutdown(wait=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,12 +402,17 @@ class Executor(Protocol):
 
 
 class SerialExecutor:
-    """Runs jobs one after the other in this process; stages are built once and reused."""
+    """Runs jobs one after the other in this process; stages are built once and reused.
+
+    Each example's previews are written on a background thread while the next example runs
+    (`PreviewsBehind`); `close()` waits for them.
+    """
 
     def __init__(self, factory: StageFactory | None = None) -> None:
         self._factory = factory
         self._built: dict[str, list[Stage]] = {}
         self._last: tuple[PipelineConfig, tuple[tuple[str, ...], str | None], list[Stage]] | None = None
+        self._previews: PreviewsBehind | None = None
 
     def stages_for(self, job: ExampleJob) -> list[Stage]:
         """The stages for this job's config, built on first use (jobs of one batch share them)."""
@@ -352,12 +427,17 @@ class SerialExecutor:
 
     def run(self, jobs: Sequence[ExampleJob], observer: BatchObserver,
             cancel: threading.Event) -> Iterator[ExampleResult]:
+        if self._previews is None:
+            self._previews = PreviewsBehind()
         for job in jobs:
             if cancel.is_set():
                 return
-            yield run_example(job, self.stages_for(job), observer, cancel)
+            yield run_example(job, self.stages_for(job), observer, cancel, self._previews)
 
     def close(self) -> None:
+        if self._previews is not None:
+            self._previews.close()
+            self._previews = None
         for stages in self._built.values():
             for stage in stages:
                 try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,10 @@ from typing import Any
 from scail.example import Example
 
 _FILE_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
+
+PREVIEWS_THREAD = "scail-previews"
+"""The name of the thread that writes finished examples' previews (`batch.PreviewsBehind`): its
+records belong to the example whose previews it writes, not to the one the main thread runs."""
 
 
 def level_for(verbose: int, quiet: bool = False) -> int:
@@ -46,11 +51,23 @@ def setup_logging(verbose: int = 0, quiet: bool = False, console: Any = None) ->
     root.propagate = False
 
 
-class _LazyFileHandler(logging.FileHandler):
-    """A FileHandler that creates its folder on the first record (and drops records it cannot write)."""
+class ExampleLog(logging.FileHandler):
+    """An example's log file: a FileHandler that creates its folder on the first record (and drops
+    records it cannot write).
+
+    `previews` says whose records it takes: False, those of every thread but the previews thread
+    (the stages, and the threads they start); True, the previews thread's only (the example was
+    handed to it, while the main thread goes on with the next example).
+    """
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, encoding="utf-8", delay=True)
+        self.previews = False
+
+    def filter(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        if (record.threadName or "").startswith(PREVIEWS_THREAD) != self.previews:
+            return False
+        return bool(super().filter(record))
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.stream is None:  # type: ignore[has-type]
@@ -69,23 +86,37 @@ class _LazyFileHandler(logging.FileHandler):
             super().close()
 
 
+_open_logs = 0
+_open_logs_lock = threading.Lock()
+_level_before = logging.NOTSET
+
+
 @contextlib.contextmanager
-def example_log_file(example: Example) -> Iterator[None]:
+def example_log_file(example: Example) -> Iterator[ExampleLog]:
     """Append every `scail.*` record (DEBUG and up) to `<example>/.scail/logs/scail.log` meanwhile.
 
-    The file is opened on the first record only, so a run with nothing to do touches nothing.
+    The file is opened on the first record only, so a run with nothing to do touches nothing. Two
+    examples' files can be open at once (one example's previews on their thread while the next
+    runs); the logger's level is raised to DEBUG by the first and restored by the last.
     """
+    global _open_logs, _level_before
     root = logging.getLogger("scail")
-    handler: logging.Handler = _LazyFileHandler(example.state_dir / "logs" / "scail.log")
+    handler = ExampleLog(example.state_dir / "logs" / "scail.log")
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter(_FILE_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
-    previous = root.level
-    if root.level == logging.NOTSET or root.level > logging.DEBUG:
-        root.setLevel(logging.DEBUG)
-    root.addHandler(handler)
+    with _open_logs_lock:
+        if _open_logs == 0:
+            _level_before = root.level
+            if root.level == logging.NOTSET or root.level > logging.DEBUG:
+                root.setLevel(logging.DEBUG)
+        _open_logs += 1
+        root.addHandler(handler)
     try:
-        yield
+        yield handler
     finally:
-        root.removeHandler(handler)
+        with _open_logs_lock:
+            root.removeHandler(handler)
+            _open_logs -= 1
+            if _open_logs == 0:
+                root.setLevel(_level_before)
         handler.close()
-        root.setLevel(previous)

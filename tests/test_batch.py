@@ -218,3 +218,64 @@ def test_each_example_gets_a_debug_log_file(make_toy_example, tmp_path) -> None:
     text = (tmp_path / "examples/001/.scail/logs/scail.log").read_text()
     assert "DEBUG" in text or "INFO" in text
     assert "001: animate done" in text
+
+
+def test_previews_are_written_behind_the_next_example_under_the_first_ones_lock(tmp_path: Path) -> None:
+    """`PreviewsBehind`: example a's previews run on their thread while the main thread goes on with
+    example b; a stays locked until they are written, and each example's log gets its own records."""
+    import contextlib
+    import logging
+    import threading
+
+    from scail.batch import PreviewsBehind
+    from scail.cache import is_locked
+    from scail.logs import example_log_file
+
+    a, b = Example(tmp_path / "a"), Example(tmp_path / "b")
+    for ex in (a, b):
+        ex.root.mkdir()
+    log = logging.getLogger("scail.test")
+    may_finish, seen = threading.Event(), {}
+    behind = PreviewsBehind()
+
+    def write(observer: object) -> None:
+        seen["observer"] = observer
+        seen["a locked while writing"] = is_locked(a)
+        log.info("writing a's previews")
+        assert may_finish.wait(10)
+
+    with contextlib.ExitStack() as held:
+        held.enter_context(example_lock(a))
+        held.enter_context(example_log_file(a)).previews = True
+        behind.submit("a", write, held.pop_all())
+    with example_lock(b), example_log_file(b):  # the next example runs meanwhile
+        log.info("running b's stages")
+        assert is_locked(a)
+    may_finish.set()
+    behind.close()
+    assert seen == {"observer": None, "a locked while writing": True}
+    assert not is_locked(a)
+    a_log = (a.state_dir / "logs" / "scail.log").read_text(encoding="utf-8")
+    b_log = (b.state_dir / "logs" / "scail.log").read_text(encoding="utf-8")
+    assert "writing a's previews" in a_log and "running b's stages" not in a_log
+    assert "running b's stages" in b_log and "writing a's previews" not in b_log
+
+
+def test_a_failing_previews_step_releases_the_lock_and_the_batch_goes_on(tmp_path: Path) -> None:
+    import contextlib
+
+    from scail.batch import PreviewsBehind
+    from scail.cache import is_locked
+
+    a = Example(tmp_path / "a")
+    a.root.mkdir()
+    behind = PreviewsBehind()
+
+    def write(observer: object) -> None:
+        raise RuntimeError("no codec")
+
+    with contextlib.ExitStack() as held:
+        held.enter_context(example_lock(a))
+        behind.submit("a", write, held.pop_all())
+    behind.close()
+    assert not is_locked(a)

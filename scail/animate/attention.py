@@ -303,13 +303,13 @@ def _attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     if q.is_cuda and kernel is None:
         _log_no_fp8_kernel()
         return None
+    if kernel == "cudnn":  # the same centring, fused with its per-tensor quantizing
+        from scail.animate import attention_cudnn
+
+        return attention_cudnn.attention_centred(q, k, v)
     k = k - torch.mean(k, dim=1, keepdim=True, dtype=torch.float32).to(k.dtype)
     v_mean = torch.mean(v, dim=1, keepdim=True, dtype=torch.float32)  # (B, 1, N, Dh)
     v = v - v_mean.to(v.dtype)
-    if kernel == "cudnn":
-        from scail.animate import attention_cudnn
-
-        return attention_cudnn.attention(q, k, v, add=v_mean).to(q.dtype)
     (q8, dq), (k8, dk), (v8, dv) = quantize_heads(q), quantize_heads(k), quantize_heads(v)
     if q.is_cuda:
         import flash_attn_interface

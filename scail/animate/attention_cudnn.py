@@ -70,18 +70,72 @@ def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     amax = x.abs().amax().float().clamp_(min=1e-12)
     descale = (amax / FP8_MAX).reshape(1, 1, 1, 1)
-    return (x * (1.0 / descale).to(x.dtype)).to(torch.float8_e4m3fn), descale
+    # scaled in float32: a bf16 copy of the scale would be off by up to 0.4 %, the whole tensor with it
+    return (x.float() * (1.0 / descale)).to(torch.float8_e4m3fn), descale
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
     """Full non-causal attention of (B, L, N, Dh) tensors (any float dtype) in FP8, plus `add`
-    (broadcast; e.g. the values' mean) when given; returns q's dtype.
-
-    Centring keys and values (softmax-neutral; the values' mean is then `add`) is the caller's job,
-    as for the flash-attn 3 path (`scail.animate.attention._attention_fp8`).
-    """
+    (broadcast; e.g. the values' mean) when given; returns q's dtype. No centring (`attention_centred`)."""
     (q8, dq), (k8, dk), (v8, dv) = quantize(q), quantize(k), quantize(v)
     return attention_fp8(q8, k8, v8, dq, dk, dv, add).to(q.dtype)
+
+
+def attention_centred(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Fast mode's self-attention: keys and values centred over the tokens, quantized, the kernel,
+    the values' mean added back (`centre_and_quantize`, `finish`); returns q's dtype.
+
+    On a GPU the steps around the kernel run as compiled (fused) programs: eagerly they are ~15
+    passes over 0.5 GB tensors a call (5.5 ms at 48,832 tokens, 8 % of the kernel's time); fused,
+    the centring and the three scales are two reductions and the quantizing one pass.
+    """
+    q8, k8, v8, dq, dk, dv, v_mean = _fused(centre_and_quantize, q.is_cuda)(q, k, v)
+    return attention_fp8(q8, k8, v8, dq, dk, dv, v_mean).to(q.dtype)
+
+
+def centre_and_quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(q8, k8, v8, dq, dk, dv, v_mean): keys and values centred over the tokens (dim 1), then each
+    tensor quantized with one scale (`quantize`); v_mean (B, 1, N, Dh) float32 is what the output
+    gets back (softmax ignores a constant added to a query's scores, and its weights sum to 1).
+
+    The centring leaves e4m3 a smaller range to cover when the tokens share a large component."""
+    import torch
+
+    k = k.float() - torch.mean(k, dim=1, keepdim=True, dtype=torch.float32)  # float32 throughout: one
+    v_mean = torch.mean(v, dim=1, keepdim=True, dtype=torch.float32)       # rounding, to e4m3 (fused, the
+    v = v.float() - v_mean                                                  # temporaries never exist)
+    (q8, dq), (k8, dk), (v8, dv) = quantize(q), quantize(k), quantize(v)
+    return q8, k8, v8, dq, dk, dv, v_mean
+
+
+_fuse_failed: list[str] = []
+"""Why torch.compile could not fuse the steps around the kernel (then they run eagerly; said once)."""
+
+
+def _fused(fn: Any, on_gpu: bool) -> Any:
+    """`fn` compiled (on a GPU, where torch.compile generates fused Triton kernels), else `fn`."""
+    if not on_gpu or _fuse_failed:
+        return fn
+    compiled = _compiled(fn)
+
+    def run(*args: Any) -> Any:
+        if not _fuse_failed:
+            try:
+                return compiled(*args)
+            except Exception as exc:  # no Triton, an inductor bug: the same arithmetic eagerly
+                _fuse_failed.append(f"{type(exc).__name__}: {exc}")
+                log.warning("FP8 attention: could not compile the quantizing (%s); it runs eagerly, ~5 ms "
+                            "slower a call", _fuse_failed[0].splitlines()[0])
+        return fn(*args)
+
+    return run
+
+
+@functools.cache
+def _compiled(fn: Any) -> Any:
+    import torch
+
+    return torch.compile(fn, dynamic=False, fullgraph=True)
 
 
 def attention_fp8(q8: torch.Tensor, k8: torch.Tensor, v8: torch.Tensor, dq: torch.Tensor, dk: torch.Tensor,
@@ -114,7 +168,7 @@ def attention_fp8(q8: torch.Tensor, k8: torch.Tensor, v8: torch.Tensor, dq: torc
 
         cudnn.set_stream(graph.handle, stream.cuda_stream)
         graph.graph.execute(pack, workspace, handle=graph.handle)
-    return finish(out, None if graph.out_bf16 else dv, add)
+    return _fused(finish, True)(out, None if graph.out_bf16 else dv, add)
 
 
 def finish(out: torch.Tensor, descale: torch.Tensor | None, add: torch.Tensor | None) -> torch.Tensor:
@@ -125,9 +179,9 @@ def finish(out: torch.Tensor, descale: torch.Tensor | None, add: torch.Tensor | 
     bf16 = torch.bfloat16
     out = out.to(bf16)
     if descale is None:
-        return out if add is None else out.add_(add.to(bf16))
+        return out if add is None else out + add.to(bf16)
     scale = descale.reshape(()).to(bf16)
-    return out.mul_(scale) if add is None else torch.addcmul(add.to(bf16), out, scale)
+    return out * scale if add is None else torch.addcmul(add.to(bf16), out, scale)
 
 
 @dataclass

@@ -123,3 +123,26 @@ def test_finish_dequantizes_and_adds_the_mean_in_one_bf16_pass() -> None:
     bf16_out = o.to(torch.bfloat16)
     assert torch.equal(attention_cudnn.finish(bf16_out.clone(), None, None), bf16_out)
     assert relative_error(attention_cudnn.finish(bf16_out.clone(), None, mean).float(), o + mean) < 0.01
+
+
+def test_the_fused_centring_and_quantizing_equal_the_eager_steps() -> None:
+    """`attention_centred` compiles the steps around the kernel on a GPU; compiled here (inductor's
+    CPU code), they give the eager arithmetic: the same scales, the same values to e4m3 rounding."""
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 256, 2, 32, generator=g).to(torch.bfloat16)
+    k = (torch.randn(1, 256, 2, 32, generator=g) + 4.0).to(torch.bfloat16)  # a shared component to centre away
+    v = (torch.randn(1, 256, 2, 32, generator=g) - 2.0).to(torch.bfloat16)
+    eager = attention_cudnn.centre_and_quantize(q, k, v)
+    fused = attention_cudnn._fused(attention_cudnn.centre_and_quantize, True)(q, k, v)
+    assert not attention_cudnn._fuse_failed, attention_cudnn._fuse_failed
+    for got, want in zip(fused, eager, strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape
+    for i in (3, 4, 5, 6):  # dq, dk, dv, v_mean
+        torch.testing.assert_close(fused[i], eager[i], rtol=1e-5, atol=1e-6)
+    for x8, d in ((0, 3), (1, 4), (2, 5)):  # a value a rounding tie apart at most
+        assert relative_error(fused[x8].float() * fused[d], eager[x8].float() * eager[d]) < 1e-3
+    centred_k = k.float() - k.float().mean(dim=1, keepdim=True)
+    assert relative_error(fused[1].float() * fused[4], centred_k) < 0.05
+    out8, descale = attention_cudnn.quantize(torch.randn(1, 256, 2, 32, generator=g) * 0.1)
+    fused_finish = attention_cudnn._fused(attention_cudnn.finish, True)(out8, descale, fused[6])
+    torch.testing.assert_close(fused_finish, attention_cudnn.finish(out8, descale, fused[6]), rtol=1e-2, atol=1e-2)
