@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from scail.animate.dit_files import LoadedDiT
     from scail.animate.lora import LoraSpec
     from scail.animate.pipeline import AnimatePipeline, DiTModels
+    from scail.animate.prefetch import Prefetch
     from scail.animate.random_weights import RandomWeights
     from scail.animate.vae import TileConfig
     from scail.animate.weights import Architectures
@@ -242,12 +243,18 @@ def build_scail_preview(
     else:
         paths = files.resolve(root, need_dit=dit_file is None, model=model)  # raises with the download command
         log.info("loading %s from %s (DiT %s on %s)", model, root, dtype, device)
-        loaded, block_offload = load_scail_dit(dit_file or paths.dit, arch.dit.num_heads, device, dtype, offload,
-                                               compile_dit, loras, lora_merge, fp8_linears, model)
-        check_dit_kind(loaded.dit, model, dit_file or paths.dit)
-        vae = load_vae(paths.vae, dtype=torch.float32, device=device)
-        t5 = load_t5(paths.t5, dtype=t5_dtype, device=encoders_at, config=arch.t5)
-        clip = load_clip(paths.clip, dtype=clip_dtype, device=encoders_at, config=arch.clip)
+        # the files stream into the page cache on a thread while the loaders copy what is there
+        fetch = _prefetch(dit_file or paths.dit, paths.vae, paths.t5, paths.clip)
+        try:
+            loaded, block_offload = load_scail_dit(dit_file or paths.dit, arch.dit.num_heads, device, dtype,
+                                                   offload, compile_dit, loras, lora_merge, fp8_linears, model)
+            check_dit_kind(loaded.dit, model, dit_file or paths.dit)
+            vae = load_vae(paths.vae, dtype=torch.float32, device=device)
+            t5 = load_t5(paths.t5, dtype=t5_dtype, device=encoders_at, config=arch.t5)
+            clip = load_clip(paths.clip, dtype=clip_dtype, device=encoders_at, config=arch.clip)
+        finally:
+            if fetch is not None:
+                fetch.stop()
         tokenizer = UMT5Tokenizer.from_dir(paths.tokenizer, text_len=arch.t5.text_len)
     pipeline = AnimatePipeline(
         dit=loaded.dit,
@@ -262,6 +269,23 @@ def build_scail_preview(
     pipeline.block_offload = block_offload
     pipeline.pending_loras = [] if loaded.merged else loaded.loras
     return pipeline
+
+
+def _prefetch(dit: Path, *others: Path) -> Prefetch | None:
+    """Start `prefetch.Prefetch` on the files the loaders read, in their order (None when off:
+    SCAIL_PREFETCH=0). A DiT folder is resolved to its file; one that does not resolve is left to
+    the loader's own error."""
+    from scail.animate import prefetch
+    from scail.animate.dit_loader import resolve_dit_file
+    from scail.errors import CheckpointError
+
+    if not prefetch.enabled():
+        return None
+    try:
+        dit = resolve_dit_file(dit)
+    except CheckpointError:
+        return prefetch.prefetch(others)
+    return prefetch.prefetch([dit, *others])
 
 
 def check_dit_kind(dit: object, model: str, source: Path) -> None:

@@ -87,15 +87,20 @@ def test_verify_reports_wrong_truncated_and_missing_files(tiny_weights: Path) ->
     assert rows["dit"].ok and rows["t5"].ok
 
 
-def test_real_weights_factory_builds_a_pipeline(tiny_weights: Path) -> None:
-    """The SCAIL-Preview factory on a folder in the official layout; block offload gives the same video."""
+def test_real_weights_factory_builds_a_pipeline(tiny_weights: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The SCAIL-Preview factory on a folder in the official layout; block offload gives the same video.
+    The weight files were prefetched whole (DiT via model/latest, VAE, umT5, CLIP) while it loaded."""
+    import logging
+
     from scail.animate.build import build_scail_preview
 
     g = torch.Generator().manual_seed(0)
     ref, pose = torch.rand(3, 32, 32, generator=g) * 2 - 1, torch.rand(3, 5, 16, 16, generator=g) * 2 - 1
     outs = []
     for offload in ("none", "blocks"):
-        pipe = build_scail_preview(tiny_weights, "cpu", torch.float32, offload=offload, architectures=_tiny_arch())
+        with caplog.at_level(logging.DEBUG, logger="scail.animate.prefetch"):
+            pipe = build_scail_preview(tiny_weights, "cpu", torch.float32, offload=offload, architectures=_tiny_arch())
+        assert "GB of 4 weight files" in caplog.text
         assert (pipe.block_offload is not None) == (offload == "blocks")
         outs.append(pipe.generate(ref, pose, prompt="a person dancing", solver="euler", steps=2))
         pipe.close()
