@@ -435,17 +435,19 @@ class SerialExecutor:
             yield run_example(job, self.stages_for(job), observer, cancel, self._previews)
 
     def close(self) -> None:
-        if self._previews is not None:
-            self._previews.close()
+        try:
+            if self._previews is not None:  # a second Ctrl-C here still frees the models below
+                self._previews.close()
+        finally:
             self._previews = None
-        for stages in self._built.values():
-            for stage in stages:
-                try:
-                    stage.close()
-                except Exception as exc:  # closing must not hide the batch's result
-                    log.warning("closing the %s stage failed: %s", stage.name, exc)
-        self._built.clear()
-        self._last = None
+            for stages in self._built.values():
+                for stage in stages:
+                    try:
+                        stage.close()
+                    except Exception as exc:  # closing must not hide the batch's result
+                        log.warning("closing the %s stage failed: %s", stage.name, exc)
+            self._built.clear()
+            self._last = None
 
 
 # ----------------------------------------------------------------------------------------------
