@@ -27,6 +27,7 @@ One JSON line per clip, then a Markdown row per clip:
     PYTHONPATH=. python benchmarks/bench_animate.py --modes fast,offload --steps 3
     PYTHONPATH=. python benchmarks/bench_animate.py --write-weights /root/w
     PYTHONPATH=. python benchmarks/bench_animate.py --cold --weights-dir /root/w --modes distill-6:2
+    PYTHONPATH=. python benchmarks/bench_animate.py --write-weights /root/w8 --dit-format fp8_e4m3fn_scaled
     PYTHONPATH=. python benchmarks/bench_animate.py --size tiny --device cpu --shapes 64x128x9
 
 Results and the commands that made them: benchmarks/README.md.
@@ -463,6 +464,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights-dir", type=Path, default=None, help="load this weights folder's files, not random ones")
     p.add_argument("--write-weights", type=Path, default=None,
                    help="write random weights (release layout) and the distill LoRA into this folder, then exit")
+    p.add_argument("--dit-format", choices=("sat", "fp8_e4m3fn_scaled"), default="sat",
+                   help="with --write-weights: the DiT as the release's SAT file or as ComfyUI's scaled fp8 file")
     p.add_argument("--cold", action="store_true", help="drop the page cache first (root; needs --weights-dir)")
     p.add_argument("--workdir", type=Path, default=None, help="where the examples go (default: a temp folder, removed)")
     p.add_argument("--seed", type=int, default=0)
@@ -509,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from scail.animate.random_weights import write_weights_folder
 
         t0 = time.time()
-        write_weights_folder(args.write_weights, random)
+        write_weights_folder(args.write_weights, random, dit_format=args.dit_format)
         write_random_lora(args.write_weights / LORA_NAME, random.arch("scail-preview-14b").dit, rank=64, seed=args.seed)
         print(f"# wrote random weights and {LORA_NAME} into {args.write_weights} in {time.time() - t0:.0f}s", flush=True)
         return 0

@@ -189,10 +189,15 @@ class RandomWeights:
         return UMT5Tokenizer.tiny(text_len=self.arch(model).t5.text_len)
 
 
-def write_weights_folder(root: Path, weights: RandomWeights | None = None, model: str = "scail-preview-14b") -> Path:
+def write_weights_folder(root: Path, weights: RandomWeights | None = None, model: str = "scail-preview-14b",
+                         dit_format: str = "sat") -> Path:
     """Write `weights`' networks into `root` in the release layout (`weights.py`) and their dtypes
     (`FILE_DTYPES`), and return `root`. At 14B this is ~45 GB: the DiT's SAT file (~33 GB), umT5
-    (~11 GB), CLIP and the VAE; the tokenizer is the character-level one as tokenizer.json."""
+    (~11 GB), CLIP and the VAE; the tokenizer is the character-level one as tokenizer.json.
+
+    `dit_format` "fp8_e4m3fn_scaled" writes the DiT as ComfyUI's scaled fp8 file instead
+    (`write_fp8_scaled_dit`, ~16 GB at 14B, as `model/<name>_fp8_e4m3fn_scaled.safetensors`, which
+    the folder's layout accepts in place of the SAT checkpoint)."""
     import torch
 
     from scail.animate import weights as layout
@@ -200,11 +205,17 @@ def write_weights_folder(root: Path, weights: RandomWeights | None = None, model
 
     weights = weights or RandomWeights()
     root = Path(root)
-    dit_dir = root / layout.DIT_DIR / "1"
-    dit_dir.mkdir(parents=True, exist_ok=True)
-    sat_file = layout.SCAIL2_SAT_FILE if layout.is_scail2(model) else layout.SAT_FILE
-    torch.save({"module": wan_to_sat(weights.state("dit", model, "cpu"))}, dit_dir / sat_file)
-    (root / layout.DIT_DIR / "latest").write_text("1\n", encoding="utf-8")
+    if dit_format == "fp8_e4m3fn_scaled":
+        (root / layout.DIT_DIR).mkdir(parents=True, exist_ok=True)
+        write_fp8_scaled_dit(root / layout.DIT_DIR / f"{model}_fp8_e4m3fn_scaled.safetensors", weights, model)
+    elif dit_format == "sat":
+        dit_dir = root / layout.DIT_DIR / "1"
+        dit_dir.mkdir(parents=True, exist_ok=True)
+        sat_file = layout.SCAIL2_SAT_FILE if layout.is_scail2(model) else layout.SAT_FILE
+        torch.save({"module": wan_to_sat(weights.state("dit", model, "cpu"))}, dit_dir / sat_file)
+        (root / layout.DIT_DIR / "latest").write_text("1\n", encoding="utf-8")
+    else:
+        raise ValueError(f"dit_format {dit_format!r}: choose sat or fp8_e4m3fn_scaled")
     torch.save(weights.state("vae", model, "cpu"), root / layout.VAE_FILE)
     (root / layout.T5_FILE).parent.mkdir(parents=True, exist_ok=True)
     torch.save(weights.state("t5", model, "cpu"), root / layout.T5_FILE)
@@ -213,3 +224,31 @@ def write_weights_folder(root: Path, weights: RandomWeights | None = None, model
     torch.save(clip, root / layout.CLIP_FILES[0])
     weights.tokenizer(model).backend.save(str(root / layout.TOKENIZER_DIRS[0] / "tokenizer.json"))
     return root
+
+
+def write_fp8_scaled_dit(path: Path, weights: RandomWeights | None = None, model: str = "scail-preview-14b") -> Path:
+    """`weights`' DiT as ComfyUI's legacy scaled fp8 file (kijai's `*_fp8_e4m3fn_scaled_KJ`): the
+    blocks' linears (`fast.FP8_LINEARS`) in float8 e4m3 with one float32 `scale_weight` each, the rest
+    bf16, keys under `model.diffusion_model.`, and the `scaled_fp8` marker (`quant.py` reads it).
+    Quantized on the GPU where there is one."""
+    import torch
+    from safetensors.torch import save_file
+
+    from scail.animate.fast import FP8_LINEARS
+
+    weights = weights or RandomWeights()
+    state = weights.state("dit", model, draw_device())
+    fp8 = torch.float8_e4m3fn
+    linears = {f".{name}.weight" for name in FP8_LINEARS}
+    out: dict[str, torch.Tensor] = {}
+    for key in list(state):
+        w = state.pop(key)
+        if key.startswith("blocks.") and any(key.endswith(s) for s in linears):
+            scale = (w.abs().amax().float() / torch.finfo(fp8).max).clamp_(min=1e-12)
+            out[f"model.diffusion_model.{key}"] = (w.float() / scale).to(fp8).cpu()
+            out[f"model.diffusion_model.{key.removesuffix('.weight')}.scale_weight"] = scale.reshape(1).cpu()
+        else:
+            out[f"model.diffusion_model.{key}"] = w.cpu()
+    out["scaled_fp8"] = torch.empty(0, dtype=fp8)
+    save_file(out, str(path))
+    return path

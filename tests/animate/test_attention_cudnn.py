@@ -96,7 +96,9 @@ def test_cudnn_kernel_matches_its_emulation_and_the_exact_attention() -> None:
         seam = attention.attention(q, k, v + 3.0)
     finally:
         attention.set_fp8(False)
-    assert relative_error(seam.float() - 3.0, exact) < 0.1
+    # a bf16 output near 3 keeps ~1/128 of it: the output's own rounding, then the kernel's error
+    rounding = relative_error((exact + 3.0).to(torch.bfloat16).float() - 3.0, exact)
+    assert relative_error(seam.float() - 3.0, exact) < rounding + 0.1, rounding
 
 
 def test_describe_names_the_kernels_for_the_sidecar() -> None:
