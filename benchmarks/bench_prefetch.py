@@ -7,7 +7,7 @@ device). `prefetch` runs `scail.animate.prefetch.Prefetch` on the file meanwhile
 
     PYTHONPATH=. python benchmarks/bench_prefetch.py --gb 3 --dir /tmp
 
-Results: benchmarks/README.md ("Cold start").
+Results: benchmarks/README.md ("bench_prefetch.py").
 """
 
 from __future__ import annotations

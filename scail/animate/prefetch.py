@@ -2,10 +2,12 @@
 disk's speed rather than at the speed of page faults.
 
 Why: the loaders memory-map the checkpoints (`checkpoint.read_tensors`) and copy tensor after
-tensor to the GPU; on a cold page cache every copy waits on 4 KiB page faults the kernel's
-read-ahead serves a little at a time, about half of what the disk streams to one reader with large
-reads (`benchmarks/README.md`, "Cold start"). A background thread reading the files front to back in
-16 MiB pieces keeps the disk busy while the loader converts and copies what is already in memory.
+tensor to the GPU. On a cold page cache every copy waits on page faults, which the kernel's
+read-ahead serves a little at a time. On the development box that read 1.1-1.4 GB/s where large
+sequential reads of the same file got 1.2-1.9 GB/s; through the loaders' own reader the prefetch
+gave 1.2-1.3 GB/s against 0.6-1.2 (`benchmarks/README.md`, "bench_prefetch.py"). A background thread
+reading the files front to back in 16 MiB pieces keeps the disk busy while the loader converts and
+copies what is already in memory.
 
 Only what the page cache can hold is read: files are taken in the loaders' order (DiT, VAE, umT5,
 CLIP) while their total stays under 80 % of the memory available now, so prefetching never evicts
