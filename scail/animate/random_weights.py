@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import torch
@@ -190,7 +190,7 @@ class RandomWeights:
 
 
 def write_weights_folder(root: Path, weights: RandomWeights | None = None, model: str = "scail-preview-14b",
-                         dit_format: str = "sat") -> Path:
+                         dit_format: Literal["sat", "fp8_e4m3fn_scaled"] = "sat") -> Path:
     """Write `weights`' networks into `root` in the release layout (`weights.py`) and their dtypes
     (`FILE_DTYPES`), and return `root`. At 14B this is ~45 GB: the DiT's SAT file (~33 GB), umT5
     (~11 GB), CLIP and the VAE; the tokenizer is the character-level one as tokenizer.json.
