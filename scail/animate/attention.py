@@ -297,7 +297,6 @@ def _attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     (softmax ignores a per-query constant, and its weights sum to 1, so the values' mean is added
     back after) but leaves FP8 a smaller range to cover when the tokens share a large component.
     """
-    import torch
 
     kernel = fp8_kernel(q.device) if q.is_cuda else None
     if q.is_cuda and kernel is None:
@@ -307,9 +306,7 @@ def _attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
         from scail.animate import attention_cudnn
 
         return attention_cudnn.attention_centred(q, k, v)
-    k = k - torch.mean(k, dim=1, keepdim=True, dtype=torch.float32).to(k.dtype)
-    v_mean = torch.mean(v, dim=1, keepdim=True, dtype=torch.float32)  # (B, 1, N, Dh)
-    v = v - v_mean.to(v.dtype)
+    k, v, v_mean = centre_kv(k, v)
     (q8, dq), (k8, dk), (v8, dv) = quantize_heads(q), quantize_heads(k), quantize_heads(v)
     if q.is_cuda:
         import flash_attn_interface
@@ -323,6 +320,16 @@ def _attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
 
         out = _sdpa(back(q8, dq), back(k8, dk), back(v8, dv), "sdpa")
     return (out.float() + v_mean).to(q.dtype)
+
+
+def centre_kv(k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(k, v, v_mean): keys and values centred over the tokens (dim 1), float32 (one rounding, at
+    the quantizing), and the values' mean (B, 1, N, Dh) float32, which the output gets back."""
+    import torch
+
+    k = k.float() - torch.mean(k, dim=1, keepdim=True, dtype=torch.float32)
+    v_mean = torch.mean(v, dim=1, keepdim=True, dtype=torch.float32)
+    return k, v.float() - v_mean, v_mean
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-from scail.animate.attention import FP8_MAX
+from scail.animate.attention import FP8_MAX, centre_kv
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def attention_centred(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
     passes over 0.5 GB tensors a call (5.5 ms at 48,832 tokens, 8 % of the kernel's time); fused,
     the centring and the three scales are two reductions and the quantizing one pass.
     """
-    q8, k8, v8, dq, dk, dv, v_mean = _fused(centre_and_quantize, q.is_cuda)(q, k, v)
+    prepare = _fused(centre_and_quantize) if q.is_cuda else centre_and_quantize
+    q8, k8, v8, dq, dk, dv, v_mean = prepare(q, k, v)
     return attention_fp8(q8, k8, v8, dq, dk, dv, v_mean).to(q.dtype)
 
 
@@ -98,12 +99,9 @@ def centre_and_quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tu
     tensor quantized with one scale (`quantize`); v_mean (B, 1, N, Dh) float32 is what the output
     gets back (softmax ignores a constant added to a query's scores, and its weights sum to 1).
 
-    The centring leaves e4m3 a smaller range to cover when the tokens share a large component."""
-    import torch
-
-    k = k.float() - torch.mean(k, dim=1, keepdim=True, dtype=torch.float32)  # float32 throughout: one
-    v_mean = torch.mean(v, dim=1, keepdim=True, dtype=torch.float32)       # rounding, to e4m3 (fused, the
-    v = v.float() - v_mean                                                  # temporaries never exist)
+    The centring (`attention.centre_kv`, float32: fused, its temporaries never exist) leaves e4m3 a
+    smaller range to cover when the tokens share a large component."""
+    k, v, v_mean = centre_kv(k, v)
     (q8, dq), (k8, dk), (v8, dv) = quantize(q), quantize(k), quantize(v)
     return q8, k8, v8, dq, dk, dv, v_mean
 
@@ -112,11 +110,12 @@ _fuse_failed: list[str] = []
 """Why torch.compile could not fuse the steps around the kernel (then they run eagerly; said once)."""
 
 
-def _fused(fn: Any, on_gpu: bool) -> Any:
-    """`fn` compiled (on a GPU, where torch.compile generates fused Triton kernels), else `fn`."""
-    if not on_gpu or _fuse_failed:
-        return fn
-    compiled = _compiled(fn)
+@functools.cache
+def _fused(fn: Any) -> Any:
+    """`fn` compiled (fused Triton kernels on a GPU); after a failure to compile, `fn` itself."""
+    import torch
+
+    compiled = torch.compile(fn, dynamic=False, fullgraph=True)
 
     def run(*args: Any) -> Any:
         if not _fuse_failed:
@@ -129,13 +128,6 @@ def _fused(fn: Any, on_gpu: bool) -> Any:
         return fn(*args)
 
     return run
-
-
-@functools.cache
-def _compiled(fn: Any) -> Any:
-    import torch
-
-    return torch.compile(fn, dynamic=False, fullgraph=True)
 
 
 def attention_fp8(q8: torch.Tensor, k8: torch.Tensor, v8: torch.Tensor, dq: torch.Tensor, dk: torch.Tensor,
@@ -168,7 +160,7 @@ def attention_fp8(q8: torch.Tensor, k8: torch.Tensor, v8: torch.Tensor, dq: torc
 
         cudnn.set_stream(graph.handle, stream.cuda_stream)
         graph.graph.execute(pack, workspace, handle=graph.handle)
-    return _fused(finish, True)(out, None if graph.out_bf16 else dv, add)
+    return _fused(finish)(out, None if graph.out_bf16 else dv, add)
 
 
 def finish(out: torch.Tensor, descale: torch.Tensor | None, add: torch.Tensor | None) -> torch.Tensor:

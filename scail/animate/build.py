@@ -284,8 +284,8 @@ def _prefetch(dit: Path, *others: Path) -> Prefetch | None:
     try:
         dit = resolve_dit_file(dit)
     except CheckpointError:
-        return prefetch.prefetch(others)
-    return prefetch.prefetch([dit, *others])
+        return prefetch.Prefetch(others)
+    return prefetch.Prefetch([dit, *others])
 
 
 def check_dit_kind(dit: object, model: str, source: Path) -> None:

@@ -97,11 +97,6 @@ class Prefetch:
                       self.seconds)
 
 
-def prefetch(paths: Sequence[Path | None]) -> Prefetch:
-    """Start reading the given weight files (None entries are skipped) into the page cache."""
-    return Prefetch([p for p in paths if p is not None])
-
-
 def enabled() -> bool:
     """SCAIL_PREFETCH=0 turns the prefetch off (to measure a cold start without it)."""
     return os.environ.get("SCAIL_PREFETCH", "1") != "0"

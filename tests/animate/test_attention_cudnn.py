@@ -135,7 +135,7 @@ def test_the_fused_centring_and_quantizing_equal_the_eager_steps() -> None:
     k = (torch.randn(1, 256, 2, 32, generator=g) + 4.0).to(torch.bfloat16)  # a shared component to centre away
     v = (torch.randn(1, 256, 2, 32, generator=g) - 2.0).to(torch.bfloat16)
     eager = attention_cudnn.centre_and_quantize(q, k, v)
-    fused = attention_cudnn._fused(attention_cudnn.centre_and_quantize, True)(q, k, v)
+    fused = attention_cudnn._fused(attention_cudnn.centre_and_quantize)(q, k, v)
     assert not attention_cudnn._fuse_failed, attention_cudnn._fuse_failed
     for got, want in zip(fused, eager, strict=True):
         assert got.dtype == want.dtype and got.shape == want.shape
@@ -146,5 +146,5 @@ def test_the_fused_centring_and_quantizing_equal_the_eager_steps() -> None:
     centred_k = k.float() - k.float().mean(dim=1, keepdim=True)
     assert relative_error(fused[1].float() * fused[4], centred_k) < 0.05
     out8, descale = attention_cudnn.quantize(torch.randn(1, 256, 2, 32, generator=g) * 0.1)
-    fused_finish = attention_cudnn._fused(attention_cudnn.finish, True)(out8, descale, fused[6])
+    fused_finish = attention_cudnn._fused(attention_cudnn.finish)(out8, descale, fused[6])
     torch.testing.assert_close(fused_finish, attention_cudnn.finish(out8, descale, fused[6]), rtol=1e-2, atol=1e-2)

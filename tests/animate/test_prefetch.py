@@ -41,7 +41,7 @@ def test_stop_ends_the_reads_early(tmp_path: Path) -> None:
 
 
 def test_nothing_starts_without_files_and_the_switch_turns_it_off(tmp_path: Path, monkeypatch) -> None:
-    fetch = prefetch.prefetch([None, tmp_path / "gone"])
+    fetch = prefetch.Prefetch([tmp_path / "gone"])
     assert fetch.paths == [] and not fetch._thread.is_alive()
     fetch.stop()
     monkeypatch.setenv("SCAIL_PREFETCH", "0")
