@@ -3,9 +3,10 @@
 Writes a safetensors file of `--gb` GB (bf16 tensors of 64 MiB, as a DiT's), then for each variant
 evicts its pages from the page cache (POSIX_FADV_DONTNEED: no root needed) and times what a loader
 does: `checkpoint.read_tensors` (memory-mapped) and one copy of every tensor (the copy to the
-device). `prefetch` runs `scail.animate.prefetch.Prefetch` on the file meanwhile, as `build.py` does.
+device). `prefetch` runs `scail.animate.prefetch.Prefetch` on the file meanwhile, as `build.py` does,
+with each of `--workers` reading threads.
 
-    PYTHONPATH=. python benchmarks/bench_prefetch.py --gb 3 --dir /tmp
+    PYTHONPATH=. python benchmarks/bench_prefetch.py --gb 3 --dir /tmp --workers 0,1,4
 
 Results: benchmarks/README.md ("bench_prefetch.py").
 """
@@ -37,14 +38,14 @@ def evict(path: Path) -> None:
         os.close(fd)
 
 
-def load(path: Path, with_prefetch: bool) -> float:
+def load(path: Path, workers: int) -> float:
     """Seconds to read and copy every tensor of `path` from a cold page cache."""
     from scail.animate.checkpoint import read_tensors
     from scail.animate.prefetch import Prefetch
 
     evict(path)
     t0 = time.perf_counter()
-    fetch = Prefetch([path]) if with_prefetch else None
+    fetch = Prefetch([path], workers=workers) if workers else None
     try:
         for tensor in read_tensors(path).values():
             tensor.clone()  # the loader's copy (to the GPU, or to another dtype)
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--gb", type=float, default=3.0, help="checkpoint size (GB)")
     parser.add_argument("--dir", type=Path, default=Path("/tmp"), help="where to write it (the disk to measure)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", default="0,1,4",
+                        help="comma-separated prefetch thread counts to compare (0: the loader alone)")
     args = parser.parse_args()
     path = args.dir / f"scail-bench-prefetch-{args.gb:g}gb.safetensors"
     if not path.is_file():
@@ -67,8 +70,9 @@ def main() -> None:
     print("| variant | round | s | GB/s |")
     print("|---|---|---|---|")
     for r in range(args.rounds):
-        for name, on in (("loader alone", False), ("loader + prefetch", True)):
-            s = load(path, on)
+        for workers in (int(w) for w in args.workers.split(",")):
+            name = f"loader + prefetch, {workers} thread{'s' * (workers > 1)}" if workers else "loader alone"
+            s = load(path, workers)
             print(f"| {name} | {r + 1} | {s:.2f} | {size / s / 1e9:.2f} |", flush=True)
 
 

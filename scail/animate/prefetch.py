@@ -5,9 +5,9 @@ Why: the loaders memory-map the checkpoints (`checkpoint.read_tensors`) and copy
 tensor to the GPU. On a cold page cache every copy waits on page faults, which the kernel's
 read-ahead serves a little at a time. On the development box that read 1.1-1.4 GB/s where large
 sequential reads of the same file got 1.2-1.9 GB/s; through the loaders' own reader the prefetch
-gave 1.2-1.3 GB/s against 0.6-1.2 (`benchmarks/README.md`, "bench_prefetch.py"). A background thread
-reading the files front to back in 16 MiB pieces keeps the disk busy while the loader converts and
-copies what is already in memory.
+gave 1.2-1.3 GB/s against 0.6-1.2 (`benchmarks/README.md`, "bench_prefetch.py"). Background threads
+reading the files front to back in 16 MiB pieces, several pieces in flight, keep the disk busy while
+the loader converts and copies what is already in memory.
 
 Only what the page cache can hold is read: files are taken in the loaders' order (DiT, VAE, umT5,
 CLIP) while their total stays under 80 % of the memory available now, so prefetching never evicts
@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ PIECE_BYTES = 16 << 20
 """One read: large enough for the disk to stream, small enough to stop quickly."""
 MEMORY_SHARE = 0.8
 """The share of the available memory the prefetched files may fill."""
+DEFAULT_WORKERS = 4
+"""Reads in flight at once."""
 
 
 def plan(paths: Sequence[Path], available_bytes: int, share: float = MEMORY_SHARE) -> list[Path]:
@@ -53,50 +55,94 @@ def plan(paths: Sequence[Path], available_bytes: int, share: float = MEMORY_SHAR
 
 
 class Prefetch:
-    """Reads `paths` on one background thread (see the module docstring); `stop()` ends it.
+    """Reads `paths` on `workers` background threads (see the module docstring); `stop()` ends them.
 
-    `bytes_read` and `seconds` say what it did (the loader logs them)."""
+    The threads take 16 MiB pieces from one cursor that walks the files front to back, so the reads
+    stay in the loaders' order while several are in flight: a virtual disk answers one stream of
+    reads slower than several. `bytes_read` and `seconds` say what they did (the loader logs them)."""
 
-    def __init__(self, paths: Sequence[Path], available_bytes: int | None = None) -> None:
+    def __init__(self, paths: Sequence[Path], available_bytes: int | None = None, workers: int | None = None) -> None:
         if available_bytes is None:
             import psutil
 
             available_bytes = int(psutil.virtual_memory().available)
         self.paths = plan(paths, available_bytes)
+        self.workers = max(1, workers if workers is not None else configured_workers())
         self.bytes_read = 0
         self.seconds = 0.0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="scail-prefetch", daemon=True)
+        self._lock = threading.Lock()
+        self._fds: list[int] = []
+        self._pieces = iter(self._walk())
+        self._threads = [threading.Thread(target=self._run, name=f"scail-prefetch-{i}", daemon=True)
+                         for i in range(self.workers)]
+        self._t0 = time.perf_counter()
         if self.paths:
-            self._thread.start()
+            for thread in self._threads:
+                thread.start()
+
+    def _walk(self) -> Iterator[tuple[int, int]]:
+        """(file descriptor, offset) of every piece, file after file; each file is opened once."""
+        for path in self.paths:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as exc:  # the loader reports a bad file with its own message
+                log.debug("prefetch skips %s: %s", path, exc)
+                continue
+            self._fds.append(fd)
+            size = os.fstat(fd).st_size
+            for offset in range(0, size, PIECE_BYTES):
+                yield fd, offset
+
+    def _next(self) -> tuple[int, int] | None:
+        with self._lock:
+            if self._stop.is_set():
+                return None
+            return next(self._pieces, None)
 
     def _run(self) -> None:
-        t0 = time.perf_counter()
         buf = bytearray(PIECE_BYTES)
-        try:
-            for path in self.paths:
-                with open(path, "rb", buffering=0) as fh:
-                    while not self._stop.is_set():
-                        n = fh.readinto(buf)  # releases the GIL for the read
-                        if not n:
-                            break
-                        self.bytes_read += n
-                if self._stop.is_set():
-                    break
-        except OSError as exc:  # the loader reports a bad file with its own message
-            log.debug("prefetch stopped at %s: %s", path, exc)
-        self.seconds = time.perf_counter() - t0
+        while (piece := self._next()) is not None:
+            fd, offset = piece
+            try:
+                n = os.preadv(fd, [buf], offset)  # releases the GIL for the read
+            except OSError as exc:
+                log.debug("prefetch read failed at offset %d: %s", offset, exc)
+                continue
+            with self._lock:
+                self.bytes_read += n
+        with self._lock:
+            self.seconds = max(self.seconds, time.perf_counter() - self._t0)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the reads to end by themselves (tests, benchmarks)."""
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
+
+    def alive(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
 
     def stop(self) -> None:
-        """End the reads (the current piece finishes) and wait for the thread."""
+        """End the reads (the pieces in flight finish), wait for the threads and close the files."""
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self.join()
+        with self._lock:
+            fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)
         if self.paths:
-            log.debug("prefetched %.1f GB of %d weight files in %.1f s", self.bytes_read / 1e9, len(self.paths),
-                      self.seconds)
+            log.debug("prefetched %.1f GB of %d weight files in %.1f s on %d threads", self.bytes_read / 1e9,
+                      len(self.paths), self.seconds, self.workers)
+
+
+def configured_workers() -> int:
+    """SCAIL_PREFETCH=N reads with N threads (default 4)."""
+    value = os.environ.get("SCAIL_PREFETCH", "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_WORKERS
 
 
 def enabled() -> bool:
-    """SCAIL_PREFETCH=0 turns the prefetch off (to measure a cold start without it)."""
+    """SCAIL_PREFETCH=0 turns the prefetch off (to measure a cold start without it); a number > 0
+    is how many threads read."""
     return os.environ.get("SCAIL_PREFETCH", "1") != "0"

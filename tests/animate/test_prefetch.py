@@ -27,25 +27,38 @@ def test_the_plan_keeps_the_loaders_order_and_stops_where_memory_ends(tmp_path: 
 def test_it_reads_every_byte_of_the_planned_files_then_stops(tmp_path: Path) -> None:
     files = [_file(tmp_path / f"w{i}.safetensors", (3 << 20) + i) for i in range(3)]
     fetch = prefetch.Prefetch(files, available_bytes=1 << 30)
-    fetch._thread.join(30)
+    fetch.join(30)
     fetch.stop()
     assert fetch.bytes_read == sum(f.stat().st_size for f in files)
-    assert not fetch._thread.is_alive()
+    assert not fetch.alive()
 
 
 def test_stop_ends_the_reads_early(tmp_path: Path) -> None:
     big = _file(tmp_path / "dit.safetensors", 64 << 20)
     fetch = prefetch.Prefetch([big], available_bytes=1 << 30)
     fetch.stop()
-    assert not fetch._thread.is_alive() and fetch.bytes_read <= big.stat().st_size
+    assert not fetch.alive() and fetch.bytes_read <= big.stat().st_size
 
 
 def test_nothing_starts_without_files_and_the_switch_turns_it_off(tmp_path: Path, monkeypatch) -> None:
     fetch = prefetch.Prefetch([tmp_path / "gone"])
-    assert fetch.paths == [] and not fetch._thread.is_alive()
+    assert fetch.paths == [] and not fetch.alive()
     fetch.stop()
     monkeypatch.setenv("SCAIL_PREFETCH", "0")
     assert not prefetch.enabled()
     from scail.animate.build import _prefetch
 
     assert _prefetch(tmp_path / "dit.safetensors") is None
+
+
+def test_several_readers_read_each_piece_once_and_the_switch_sets_how_many(tmp_path: Path, monkeypatch) -> None:
+    files = [_file(tmp_path / f"w{i}.safetensors", (5 << 20) * (i + 1) + 7) for i in range(3)]
+    fetch = prefetch.Prefetch(files, available_bytes=1 << 30, workers=3)
+    fetch.join(30)
+    fetch.stop()
+    assert fetch.workers == 3 and fetch.bytes_read == sum(f.stat().st_size for f in files)
+    assert fetch._fds == []  # the files are closed
+    monkeypatch.setenv("SCAIL_PREFETCH", "8")
+    assert prefetch.enabled() and prefetch.configured_workers() == 8
+    monkeypatch.setenv("SCAIL_PREFETCH", "yes")
+    assert prefetch.configured_workers() == prefetch.DEFAULT_WORKERS
