@@ -7,6 +7,7 @@ Targets for the mediapipe backend: mean >= 0.65, min >= 0.40 (../shared/research
 Colours: `hue_agreement`, >= 0.85 in every frame (a left/right flip scores ~0.01: the IoU misses it).
 
     .venv/bin/python benchmarks/pose_agreement.py                      # runs the pose stage on a copy of 001
+    .venv/bin/python benchmarks/pose_agreement.py --mediapipe-model full   # the wheel's model, tracking
     .venv/bin/python benchmarks/pose_agreement.py --pose some/pose.npz # scores existing pose data
     .venv/bin/python benchmarks/pose_agreement.py --example ../shared/examples/002   # no official render:
                                                                        # detection rate + bone stability
@@ -107,7 +108,8 @@ def detection_rate(pose_path: Path) -> float:
     return float(np.isfinite(pose.body3d[:, :, 0, 0]).any(axis=1).mean())
 
 
-def run_pose_stage(example: Path, workdir: Path, backend: str, cache_dir: Path | None) -> Path:
+def run_pose_stage(example: Path, workdir: Path, backend: str, cache_dir: Path | None,
+                   mediapipe_model: str = "heavy") -> Path:
     """Copy the example's inputs to workdir and run our pose stage there; returns pose.npz."""
     from scail.config import PoseConfig, Settings
     from scail.example import Example
@@ -122,7 +124,7 @@ def run_pose_stage(example: Path, workdir: Path, backend: str, cache_dir: Path |
     settings = Settings.from_env()
     if cache_dir is not None:
         settings = Settings(weights_dir=settings.weights_dir, cache_dir=cache_dir)
-    stage = PoseStage(PoseConfig(backend=backend), settings)  # type: ignore[arg-type]
+    stage = PoseStage(PoseConfig(backend=backend, mediapipe_model=mediapipe_model), settings)  # type: ignore[arg-type]
     try:
         stage.run(ex, StageContext(ex, "pose"))
     finally:
@@ -135,11 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--example", type=Path, default=SHARED / "examples" / "001")
     ap.add_argument("--pose", type=Path, default=None, help="score this pose.npz instead of running the stage")
     ap.add_argument("--backend", default="mediapipe")
+    ap.add_argument("--mediapipe-model", default="heavy", choices=("heavy", "full"),
+                    help="pose.mediapipe_model: the heavy landmark model per frame, or the wheel's full one tracking")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     ap.add_argument("--cache-dir", type=Path, default=None, help="scail cache (holds the pose env)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        pose_path = args.pose or run_pose_stage(args.example, Path(tmp), args.backend, args.cache_dir)
+        pose_path = args.pose or run_pose_stage(args.example, Path(tmp), args.backend, args.cache_dir,
+                                                     args.mediapipe_model)
         report: dict[str, object] = {"example": str(args.example), "detection_rate": detection_rate(pose_path),
                                      "bone_cv": bone_stability(pose_path)}
         official = args.example / "rendered.mp4"

@@ -48,6 +48,11 @@ class PoseConfig(_Strict):
     """Frame rate the driving video is resampled to (by timestamps). The model was trained at 16."""
     max_people: int = Field(1, ge=1, le=8)
     """How many people are tracked and rendered."""
+    mediapipe_model: Literal["heavy", "full"] = "heavy"
+    """The mediapipe backend's landmark model. `heavy` (the default): MediaPipe's largest pose model on
+    each frame independently, as the official pipeline estimates each frame; fetched once into the pose
+    env (scail/pose/landmark_model.py). `full`: the model in mediapipe's wheel, tracking from frame to
+    frame; no download and ~30 % faster on CPU, less faithful (benchmarks/README.md, "pose_agreement.py")."""
     smoothing: bool = False
     """Temporal One-Euro smoothing of 3D and 2D points. Off by default: the official pipeline has none,
     and on examples/001 smoothing lowered agreement with the official pose video (it lags fast moves)."""

@@ -8,6 +8,7 @@ work for any example:
 - the weights: present and complete for the chosen model (a missing or truncated checkpoint was
   reported once per example: 25 times in a 25-example batch);
 - the pose environment: already built, or buildable here (venv/ensurepip or uv, a writable cache);
+- the pose model: MediaPipe's heavy landmark model installed, placed by hand or downloadable;
 - the disk: enough free space for the outputs the run will write.
 
 A check counts only for stages that will run for at least one example: a batch whose samples
@@ -171,6 +172,23 @@ def check_pose_env(config: PipelineConfig, disk_free: DiskFree) -> str:
     return ""
 
 
+def check_pose_model(config: PipelineConfig) -> str:
+    """'' unless the mediapipe backend with its heavy model will run and that model is neither in the
+    pose env, nor placed by hand, nor downloadable here (scail/pose/landmark_model.py)."""
+    if config.pose.mediapipe_model != "heavy" or config.pose.backend == "nlf":
+        return ""
+    from scail.config import Settings
+    from scail.pose import landmark_model
+    from scail.pose.backends import resolve_backend
+    from scail.pose.venv import env_path
+
+    settings = Settings.from_env()
+    if resolve_backend(config.pose.backend, settings.weights_dir)[0] != "mediapipe":
+        return ""
+    return landmark_model.problem(None if config.pose.in_process else env_path(settings.cache_dir),
+                                  settings.weights_dir)
+
+
 def check_disk(root: Path, examples_with_work: int, disk_free: DiskFree) -> str:
     """'' when the examples' folder has room for the outputs, else the reason."""
     if examples_with_work == 0:
@@ -272,7 +290,7 @@ def _config_problems(config: PipelineConfig, names: Sequence[str], disk_free: Di
         if why:
             problems.append(Problem("animate", why))
     if "pose" in names:
-        why = check_pose_env(config, disk_free)
+        why = check_pose_env(config, disk_free) or check_pose_model(config)
         if why:
             problems.append(Problem("pose", why))
     return problems

@@ -61,8 +61,29 @@ class PoseStage:
                 ctx.progress(done, total, unit="packages", desc=f"pose env: {desc}")
 
             python = worker_python(self.config.in_process, self.settings.cache_dir, env_progress)
+            if self.params().backend == "mediapipe" and self.config.mediapipe_model == "heavy":
+                self._install_heavy_model(python, ctx)
             self._worker = PoseWorker(python, in_process=self.config.in_process)
         return self._worker
+
+    def _install_heavy_model(self, python: Path | None, ctx: StageContext) -> None:
+        """MediaPipe's heavy landmark model into the worker's mediapipe package (once; checked)."""
+        from scail.errors import ScailError
+        from scail.pose import landmark_model
+
+        env = python.parent.parent if python is not None else None  # <env>/bin/python
+        package = landmark_model.mediapipe_dir(env)
+        if package is None:
+            where = f"the pose env {env}" if env is not None else "this interpreter"
+            raise ScailError(f"mediapipe is not installed in {where}; "
+                             + ("delete that folder to rebuild it" if env is not None else "drop pose.in_process"))
+        ctx.phase("pose model: MediaPipe's heavy landmark model")
+
+        def progress(done: int, total: int | None) -> None:
+            ctx.progress(done >> 20, None if total is None else total >> 20, unit="MiB",
+                         desc=f"downloading {landmark_model.HEAVY.name}")
+
+        landmark_model.ensure_installed(package, self.settings.weights_dir, on_progress=progress)
 
     def job(self, example: Example, out_pose: Path | None = None, out_ref_pose: Path | None = None) -> PoseJob:
         """The worker's job. With `out_pose`/`out_ref_pose` (raw files) the worker leaves the
@@ -73,7 +94,7 @@ class PoseStage:
             driving=example.driving().resolve(), reference=example.reference().resolve(),
             out_pose=(out_pose or example.pose_data).resolve(),
             out_ref_pose=(out_ref_pose or example.ref_pose_data).resolve(),
-            backend=cfg.backend, fps=cfg.fps, max_people=cfg.max_people, max_frames=cfg.max_frames,
+            backend=cfg.backend, mediapipe_model=cfg.mediapipe_model, fps=cfg.fps, max_people=cfg.max_people, max_frames=cfg.max_frames,
             start_s=cfg.start_s, end_s=cfg.end_s,
             smoothing=cfg.smoothing, max_gap=cfg.max_gap_frames, postprocess=not raw,
             weights_dir=self.settings.weights_dir, cache_dir=self.settings.cache_dir, device=cfg.device,

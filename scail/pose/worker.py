@@ -47,6 +47,7 @@ class PoseJob(BaseModel):
     out_pose: Path
     out_ref_pose: Path | None = None
     backend: Literal["auto", "mediapipe", "nlf"] = "auto"
+    mediapipe_model: Literal["heavy", "full"] = "heavy"
     fps: float = Field(16.0, gt=0)
     max_people: int = Field(1, ge=1, le=8)
     max_frames: int | None = Field(None, ge=1)
@@ -83,11 +84,11 @@ class Runner:
         from scail.device import resolve_device
 
         device = str(resolve_device(job.device, what="pose device"))
-        key = f"{name}:{device}"
+        key = f"{name}:{device}:{job.mediapipe_model}"
         if key not in self.backends:
             from scail.pose.backends import make_backend
 
-            self.backends[key] = make_backend(name, job.weights_dir, job.cache_dir, device)
+            self.backends[key] = make_backend(name, job.weights_dir, job.cache_dir, device, job.mediapipe_model)
         return self.backends[key]
 
     def run(self, job: PoseJob, emit: Emit) -> dict[str, Any]:

@@ -248,17 +248,21 @@ def test_torchvision_nms_works_in_the_pose_env(pose_python: Path, tmp_path: Path
     assert res.stdout.strip().splitlines()[-1] == "[0, 2]"
 
 
+@pytest.mark.parametrize(("model", "iou_mean", "flipped"), [("heavy", 0.70, [15, 16]), ("full", 0.65, list(range(15, 22)))])
 def test_agreement_with_the_official_pose_video(pose_python: Path, pose_cache_dir: Path, shared_dir: Path,
-                                                copy_example: Callable[[str], Path], tmp_path: Path) -> None:
-    """benchmarks/pose_agreement.py's metrics on all 65 frames of 001: open-mask IoU mean >= 0.65,
-    min >= 0.40; colours (hue agreement) >= 0.85 in every frame (MediaPipe's raw labels are flipped
-    in frames 15-21: ~0.01 there without scail/pose/flips.py)."""
+                                                copy_example: Callable[[str], Path], tmp_path: Path, model: str,
+                                                iou_mean: float, flipped: list[int]) -> None:
+    """benchmarks/pose_agreement.py's metrics on all 65 frames of 001: open-mask IoU mean >= 0.70 with
+    the default heavy landmark model (issue 12's target; 0.65 with the wheel's `full` model), min >= 0.40;
+    colours (hue agreement) >= 0.85 in every frame (MediaPipe's raw labels are flipped around frames
+    15-21: ~0.01 there without scail/pose/flips.py)."""
     from benchmarks import pose_agreement as agreement
     from scail.render import render_pose
     from scail.video import read_frames
 
     root = copy_example("001")
-    st = PoseStage(PoseConfig(backend="mediapipe"), Settings(weights_dir=tmp_path / "w", cache_dir=pose_cache_dir))
+    st = PoseStage(PoseConfig(backend="mediapipe", mediapipe_model=model),  # type: ignore[arg-type]
+                   Settings(weights_dir=tmp_path / "w", cache_dir=pose_cache_dir))
     try:
         ex, _, _ = _run(st, root)
     finally:
@@ -267,11 +271,13 @@ def test_agreement_with_the_official_pose_video(pose_python: Path, pose_cache_di
     ours = render_pose(ex.pose_data, overlay=True)
     assert ours.shape == official.shape == (65, 512, 896, 3)
     iou = agreement.mask_iou(agreement.skeleton_mask(ours), agreement.skeleton_mask(official))
-    assert iou.mean() >= 0.65 and iou.min() >= 0.40, (iou.mean(), iou.min())
+    assert iou.mean() >= iou_mean and iou.min() >= 0.40, (iou.mean(), iou.min())
     hue = agreement.hue_agreement(ours, official)
     assert hue.min() >= agreement.HUE_TARGET, hue.round(2)
     summary = json.loads((ex.state_dir / "pose_summary.json").read_text())
-    assert summary["flips_fixed"] == {"0": list(range(15, 22))}
+    assert summary["flips_fixed"] == {"0": flipped}
+    assert load_pose(ex.pose_data).version.split("-")[3:5] == (["c2", "static+yolo11n"] if model == "heavy"
+                                                               else ["c1", "video+yolo11n"])
 
 
 def test_in_process_mode_inside_an_env_with_the_pose_deps(pose_python: Path, frames_001: np.ndarray,

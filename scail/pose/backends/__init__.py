@@ -25,7 +25,7 @@ def resolve_backend(requested: str, weights_dir: Path) -> tuple[str, str]:
                          "using the embedded mediapipe backend")
 
 
-def make_backend(name: str, weights_dir: Path, cache_dir: Path, device: str) -> Any:
+def make_backend(name: str, weights_dir: Path, cache_dir: Path, device: str, mediapipe_model: str = "heavy") -> Any:
     """Build (load) a backend by name. Heavy imports happen here, inside the worker."""
     from scail.pose.backends.detector import offline_ultralytics_env
 
@@ -33,7 +33,7 @@ def make_backend(name: str, weights_dir: Path, cache_dir: Path, device: str) -> 
     if name == "mediapipe":
         from scail.pose.backends.mediapipe_backend import MediapipeBackend
 
-        return MediapipeBackend(device=device)
+        return MediapipeBackend(device=device, model=mediapipe_model)
     if name == "nlf":
         from scail.pose.backends.nlf_backend import NLFBackend
 

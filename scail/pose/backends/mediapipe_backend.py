@@ -1,17 +1,26 @@
-"""Backend `mediapipe`: the embedded default that needs no download.
+"""Backend `mediapipe`: the embedded default that needs no weights of its own.
 
-MediaPipe 0.10.21 ships its pose, hand and face models in the wheel (`model_complexity=1` only;
-0 and 2 would download). Per tracked person, a Holistic graph in video mode (its own landmark
-tracking, its smoothing off) runs on the full frame with everything outside the person's grown
-YOLO box blacked out: other people vanish and coordinates stay those of the frame. Its landmarks
-become the schema through `scail.pose.backends.landmarks` (SMPL-24 in camera mm by solving the
-translation through K).
+Two landmark models (`pose.mediapipe_model`):
+
+- `heavy` (default): MediaPipe Holistic with its largest pose model (`model_complexity=2`), each
+  frame estimated on its own (static mode), as the official pipeline (NLF + DWPose) estimates every
+  frame independently. The model is not in mediapipe's wheel; the pose stage installs it into the
+  pose env first (scail/pose/landmark_model.py).
+- `full`: the wheel's model (`model_complexity=1`) in video mode: Holistic's own landmark tracking
+  carries each frame's region of interest to the next. No download, ~30 % faster on CPU.
+
+Per tracked person, Holistic runs on the full frame with everything outside the person's grown YOLO
+box blacked out: other people vanish and coordinates stay those of the frame. Its landmarks become
+the schema through `scail.pose.backends.landmarks` (SMPL-24 in camera mm by solving the translation
+through K).
 
 Measured on examples/001 against the official pose video (benchmarks/pose_agreement.py, open-mask
-IoU mean/min): per-person crops that follow the box 0.61/0.23; masked full frame 0.66/0.30;
-the same with MediaPipe's landmark smoothing off 0.70/0.46 (the official pipeline has none).
+IoU mean/min, hue agreement min): per-person crops that follow the box 0.61/0.23; masked full frame
+0.66/0.30; the same with MediaPipe's landmark smoothing off 0.70/0.46 (the official pipeline has
+none). After flips are fixed (scail/pose/flips.py): `full` 0.693/0.50, hue 0.873; `heavy` 0.709/0.46,
+hue 0.869; the heavy model in video mode 0.696/0.20 (its tracking lost both arms for three frames of
+the dancer's back view), the full model in static mode 0.629/0.21.
 """
-
 from __future__ import annotations
 
 import logging
@@ -28,6 +37,8 @@ log = logging.getLogger(__name__)
 
 CROP_MARGIN = 0.25
 """The visible region = the person's box grown by this fraction of its size per side (hands, head)."""
+MODELS = {"heavy": (2, True), "full": (1, False)}
+"""pose.mediapipe_model -> (Holistic's model_complexity, each frame on its own)."""
 DETECT_EVERY = 4
 """YOLO runs on every 4th frame while everyone is followed (Holistic tracks in between): YOLO costs
 about twice Holistic per frame on CPU."""
@@ -85,17 +96,21 @@ class MediapipeBackend:
 
     name = "mediapipe"
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", model: str = "heavy") -> None:
         import mediapipe as mp
 
         from scail.pose.backends.detector import PersonDetector
 
+        if model not in MODELS:
+            raise ValueError(f"mediapipe model {model!r}: choose {' or '.join(MODELS)}")
+        self.complexity, self.per_frame = MODELS[model]
         self._holistic_cls = mp.solutions.holistic.Holistic
         self.detector = PersonDetector(device=device)
-        self.version = f"mediapipe-{mp.__version__}-holistic-c1+yolo11n-pose"
+        mode = "static" if self.per_frame else "video"
+        self.version = f"mediapipe-{mp.__version__}-holistic-c{self.complexity}-{mode}+yolo11n-pose"
 
     def _holistic(self, static: bool) -> Any:
-        return self._holistic_cls(static_image_mode=static, model_complexity=1, smooth_landmarks=False,
+        return self._holistic_cls(static_image_mode=static, model_complexity=self.complexity, smooth_landmarks=False,
                                   refine_face_landmarks=False)
 
     def video(self, frames: Iterable[np.ndarray], size_hw: tuple[int, int], fps: float, max_people: int,
@@ -106,7 +121,7 @@ class MediapipeBackend:
 
         def estimate(frame: np.ndarray, slot: int, box: np.ndarray) -> PersonPose | None:
             if slot not in graphs:
-                graphs[slot] = self._holistic(static=False)
+                graphs[slot] = self._holistic(static=self.per_frame)
             res = graphs[slot].process(masked_outside(frame, expand_box(box, size_hw, CROP_MARGIN)))
             return person_from_holistic(res, full, size_hw, K, box)
 
