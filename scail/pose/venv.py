@@ -269,4 +269,9 @@ def describe(cache_dir: Path | None = None) -> dict[str, object]:
     info["packages"] = versions
     info["install_s"] = marker.get("install_s")
     info["created"] = marker.get("created")
+    from scail.pose import landmark_model
+
+    package = landmark_model.mediapipe_dir(path)
+    installed = package is not None and landmark_model.installed_path(package).is_file()
+    info["heavy_landmark_model"] = "installed" if installed else "fetched on the first pose run"
     return info
