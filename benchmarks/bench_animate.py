@@ -194,6 +194,8 @@ def write_example(folder: Path, size_hw: tuple[int, int], frames: int, seed: int
     from scail.video import VideoWriter
 
     h, w = size_hw
+    if (folder / "prompt.txt").is_file():  # written ahead of the measured process (--cold)
+        return folder
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / "ref.png")
@@ -352,6 +354,23 @@ def _release() -> None:
         torch.cuda.empty_cache()
 
 
+def batch_examples(workdir: Path, name: str, size_hw: tuple[int, int], frames: list[int], clips: int,
+                   seed: int) -> list[tuple[Path, tuple[int, int, int], int]]:
+    """(folder, shape, seed) of each example of one batch (`run_batch_of`)."""
+    shapes = [(size_hw[0], size_hw[1], t) for t in frames for _ in range(clips)]
+    return [(workdir / name / f"{h}x{w}x{t}-clip{i + 1:02d}", (h, w, t), seed + i) for i, (h, w, t) in enumerate(shapes)]
+
+
+def write_all_examples(workdir: Path, modes: list[tuple[str, int]], shapes: list[tuple[int, int, int]],
+                       seed: int) -> None:
+    """Every example folder the modes will run, written ahead (--cold: a user's inputs exist before launch)."""
+    for name, clips in modes:
+        for size_hw in dict.fromkeys((h, w) for h, w, _ in shapes):
+            frames = [t for h, w, t in shapes if (h, w) == size_hw]
+            for folder, (h, w, t), s in batch_examples(workdir, name, size_hw, frames, clips, seed):
+                write_example(folder, (h, w), t, s)
+
+
 def run_batch_of(run: Run, name: str, size_hw: tuple[int, int], frames: list[int], clips: int, lora: Path | None,
                  weights: RandomWeights | None) -> list[Row]:
     """One batch: `clips` examples of each frame count at `size_hw`, one loaded pipeline."""
@@ -367,8 +386,8 @@ def run_batch_of(run: Run, name: str, size_hw: tuple[int, int], frames: list[int
     device = torch.device("cuda" if run.device.startswith("cuda") else run.device)
     attention.set_fp8(False)  # as in a fresh process: an earlier fast mode switched FP8 attention on
     shapes = [(size_hw[0], size_hw[1], t) for t in frames for _ in range(clips)]
-    examples = [Example(write_example(run.workdir / name / f"{h}x{w}x{t}-clip{i + 1:02d}", (h, w), t, run.seed + i))
-                for i, (h, w, t) in enumerate(shapes)]
+    examples = [Example(write_example(folder, (h, w), t, seed)) for folder, (h, w, t), seed
+                in batch_examples(run.workdir, name, size_hw, frames, clips, run.seed)]
     load: dict[str, float] = {}
 
     def factory(cfg: PipelineConfig, names: Sequence[str], prompt: str | None) -> list[Stage]:
@@ -506,12 +525,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     evicted = os.environ.pop(_DROPPED, "")
     if args.cold and not evicted:
-        # empty the page cache, then measure a fresh process (the clock starts after the sync and the drop,
-        # and that process reads python, torch and the weights from disk)
+        # the inputs first (a user's exist before launch), then empty the page cache and measure a fresh
+        # process: the clock starts after the sync and the drop, and that process reads python, torch,
+        # the inputs and the weights from disk
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-animate-"))
+        write_all_examples(workdir, args.mode_list, args.shape_list, args.seed)
         evicted = drop_page_cache(args.weights_dir)
         print(f"# --cold: {evicted}", flush=True)
-        child = [sys.executable, sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
-        return subprocess.run(child, env={**os.environ, _DROPPED: evicted}, check=False).returncode
+        child = [sys.executable, sys.argv[0], *(argv if argv is not None else sys.argv[1:]), "--workdir", str(workdir)]
+        try:
+            return subprocess.run(child, env={**os.environ, _DROPPED: evicted}, check=False).returncode
+        finally:
+            if args.workdir is None:
+                shutil.rmtree(workdir, ignore_errors=True)
     t_launch = process_start()
 
     from scail.animate.random_weights import RandomWeights
