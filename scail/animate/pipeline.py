@@ -183,6 +183,15 @@ class AnimatePipeline:
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - t0
 
+    def adopt_visitors(self, visitors: Iterable[Visitor]) -> None:
+        """Use these `Visitor`s for their modules (the encoders): `build.build_scail_preview` makes them
+        before the DiT loads and pins the encoders' weights meanwhile (`Visitor.settle_in_background`)."""
+        for visitor in visitors:
+            if visitor.offload != (self.offload != "none") or visitor.device != self.device:
+                raise ValueError(f"a visitor of {type(visitor.module).__name__} for {visitor.device} "
+                                 f"(offload {visitor.offload}) does not match this pipeline's plan")
+            self._visitors[id(visitor.module)] = visitor
+
     def _visit(self, module: torch.nn.Module) -> Visitor:
         visitor = self._visitors.get(id(module))
         if visitor is None or visitor.module is not module:
@@ -401,6 +410,11 @@ class AnimatePipeline:
             remove()
         for name in ("parallel", "dit", "vae", "text_encoder", "image_encoder", "block_offload", "step_cache"):
             setattr(self, name, None)
+        for visitor in self._visitors.values():
+            try:
+                visitor.wait_settled()  # a pinning thread still at work holds the encoder
+            except Exception as exc:  # the pipeline is going away: its error no longer matters
+                log.debug("pinning %s failed: %s", type(visitor.module).__name__, exc)
         self._visitors.clear()  # they hold the encoders and their pinned CPU home
         self._text_features.clear()
         if self.device.type == "cuda":

@@ -136,6 +136,67 @@ def test_visitor_on_the_cpu_or_without_offload_leaves_the_module_in_place() -> N
     assert all(p.device.type == "meta" for p in t5.parameters())  # it went and stays (offload off)
 
 
+def test_a_home_settled_on_a_thread_is_the_one_the_first_visit_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`settle_in_background` (what the build starts while the DiT loads) gives the weights their home
+    on a thread; the first visit waits for it and lends exactly what a synchronous settle would."""
+    import threading
+
+    from scail.animate.offload import Visitor
+
+    t5 = _t5()
+    before = {k: v.clone() for k, v in t5.state_dict().items()}
+    visitor = Visitor(t5, "meta")
+    release = threading.Event()
+    settle = Visitor._settle
+
+    def slow_settle(self: Visitor) -> list:
+        release.wait(10)  # the "pinning" is still running when the first visit comes
+        return settle(self)
+
+    monkeypatch.setattr(Visitor, "_settle", slow_settle)
+    visitor.settle_in_background()
+    assert visitor._settling is not None and visitor._settling.is_alive()
+    threading.Timer(0.2, release.set).start()
+    with visitor:  # waits for the thread
+        assert visitor._settling is None and visitor._home is not None
+        assert all(t.device.type == "meta" for t in t5.state_dict().values())
+    after = t5.state_dict()
+    assert all(t.device.type == "cpu" and torch.equal(before[k], t) for k, t in after.items())
+    visitor.settle_in_background()  # settled already: nothing starts
+    assert visitor._settling is None
+    cpu = Visitor(_t5(), "cpu")  # nothing to pin on the CPU: no thread either
+    cpu.settle_in_background()
+    assert cpu._settling is None
+
+
+def test_a_failed_background_settle_is_raised_by_the_first_visit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scail.animate.offload import Visitor
+
+    def no_memory(self: Visitor) -> list:
+        raise RuntimeError("cannot lock 11 GB")
+
+    visitor = Visitor(_t5(), "meta")
+    monkeypatch.setattr(Visitor, "_settle", no_memory)
+    visitor.settle_in_background()
+    with pytest.raises(RuntimeError, match="cannot lock 11 GB"), visitor:
+        pass
+    monkeypatch.undo()
+    with visitor:  # the error was reported once; the next visit settles in line
+        pass
+    assert visitor._home is not None
+
+
+def test_a_pipeline_takes_only_visitors_that_match_its_plan() -> None:
+    from scail.animate.build import build_tiny_random
+    from scail.animate.offload import Visitor
+
+    pipe = build_tiny_random("cpu")
+    with pytest.raises(ValueError, match="does not match this pipeline's plan"):
+        pipe.adopt_visitors([Visitor(pipe.text_encoder.model, "meta")])  # offload on; the pipeline has none
+    pipe.adopt_visitors([Visitor(pipe.text_encoder.model, "cpu", offload=False)])
+    assert pipe.encode_text(["a"])[0].shape[-1] == pipe.text_encoder.model.cfg.dim
+
+
 @pytest.mark.gpu
 @torch.no_grad()
 def test_visitor_on_cuda_encodes_as_resident_and_pins_the_home() -> None:
