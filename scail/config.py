@@ -52,7 +52,7 @@ class PoseConfig(_Strict):
     """The mediapipe backend's landmark model. `heavy` (the default): MediaPipe's largest pose model on
     each frame independently, as the official pipeline estimates each frame; fetched once into the pose
     env (scail/pose/landmark_model.py). `full`: the model in mediapipe's wheel, tracking from frame to
-    frame; no download and ~30 % faster on CPU, less faithful (benchmarks/README.md, "pose_agreement.py")."""
+    frame; no download and about a quarter less time on CPU, less faithful (benchmarks/README.md, "pose_agreement.py")."""
     smoothing: bool = False
     """Temporal One-Euro smoothing of 3D and 2D points. Off by default: the official pipeline has none,
     and on examples/001 smoothing lowered agreement with the official pose video (it lags fast moves)."""

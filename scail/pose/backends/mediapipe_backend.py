@@ -7,7 +7,7 @@ Two landmark models (`pose.mediapipe_model`):
   frame independently. The model is not in mediapipe's wheel; the pose stage installs it into the
   pose env first (scail/pose/landmark_model.py).
 - `full`: the wheel's model (`model_complexity=1`) in video mode: Holistic's own landmark tracking
-  carries each frame's region of interest to the next. No download, ~30 % faster on CPU.
+  carries each frame's region of interest to the next. No download, about a quarter less time on CPU.
 
 Per tracked person, Holistic runs on the full frame with everything outside the person's grown YOLO
 box blacked out: other people vanish and coordinates stay those of the frame. Its landmarks become
