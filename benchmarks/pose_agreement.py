@@ -20,6 +20,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -143,10 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=None, help="scail cache (holds the pose env)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
         pose_path = args.pose or run_pose_stage(args.example, Path(tmp), args.backend, args.cache_dir,
                                                      args.mediapipe_model)
+        stage_s = time.perf_counter() - t0  # the whole stage: worker start, model load, video, reference
         report: dict[str, object] = {"example": str(args.example), "detection_rate": detection_rate(pose_path),
                                      "bone_cv": bone_stability(pose_path)}
+        if args.pose is None:
+            report.update(backend=args.backend, mediapipe_model=args.mediapipe_model, pose_stage_s=round(stage_s, 2))
         official = args.example / "rendered.mp4"
         if official.is_file():
             from scail.video import read_frames
