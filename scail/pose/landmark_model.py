@@ -31,6 +31,7 @@ from typing import IO, cast
 from urllib.parse import urlparse
 
 from scail.atomic import atomic_path
+from scail.cache import sha256_file
 from scail.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -63,14 +64,6 @@ PACKAGE_SUBDIR = Path("modules") / "pose_landmark"
 def hand_placed(weights_dir: Path, spec: ModelFile = HEAVY) -> Path:
     """Where a user puts the file on a machine that cannot download it."""
     return weights_dir / "pose" / spec.name
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def is_good(path: Path, spec: ModelFile = HEAVY) -> bool:

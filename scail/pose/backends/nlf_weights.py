@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from scail.atomic import atomic_path, atomic_write_text
+from scail.cache import sha256_file
 from scail.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -63,14 +64,6 @@ def downloadable(timeout_s: float = 2.0) -> bool:
         except OSError:
             return False
     return True
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify(path: Path, spec: WeightFile) -> None:
