@@ -9,10 +9,11 @@ gave 1.2-1.3 GB/s against 0.6-1.2 (`benchmarks/README.md`, "bench_prefetch.py").
 reading the files front to back in 16 MiB pieces, several pieces in flight, keep the disk busy while
 the loader converts and copies what is already in memory.
 
-Only what the page cache can hold is read: files are taken in the loaders' order (DiT, VAE, umT5,
-CLIP) while their total stays under 80 % of the memory available now, so prefetching never evicts
-the pages the loader is about to use. A warm cache makes the reads memory copies (seconds on one
-core, off the loader's thread); `stop()` ends them once the models are built.
+Only what the page cache can hold is read: of the files, in the loaders' order (VAE, umT5, CLIP,
+DiT), the selection with the most bytes under 80 % of the memory available now, so prefetching
+never evicts the pages the loader is about to use; on a host too small for all, that keeps the DiT.
+A warm cache makes the reads memory copies (seconds on one core, off the loader's thread); `stop()`
+ends them once the models are built.
 """
 
 from __future__ import annotations
@@ -30,28 +31,41 @@ PIECE_BYTES = 16 << 20
 """One read: large enough for the disk to stream, small enough to stop quickly."""
 MEMORY_SHARE = 0.8
 """The share of the available memory the prefetched files may fill."""
+MAX_EXHAUSTIVE = 12
+"""Up to this many files every selection is tried (2^12 sums); beyond, the first that fit."""
 DEFAULT_WORKERS = 4
 """Reads in flight at once."""
 
 
 def plan(paths: Sequence[Path], available_bytes: int, share: float = MEMORY_SHARE) -> list[Path]:
-    """The files to read, in order: each existing file while the running total fits `share` of
-    `available_bytes` (the first that does not fit ends the list: later files would evict earlier ones)."""
-    chosen: list[Path] = []
-    total = 0
-    budget = int(available_bytes * share)
+    """The files to read, in the loaders' order: of the existing files, the selection with the most
+    bytes that fits `share` of `available_bytes` (read in order and all held at once, none evicts
+    another). On a host too small for all of them this keeps the DiT, the largest file, over the
+    encoders' smaller ones: its bytes are most of what a cold load waits on."""
+    sized: list[tuple[Path, int]] = []
     for path in dict.fromkeys(Path(p) for p in paths):  # a file named twice is read once
         try:
             size = path.stat().st_size if path.is_file() else 0
         except OSError:
             continue
-        if size == 0:
-            continue
-        if total + size > budget:
-            break
-        chosen.append(path)
-        total += size
-    return chosen
+        if size > 0:
+            sized.append((path, size))
+    budget = int(available_bytes * share)
+    if len(sized) > MAX_EXHAUSTIVE:  # never in the loaders' use (four files): keep the first that fit
+        chosen, total = [], 0
+        for path, size in sized:
+            if total + size <= budget:
+                chosen.append(path)
+                total += size
+        return chosen
+    best: tuple[int, ...] = ()
+    best_total = 0
+    for mask in range(1, 1 << len(sized)):
+        picked = tuple(i for i in range(len(sized)) if mask >> i & 1)
+        total = sum(sized[i][1] for i in picked)
+        if best_total < total <= budget:
+            best, best_total = picked, total
+    return [sized[i][0] for i in best]
 
 
 class Prefetch:

@@ -14,14 +14,19 @@ def _file(path: Path, size: int) -> Path:
     return path
 
 
-def test_the_plan_keeps_the_loaders_order_and_stops_where_memory_ends(tmp_path: Path) -> None:
-    a, b, c = _file(tmp_path / "dit", 600), _file(tmp_path / "vae", 300), _file(tmp_path / "t5", 50)
+def test_the_plan_keeps_the_loaders_order_and_the_most_bytes_that_fit(tmp_path: Path) -> None:
+    vae, t5, clip, dit = (_file(tmp_path / n, s) for n, s in (("vae", 30), ("t5", 300), ("clip", 50), ("dit", 600)))
     missing, empty = tmp_path / "gone", _file(tmp_path / "empty", 0)
-    assert prefetch.plan([a, missing, b, c, a], available_bytes=10_000) == [a, b, c]  # a once, the missing skipped
-    # 80 % of 1,100 = 880: the DiT and then not the VAE (it would evict the DiT); not the small one after it either
-    assert prefetch.plan([a, b, c], available_bytes=1_100) == [a]
-    assert prefetch.plan([b, a], available_bytes=1_000) == [b]
+    loaders = [vae, t5, clip, dit]
+    assert prefetch.plan([vae, missing, t5, clip, dit, vae], available_bytes=10_000) == loaders  # once each
+    # 80 % of 1,000 = 800: not all (980); the most that fits keeps the order and the DiT (vae + clip + dit = 680)
+    assert prefetch.plan(loaders, available_bytes=1_000) == [vae, clip, dit]
+    # 80 % of 700 = 560: the DiT alone does not fit; the encoders' files do (380)
+    assert prefetch.plan(loaders, available_bytes=700) == [vae, t5, clip]
+    assert prefetch.plan(loaders, available_bytes=10) == []
     assert prefetch.plan([empty, tmp_path], available_bytes=10_000) == []  # empty files and folders: nothing to read
+    many = [_file(tmp_path / f"f{i}", 10) for i in range(prefetch.MAX_EXHAUSTIVE + 2)]
+    assert prefetch.plan(many, available_bytes=100) == many[:8]  # beyond the exhaustive search: the first that fit
 
 
 def test_it_reads_every_byte_of_the_planned_files_then_stops(tmp_path: Path) -> None:
