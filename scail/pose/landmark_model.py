@@ -21,7 +21,6 @@ import hashlib
 import importlib.util
 import logging
 import shutil
-import socket
 import tarfile
 import urllib.request
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from urllib.parse import urlparse
 from scail.atomic import atomic_path
 from scail.cache import sha256_file
 from scail.errors import CheckpointError
+from scail.pose.hosts import reachable
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +88,6 @@ def installed_path(package: Path, spec: ModelFile = HEAVY) -> Path:
     return package / PACKAGE_SUBDIR / spec.name
 
 
-def reachable(spec: ModelFile = HEAVY, timeout_s: float = 2.0) -> bool:
-    """Can the download host be reached (a TCP connect, no data)?"""
-    url = urlparse(spec.url)
-    try:
-        with socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
 def problem(env: Path | None, weights_dir: Path, spec: ModelFile | None = None) -> str:
     """'' when `ensure_installed` can work here (the file is installed, placed by hand or downloadable),
     else the one-line reason with the fix (for the preflight). `spec` defaults to HEAVY."""
@@ -105,7 +95,7 @@ def problem(env: Path | None, weights_dir: Path, spec: ModelFile | None = None) 
     package = mediapipe_dir(env) if env is None or env.exists() else None
     if package is not None and installed_path(package, spec).is_file():
         return ""
-    if hand_placed(weights_dir, spec).is_file() or reachable(spec):
+    if hand_placed(weights_dir, spec).is_file() or reachable(spec.url):
         return ""
     return (f"pose.mediapipe_model=heavy needs {spec.name} and {urlparse(spec.url).hostname} cannot be reached: "
             f"place the file (sha256 {spec.sha256[:12]}..., from {spec.member} of {spec.url}) at "

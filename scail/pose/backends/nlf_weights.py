@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import socket
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 from scail.atomic import atomic_path, atomic_write_text
 from scail.cache import sha256_file
@@ -56,14 +54,9 @@ def missing_files(weights_dir: Path) -> list[Path]:
 
 def downloadable(timeout_s: float = 2.0) -> bool:
     """Can the weight hosts be reached (a TCP connect, no data)? False on offline machines."""
-    for f in FILES:
-        host = urlparse(f.url).hostname or ""
-        try:
-            with socket.create_connection((host, 443), timeout=timeout_s):
-                pass
-        except OSError:
-            return False
-    return True
+    from scail.pose.hosts import reachable
+
+    return all(reachable(f.url, timeout_s) for f in FILES)
 
 
 def verify(path: Path, spec: WeightFile) -> None:
